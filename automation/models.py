@@ -1,0 +1,1 @@
+"""Models of the automation app (filled by later issues)."""

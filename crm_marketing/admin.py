@@ -1,0 +1,121 @@
+"""Django admin, scoped per account: staff see and edit only their accounts' rows."""
+from __future__ import annotations
+
+from django.contrib import admin
+from django.core.exceptions import PermissionDenied
+
+from crm_marketing.models import Account, Lead, LeadTouch, Membership, Opportunity, Sale, SystemEvent
+
+
+def member_account_ids(user) -> list[int]:
+    return list(Membership.objects.filter(user=user).values_list("account_id", flat=True))
+
+
+class AccountScopedAdmin(admin.ModelAdmin):
+    """Base of every admin of an AccountOwned model. Superusers see all accounts."""
+
+    account_field = "account"
+
+    def get_queryset(self, request):
+        queryset = super().get_queryset(request)
+        if request.user.is_superuser:
+            return queryset
+        return queryset.filter(**{f"{self.account_field}__in": member_account_ids(request.user)})
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        field = super().formfield_for_foreignkey(db_field, request, **kwargs)
+        if request.user.is_superuser or field is None:
+            return field
+        account_ids = member_account_ids(request.user)
+        model = db_field.related_model
+        if model is Account:
+            field.queryset = field.queryset.filter(pk__in=account_ids)
+        elif any(f.name == "account" for f in model._meta.fields):
+            field.queryset = field.queryset.filter(account__in=account_ids)
+        elif model._meta.label == "auth.User" or model._meta.model_name == "user":
+            field.queryset = field.queryset.filter(memberships__account__in=account_ids).distinct()
+        return field
+
+    def save_model(self, request, obj, form, change):
+        if not request.user.is_superuser and getattr(obj, f"{self.account_field}_id") not in member_account_ids(request.user):
+            raise PermissionDenied("Not your account.")
+        super().save_model(request, obj, form, change)
+
+
+@admin.register(Account)
+class AccountAdmin(AccountScopedAdmin):
+    account_field = "pk"
+    list_display = ["name", "slug", "currency", "timezone", "created_at"]
+    search_fields = ["name", "slug"]
+    prepopulated_fields = {"slug": ["name"]}
+
+    def get_queryset(self, request):
+        queryset = admin.ModelAdmin.get_queryset(self, request)
+        return queryset if request.user.is_superuser else queryset.filter(pk__in=member_account_ids(request.user))
+
+    def save_model(self, request, obj, form, change):
+        if not request.user.is_superuser and (not change or obj.pk not in member_account_ids(request.user)):
+            raise PermissionDenied("Only superusers create accounts.")
+        admin.ModelAdmin.save_model(self, request, obj, form, change)
+
+
+@admin.register(Membership)
+class MembershipAdmin(AccountScopedAdmin):
+    list_display = ["user", "account", "role", "created_at"]
+    list_filter = ["role"]
+
+
+class OpportunityInline(admin.TabularInline):
+    model = Opportunity
+    extra = 0
+    fields = ["title", "stage", "amount", "currency", "closed_at"]
+    readonly_fields = ["closed_at"]
+    show_change_link = True
+
+
+@admin.register(Lead)
+class LeadAdmin(AccountScopedAdmin):
+    list_display = ["name", "phone", "email", "status", "lead_source", "meta_campaign_id", "seller", "created_at"]
+    list_filter = ["status", "lead_source"]
+    search_fields = ["first_name", "last_name", "phone", "email", "meta_campaign_id", "meta_ad_id"]
+    date_hierarchy = "created_at"
+    readonly_fields = ["status_changed_at", "status_changed_by", "opted_out_at", "last_inbound_at", "updated_at"]
+    inlines = [OpportunityInline]
+    list_select_related = ["seller"]
+
+
+@admin.register(LeadTouch)
+class LeadTouchAdmin(AccountScopedAdmin):
+    list_display = ["lead", "lead_source", "meta_campaign_id", "meta_ad_id", "touched_at"]
+    list_filter = ["lead_source"]
+    raw_id_fields = ["lead"]
+
+
+@admin.register(Opportunity)
+class OpportunityAdmin(AccountScopedAdmin):
+    list_display = ["__str__", "lead", "stage", "amount", "currency", "seller", "created_at", "closed_at"]
+    list_filter = ["stage"]
+    search_fields = ["title", "lead__first_name", "lead__last_name", "lead__phone"]
+    raw_id_fields = ["lead"]
+    list_select_related = ["lead", "seller"]
+
+
+@admin.register(Sale)
+class SaleAdmin(AccountScopedAdmin):
+    list_display = ["__str__", "lead", "opportunity", "status", "closed_at"]
+    list_filter = ["status"]
+    raw_id_fields = ["lead", "opportunity"]
+    date_hierarchy = "closed_at"
+    list_select_related = ["lead", "opportunity"]
+
+
+@admin.register(SystemEvent)
+class SystemEventAdmin(AccountScopedAdmin):
+    list_display = ["created_at", "account", "actor", "action", "target_type", "target_id", "ip"]
+    list_filter = ["action"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False

@@ -1,0 +1,193 @@
+"""API conventions: pagination and the account-scoped bases.
+
+Every view under /crm/ inherits ``AccountScopedViewSet`` or ``AccountScopedAPIView``. They
+resolve ``request.account`` from the user's membership, rate-limit the call, and own
+``get_queryset``: a subclass that tries to define its own scoping is refused at import time.
+"""
+from __future__ import annotations
+
+from rest_framework import exceptions, serializers, status, viewsets
+from rest_framework.pagination import LimitOffsetPagination
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from crm_marketing.envelope import error_body, exception_handler  # noqa: F401 - re-exported
+from crm_marketing.ratelimits import enforce_rate_limit
+from crm_marketing.tenancy import ALL_ROLES, resolve_account
+
+
+class EnvelopePagination(LimitOffsetPagination):
+    """limit (default 50, max 200) and offset; out-of-range values are a 400, not silently clamped."""
+
+    default_limit = 50
+    max_limit = 200
+
+    def paginate_queryset(self, queryset, request, view=None):
+        params = _PageParams(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        self.limit = params.validated_data.get("limit", self.default_limit)
+        self.offset = params.validated_data.get("offset", 0)
+        self.count = queryset.count()
+        self.request = request
+        return list(queryset[self.offset : self.offset + self.limit])
+
+    def get_paginated_response(self, data):
+        return Response({"results": data, "total": self.count, "limit": self.limit, "offset": self.offset})
+
+    def get_paginated_response_schema(self, schema):
+        return {
+            "type": "object",
+            "properties": {
+                "results": schema,
+                "total": {"type": "integer"},
+                "limit": {"type": "integer"},
+                "offset": {"type": "integer"},
+            },
+        }
+
+
+class _PageParams(serializers.Serializer):
+    limit = serializers.IntegerField(min_value=1, max_value=EnvelopePagination.max_limit, required=False)
+    offset = serializers.IntegerField(min_value=0, required=False)
+
+
+def _scoping(func):
+    func._scoping_base = True
+    return func
+
+
+_SEALED = ("initial", "get_queryset", "get_object", "perform_create", "dispatch")
+
+
+class AccountScopedMixin:
+    """Resolves request.account once per request and rate-limits it; subclasses cannot opt out."""
+
+    allowed_roles: frozenset[str] = ALL_ROLES
+    rate_limit_group = "api"
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        for name in _SEALED:
+            method = cls.__dict__.get(name)
+            if method is not None and not getattr(method, "_scoping_base", False):
+                raise TypeError(f"{cls.__name__}.{name} would bypass account scoping; use narrow_queryset() or a service instead.")
+
+    @_scoping
+    def initial(self, request, *args, **kwargs):
+        super().initial(request, *args, **kwargs)  # authentication, permissions, DRF throttles
+        enforce_rate_limit(request, group=self.rate_limit_group)
+        request.account, request.membership = resolve_account(request, self.allowed_roles)
+
+
+class AccountScopedAPIView(AccountScopedMixin, APIView):
+    """For views without a model (stats, actions): use request.account, never a client-given id."""
+
+
+class AccountScopedViewSet(AccountScopedMixin, viewsets.GenericViewSet):
+    """CRUD over one AccountOwned model, always filtered to request.account."""
+
+    pagination_class = EnvelopePagination
+    ordering_fields: tuple[str, ...] = ()
+    default_ordering: tuple[str, ...] = ("-id",)
+    filter_serializer_class: type[serializers.Serializer] | None = None
+
+    def narrow_queryset(self, queryset):
+        """Hook to narrow further (seller sees own rows, filters). Cannot widen: re-scoped after."""
+        return queryset
+
+    @_scoping
+    def get_queryset(self):
+        account = self.request.account
+        queryset = self.queryset.all().filter(account=account)
+        queryset = self.narrow_queryset(queryset)
+        if self.action == "list":
+            queryset = self.apply_filters(queryset)
+            queryset = queryset.order_by(*self.ordering())
+        return queryset.filter(account=account)
+
+    @_scoping
+    def get_object(self):
+        return super().get_object()
+
+    @_scoping
+    def perform_create(self, serializer):
+        serializer.instance = self.create_row(self.request.account, dict(serializer.validated_data))
+
+    def create_row(self, account, data: dict):
+        """Create in the resolved account; override to call the app's service."""
+        return self.queryset.model.objects.create(account=account, **data)
+
+    def update_row(self, instance, data: dict):
+        for name, value in data.items():
+            setattr(instance, name, value)
+        instance.save()
+        return instance
+
+    def apply_filters(self, queryset):
+        if self.filter_serializer_class is None:
+            return queryset
+        params = self.filter_serializer_class(data=self.request.query_params, context=self.get_serializer_context())
+        params.is_valid(raise_exception=True)
+        return params.filter(queryset)
+
+    def ordering(self) -> tuple[str, ...]:
+        raw = self.request.query_params.get("ordering")
+        if not raw:
+            return self.default_ordering
+        terms = tuple(t.strip() for t in raw.split(",") if t.strip())
+        allowed = set(self.ordering_fields)
+        bad = [t for t in terms if t.lstrip("-") not in allowed]
+        if bad or not terms:
+            raise exceptions.ValidationError({"ordering": [f"Allowed: {', '.join(sorted(allowed))} (prefix - for descending)."]})
+        return terms + ("-id",)
+
+    def list(self, request, *args, **kwargs):
+        page = self.paginate_queryset(self.get_queryset())
+        return self.get_paginated_response(self.get_serializer(page, many=True).data)
+
+    def retrieve(self, request, *args, **kwargs):
+        return Response(self.get_serializer(self.get_object()).data)
+
+    def create(self, request, *args, **kwargs):
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        self.perform_create(serializer)
+        return Response(self.get_serializer(serializer.instance).data, status=status.HTTP_201_CREATED)
+
+    def partial_update(self, request, *args, **kwargs):
+        serializer = self.get_serializer(self.get_object(), data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        instance = self.update_row(serializer.instance, dict(serializer.validated_data))
+        return Response(self.get_serializer(instance).data)
+
+
+class StrictSerializerMixin:
+    """Unknown fields are a 400, so a typo or an attempt to set `account` never passes silently."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, dict):
+            writable = {name for name, f in self.fields.items() if not f.read_only}
+            unknown = sorted(set(data) - writable)
+            if unknown:
+                raise serializers.ValidationError({name: ["Unknown or read-only field."] for name in unknown})
+        return super().to_internal_value(data)
+
+
+class AccountScopedRelatedField(serializers.PrimaryKeyRelatedField):
+    """A foreign key chosen by id, looked up only among request.account's rows (else 'does not exist')."""
+
+    def __init__(self, model, **kwargs):
+        self.model = model
+        super().__init__(**kwargs)
+
+    def get_queryset(self):
+        return self.model.objects.filter(account=self.context["request"].account)
+
+
+class QueryFilter(serializers.Serializer):
+    """List filters validated like a body (a bad value is a 400); LOOKUPS maps param -> ORM lookup."""
+
+    LOOKUPS: dict[str, str] = {}
+
+    def filter(self, queryset):
+        return queryset.filter(**{self.LOOKUPS.get(k, k): v for k, v in self.validated_data.items()})

@@ -1,0 +1,183 @@
+"""Core models: tenancy, the CRM (leads, opportunities, sales) and the audit trail."""
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.conf import settings
+from django.core.validators import MinValueValidator, RegexValidator
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from crm_marketing.audit import SystemEvent
+from crm_marketing.tenancy import Account, AccountOwned, Membership
+
+__all__ = ["Account", "Membership", "SystemEvent", "Lead", "LeadTouch", "Opportunity", "Sale"]
+
+E164 = r"^\+[1-9][0-9]{6,14}$"
+CURRENCY = r"^[A-Z]{3}$"
+validate_e164 = RegexValidator(E164, "Enter a phone number in E.164 format, e.g. +5491155550001.")
+validate_currency = RegexValidator(CURRENCY, "Enter an ISO 4217 currency code, e.g. USD.")
+
+
+class Lead(AccountOwned):
+    class Status(models.TextChoices):
+        NEW = "new"
+        CONTACTED = "contacted"
+        QUALIFIED = "qualified"
+        CONVERTED = "converted"
+        LOST = "lost"
+
+    class Source(models.TextChoices):
+        ORGANIC = "organic"
+        META_LEAD_ADS = "meta_lead_ads"
+        META_CTWA = "meta_ctwa"
+        MANUAL = "manual"
+        IMPORT = "import"
+
+    META_SOURCES = (Source.META_LEAD_ADS, Source.META_CTWA)
+
+    first_name = models.CharField(max_length=120)
+    last_name = models.CharField(max_length=120, blank=True)
+    phone = models.CharField(max_length=16, null=True, blank=True, validators=[validate_e164])
+    email = models.EmailField(blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.NEW)
+    lead_source = models.CharField(max_length=16, choices=Source.choices, default=Source.MANUAL)
+    meta_campaign_id = models.CharField(max_length=32, blank=True)
+    meta_adset_id = models.CharField(max_length=32, blank=True)
+    meta_ad_id = models.CharField(max_length=32, blank=True)
+    meta_form_id = models.CharField(max_length=32, blank=True)
+    meta_ad_headline = models.CharField(max_length=255, blank=True)
+    meta_ad_body = models.TextField(blank=True)
+    ctwa_clid = models.CharField(max_length=255, blank=True)
+    external_ids = models.JSONField(default=dict, blank=True)
+    seller = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    opted_out_at = models.DateTimeField(null=True, blank=True)
+    last_inbound_at = models.DateTimeField(null=True, blank=True)
+    status_changed_at = models.DateTimeField(null=True, blank=True)
+    status_changed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["account", "phone"], condition=Q(phone__isnull=False), name="lead_phone_unique_per_account"),
+            models.CheckConstraint(condition=Q(phone__isnull=True) | Q(phone__regex=E164), name="lead_phone_e164"),
+            models.CheckConstraint(condition=Q(status__in=["new", "contacted", "qualified", "converted", "lost"]), name="lead_status_valid"),
+            models.CheckConstraint(condition=Q(lead_source__in=["organic", "meta_lead_ads", "meta_ctwa", "manual", "import"]), name="lead_source_valid"),
+        ]
+        indexes = [
+            models.Index(fields=["account", "lead_source", "created_at"], name="lead_account_source_created"),
+            models.Index(fields=["account", "created_at"], name="lead_account_created"),
+            models.Index(fields=["account", "meta_campaign_id"], name="lead_account_campaign"),
+            models.Index(fields=["account", "email"], name="lead_account_email"),
+        ]
+
+    @property
+    def name(self) -> str:
+        return f"{self.first_name} {self.last_name}".strip()
+
+    @property
+    def is_meta_attributed(self) -> bool:
+        return self.lead_source in self.META_SOURCES
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class LeadTouch(AccountOwned):
+    """One Meta touch of a lead (a form fill or an ad click to WhatsApp); the lead keeps the last."""
+
+    lead = models.ForeignKey(Lead, on_delete=models.CASCADE, related_name="touches")
+    lead_source = models.CharField(max_length=16, choices=Lead.Source.choices)
+    meta_campaign_id = models.CharField(max_length=32, blank=True)
+    meta_adset_id = models.CharField(max_length=32, blank=True)
+    meta_ad_id = models.CharField(max_length=32, blank=True)
+    meta_form_id = models.CharField(max_length=32, blank=True)
+    external_id = models.CharField(max_length=255, blank=True, help_text="leadgen id or message id")
+    details = models.JSONField(default=dict, blank=True)
+    touched_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-touched_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["account", "lead_source", "external_id"], condition=~Q(external_id=""), name="leadtouch_external_unique"),
+        ]
+
+
+class Opportunity(AccountOwned):
+    class Stage(models.TextChoices):
+        NEW = "new"
+        QUALIFIED = "qualified"
+        PROPOSAL = "proposal"
+        NEGOTIATION = "negotiation"
+        WON = "won"
+        LOST = "lost"
+
+    CLOSED_STAGES = (Stage.WON, Stage.LOST)
+
+    lead = models.ForeignKey(Lead, on_delete=models.CASCADE, related_name="opportunities")
+    title = models.CharField(max_length=200, blank=True)
+    stage = models.CharField(max_length=16, choices=Stage.choices, default=Stage.NEW)
+    amount = models.DecimalField(max_digits=14, decimal_places=2, default=Decimal("0"), validators=[MinValueValidator(0)])
+    currency = models.CharField(max_length=3, validators=[validate_currency])
+    seller = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    stage_changed_at = models.DateTimeField(null=True, blank=True)
+    stage_changed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+    closed_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name_plural = "opportunities"
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gte=0), name="opportunity_amount_not_negative"),
+            models.CheckConstraint(condition=Q(currency__regex=CURRENCY), name="opportunity_currency_iso4217"),
+            models.CheckConstraint(
+                condition=Q(stage__in=["won", "lost"], closed_at__isnull=False) | Q(stage__in=["new", "qualified", "proposal", "negotiation"], closed_at__isnull=True),
+                name="opportunity_closed_iff_won_or_lost",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["account", "created_at"], name="opp_account_created"),
+            models.Index(fields=["account", "closed_at"], name="opp_account_closed"),
+        ]
+
+    @property
+    def is_closed(self) -> bool:
+        return self.stage in self.CLOSED_STAGES
+
+    def __str__(self) -> str:
+        return self.title or f"Opportunity {self.pk}"
+
+
+class Sale(AccountOwned):
+    class Status(models.TextChoices):
+        COMPLETED = "completed"
+        REFUNDED = "refunded"
+
+    opportunity = models.ForeignKey(Opportunity, null=True, blank=True, on_delete=models.PROTECT, related_name="sales")
+    lead = models.ForeignKey(Lead, on_delete=models.PROTECT, related_name="sales")
+    amount = models.DecimalField(max_digits=14, decimal_places=2, validators=[MinValueValidator(0)])
+    currency = models.CharField(max_length=3, validators=[validate_currency])
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.COMPLETED)
+    closed_at = models.DateTimeField(default=timezone.now)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-closed_at", "-id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gte=0), name="sale_amount_not_negative"),
+            models.CheckConstraint(condition=Q(currency__regex=CURRENCY), name="sale_currency_iso4217"),
+            models.CheckConstraint(condition=Q(status__in=["completed", "refunded"]), name="sale_status_valid"),
+            models.UniqueConstraint(fields=["opportunity"], condition=Q(opportunity__isnull=False), name="sale_one_per_opportunity"),
+        ]
+        indexes = [
+            models.Index(fields=["account", "closed_at"], name="sale_account_closed"),
+            models.Index(fields=["account", "status", "closed_at"], name="sale_account_status_closed"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.amount} {self.currency}"

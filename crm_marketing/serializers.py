@@ -1,0 +1,127 @@
+"""Serializers of the CRM API (leads, opportunities, sales) and their list filters."""
+from __future__ import annotations
+
+from django.contrib.auth import get_user_model
+from rest_framework import serializers
+
+from crm_marketing.api import AccountScopedRelatedField, QueryFilter, StrictSerializerMixin
+from crm_marketing.models import Lead, Membership, Opportunity, Sale
+
+
+class MemberField(serializers.PrimaryKeyRelatedField):
+    """A user chosen by id among request.account's members (sellers, closers)."""
+
+    def get_queryset(self):
+        account = self.context["request"].account
+        return get_user_model().objects.filter(memberships__account=account)
+
+
+class LeadSerializer(StrictSerializerMixin, serializers.ModelSerializer):
+    name = serializers.CharField(read_only=True)
+    seller = MemberField(required=False, allow_null=True)
+
+    class Meta:
+        model = Lead
+        fields = [
+            "id", "first_name", "last_name", "name", "phone", "email", "status", "lead_source",
+            "meta_campaign_id", "meta_adset_id", "meta_ad_id", "meta_form_id", "meta_ad_headline", "meta_ad_body",
+            "ctwa_clid", "external_ids", "seller", "opted_out_at", "last_inbound_at",
+            "status_changed_at", "status_changed_by", "created_at", "updated_at",
+        ]
+        read_only_fields = ["opted_out_at", "last_inbound_at", "status_changed_at", "status_changed_by", "created_at", "updated_at"]
+        # The unique phone is checked in validate_phone within the account; the DB constraint backs it.
+        validators = []
+
+    def validate_phone(self, value):
+        if not value:
+            return None
+        duplicates = Lead.objects.filter(account=self.context["request"].account, phone=value)
+        if self.instance is not None:
+            duplicates = duplicates.exclude(pk=self.instance.pk)
+        if duplicates.exists():
+            raise serializers.ValidationError("A lead with this phone already exists in this account.")
+        return value
+
+    def validate_external_ids(self, value):
+        if not isinstance(value, dict):
+            raise serializers.ValidationError("Must be an object of id names to values.")
+        return value
+
+    def validate(self, attrs):
+        if self.instance is None and not (attrs.get("phone") or attrs.get("email")):
+            raise serializers.ValidationError({"phone": ["A lead needs a phone or an email."]})
+        return attrs
+
+
+class LeadFilter(QueryFilter):
+    status = serializers.ChoiceField(choices=Lead.Status.choices, required=False)
+    lead_source = serializers.ChoiceField(choices=Lead.Source.choices, required=False)
+    seller = serializers.IntegerField(required=False)
+    meta_campaign_id = serializers.CharField(required=False)
+    created_after = serializers.DateTimeField(required=False)
+    created_before = serializers.DateTimeField(required=False)
+    phone = serializers.CharField(required=False)
+    email = serializers.CharField(required=False)
+
+    LOOKUPS = {"created_after": "created_at__gte", "created_before": "created_at__lt", "seller": "seller_id", "email": "email__iexact"}
+
+
+class OpportunitySerializer(StrictSerializerMixin, serializers.ModelSerializer):
+    lead = AccountScopedRelatedField(Lead)
+    seller = MemberField(required=False, allow_null=True)
+    currency = serializers.RegexField(r"^[A-Z]{3}$", required=False)
+    amount = serializers.DecimalField(max_digits=14, decimal_places=2, min_value=0, required=False, coerce_to_string=False)
+
+    class Meta:
+        model = Opportunity
+        fields = ["id", "lead", "title", "stage", "amount", "currency", "seller", "stage_changed_at", "stage_changed_by", "created_at", "closed_at", "updated_at"]
+        read_only_fields = ["stage_changed_at", "stage_changed_by", "created_at", "closed_at", "updated_at"]
+
+    def validate_lead(self, value):
+        if self.instance is not None and value.pk != self.instance.lead_id:
+            raise serializers.ValidationError("An opportunity cannot move to another lead.")
+        return value
+
+
+class OpportunityFilter(QueryFilter):
+    stage = serializers.ChoiceField(choices=Opportunity.Stage.choices, required=False)
+    lead = serializers.IntegerField(required=False)
+    seller = serializers.IntegerField(required=False)
+    created_after = serializers.DateTimeField(required=False)
+    created_before = serializers.DateTimeField(required=False)
+
+    LOOKUPS = {"created_after": "created_at__gte", "created_before": "created_at__lt", "seller": "seller_id", "lead": "lead_id"}
+
+
+class SaleSerializer(StrictSerializerMixin, serializers.ModelSerializer):
+    lead = AccountScopedRelatedField(Lead)
+    opportunity = AccountScopedRelatedField(Opportunity, required=False, allow_null=True)
+    currency = serializers.RegexField(r"^[A-Z]{3}$", required=False)
+    amount = serializers.DecimalField(max_digits=14, decimal_places=2, min_value=0, coerce_to_string=False)
+
+    class Meta:
+        model = Sale
+        fields = ["id", "lead", "opportunity", "amount", "currency", "status", "closed_at", "created_at"]
+        read_only_fields = ["created_at"]
+        validators = []
+
+    def validate(self, attrs):
+        if self.instance is not None and ({"lead", "opportunity", "amount", "currency"} & set(attrs)):
+            raise serializers.ValidationError({name: ["Cannot change after the sale is recorded; refund it instead."] for name in {"lead", "opportunity", "amount", "currency"} & set(attrs)})
+        return attrs
+
+
+class SaleFilter(QueryFilter):
+    status = serializers.ChoiceField(choices=Sale.Status.choices, required=False)
+    lead = serializers.IntegerField(required=False)
+    closed_after = serializers.DateTimeField(required=False)
+    closed_before = serializers.DateTimeField(required=False)
+
+    LOOKUPS = {"closed_after": "closed_at__gte", "closed_before": "closed_at__lt", "lead": "lead_id"}
+
+
+def seller_scope(queryset, membership: Membership, *, lead_path: str = "lead__"):
+    """Sellers see only the rows of leads assigned to them."""
+    if membership.role == Membership.Role.SELLER:
+        return queryset.filter(**{f"{lead_path}seller": membership.user})
+    return queryset

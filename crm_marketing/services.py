@@ -1,0 +1,123 @@
+"""CRM write services: every change to leads, opportunities and sales goes through here."""
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from crm_marketing import events
+from crm_marketing.audit import record_event
+from crm_marketing.errors import Conflict, DomainError
+from crm_marketing.models import Account, Lead, Opportunity, Sale
+
+
+def create_lead(account: Account, *, actor=None, request=None, **fields: Any) -> Lead:
+    try:
+        with transaction.atomic():
+            lead = Lead.objects.create(account=account, **fields)
+            record_event("lead.create", account=account, actor=actor, target=lead, request=request)
+            events.publish(events.LEAD_CREATED, account_id=account.pk, lead_id=lead.pk)
+    except IntegrityError as exc:
+        raise Conflict("A lead with this phone already exists in this account.", code="duplicate_lead") from exc
+    return lead
+
+
+def update_lead(lead: Lead, *, actor=None, request=None, **fields: Any) -> Lead:
+    """Update a lead; a status change records who and when and publishes lead_status_changed."""
+    old_status = lead.status
+    new_status = fields.get("status", old_status)
+    try:
+        with transaction.atomic():
+            for name, value in fields.items():
+                setattr(lead, name, value)
+            if new_status != old_status:
+                lead.status_changed_at = timezone.now()
+                lead.status_changed_by = actor
+            lead.save()
+            record_event("lead.update", account=lead.account, actor=actor, target=lead, request=request, fields=sorted(fields))
+            if new_status != old_status:
+                events.publish(events.LEAD_STATUS_CHANGED, account_id=lead.account_id, lead_id=lead.pk, old=old_status, new=new_status)
+    except IntegrityError as exc:
+        raise Conflict("A lead with this phone already exists in this account.", code="duplicate_lead") from exc
+    return lead
+
+
+def create_opportunity(account: Account, *, lead: Lead, actor=None, request=None, **fields: Any) -> Opportunity:
+    if lead.account_id != account.pk:
+        raise DomainError("Unknown lead.", code="validation_error", fields={"lead": ["Unknown lead."]})
+    fields.setdefault("currency", account.currency)
+    stage = fields.get("stage", Opportunity.Stage.NEW)
+    if stage in Opportunity.CLOSED_STAGES:
+        raise DomainError("Create the opportunity open, then close it.", code="validation_error", fields={"stage": ["A new opportunity cannot start closed."]})
+    with transaction.atomic():
+        opportunity = Opportunity.objects.create(account=account, lead=lead, **fields)
+        record_event("opportunity.create", account=account, actor=actor, target=opportunity, request=request)
+        events.publish(events.OPPORTUNITY_CREATED, account_id=account.pk, opportunity_id=opportunity.pk, lead_id=lead.pk)
+    return opportunity
+
+
+def update_opportunity(opportunity: Opportunity, *, actor=None, request=None, amount: Decimal | None = None, **fields: Any) -> Opportunity:
+    """Change fields or the stage; closing as won creates the Sale in the same transaction.
+
+    A closed opportunity (won or lost) cannot change stage again: 409.
+    """
+    with transaction.atomic():
+        opportunity = Opportunity.objects.select_for_update().get(pk=opportunity.pk)
+        old_stage = opportunity.stage
+        new_stage = fields.pop("stage", old_stage)
+        if new_stage != old_stage and opportunity.is_closed:
+            raise Conflict(f"The opportunity is already {old_stage}; its stage cannot change.", code="opportunity_closed")
+        if opportunity.is_closed and (fields or amount is not None):
+            raise Conflict(f"The opportunity is already {old_stage}.", code="opportunity_closed")
+        for name, value in fields.items():
+            setattr(opportunity, name, value)
+        if amount is not None:
+            opportunity.amount = amount
+        if new_stage != old_stage:
+            now = timezone.now()
+            opportunity.stage = new_stage
+            opportunity.stage_changed_at = now
+            opportunity.stage_changed_by = actor
+            if new_stage in Opportunity.CLOSED_STAGES:
+                opportunity.closed_at = now
+        if new_stage == Opportunity.Stage.WON and old_stage != new_stage and opportunity.amount <= 0:
+            raise DomainError("A won opportunity needs its amount.", code="validation_error", fields={"amount": ["Required and above 0 to close as won."]})
+        opportunity.save()
+        record_event("opportunity.update", account=opportunity.account, actor=actor, target=opportunity, request=request, old_stage=old_stage, stage=new_stage)
+        if new_stage != old_stage:
+            events.publish(events.OPPORTUNITY_STAGE_CHANGED, account_id=opportunity.account_id, opportunity_id=opportunity.pk, old=old_stage, new=new_stage)
+        if new_stage == Opportunity.Stage.WON and old_stage != new_stage:
+            sale = Sale.objects.create(
+                account_id=opportunity.account_id, opportunity=opportunity, lead_id=opportunity.lead_id,
+                amount=opportunity.amount, currency=opportunity.currency, closed_at=opportunity.closed_at,
+            )
+            events.publish(events.OPPORTUNITY_WON, account_id=opportunity.account_id, opportunity_id=opportunity.pk, sale_id=sale.pk, lead_id=opportunity.lead_id)
+    return opportunity
+
+
+def create_sale(account: Account, *, lead: Lead, actor=None, request=None, **fields: Any) -> Sale:
+    """Record a sale directly (one not closed through an opportunity, e.g. imported)."""
+    if lead.account_id != account.pk:
+        raise DomainError("Unknown lead.", code="validation_error", fields={"lead": ["Unknown lead."]})
+    fields.setdefault("currency", account.currency)
+    opportunity = fields.get("opportunity")
+    if opportunity is not None and opportunity.lead_id != lead.pk:
+        raise DomainError("The opportunity belongs to another lead.", code="validation_error", fields={"opportunity": ["Belongs to another lead."]})
+    try:
+        with transaction.atomic():
+            sale = Sale.objects.create(account=account, lead=lead, **fields)
+            record_event("sale.create", account=account, actor=actor, target=sale, request=request)
+    except IntegrityError as exc:
+        raise Conflict("This opportunity already has a sale.", code="duplicate_sale") from exc
+    return sale
+
+
+def update_sale(sale: Sale, *, actor=None, request=None, **fields: Any) -> Sale:
+    with transaction.atomic():
+        for name, value in fields.items():
+            setattr(sale, name, value)
+        sale.save()
+        record_event("sale.update", account=sale.account, actor=actor, target=sale, request=request, fields=sorted(fields))
+    return sale

@@ -1,0 +1,232 @@
+"""Settings for CRM Ventas Marketing, read from the environment (django-environ).
+
+Embedded defaults (DEBUG on) run the demo and the tests with no services: a SQLite file, the
+django-q2 ORM broker, a local-memory cache and the Meta sandbox on 127.0.0.1. Production sets
+DEBUG=false and must then provide a real SECRET_KEY, META_TOKEN_KEYS and a shared cache.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+DEV_SECRET_KEY = "dev-insecure-secret-key-change-me"  # noqa: S105 - refused when DEBUG is off
+# A fixed Fernet key for the demo and tests only; refused when DEBUG is off.
+DEV_TOKEN_KEY = "bW9ja2luZy1rZXktZm9yLWRldi1vbmx5LTAwMDAwMDA="
+
+DEBUG = env.bool("DEBUG", default=True)
+SECRET_KEY = env.str("SECRET_KEY", default=DEV_SECRET_KEY)
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "testserver"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+# How many reverse proxies sit in front of the app: the client IP is that many hops from the
+# right of X-Forwarded-For. 0 means REMOTE_ADDR is the client.
+TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "social_django",
+    "django_q",
+    "crm_marketing",
+    "meta_oauth",
+    "marketing",
+    "automation",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "crm_marketing.urls"
+WSGI_APPLICATION = "crm_marketing.wsgi.application"
+ASGI_APPLICATION = "crm_marketing.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # The web server and the django-q2 worker share the file: wait for locks, take the write
+    # lock up front and let readers run beside the writer.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {"timeout": 20, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL;"}
+    )
+DATABASES["default"]["ATOMIC_REQUESTS"] = False
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://crm-marketing")}
+CACHE_IS_SHARED = not CACHES["default"]["BACKEND"].endswith(("LocMemCache", "DummyCache"))
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+AUTHENTICATION_BACKENDS = ["django.contrib.auth.backends.ModelBackend"]
+LOGIN_URL = "/accounts/login/"
+LOGIN_REDIRECT_URL = "/hub/marketing"
+LOGOUT_REDIRECT_URL = "/accounts/login/"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
+        if DEBUG
+        else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+    },
+}
+
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_SAMESITE = "Lax"
+SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=not DEBUG)
+CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=not DEBUG)
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 31536000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = not DEBUG
+SECURE_HSTS_PRELOAD = not DEBUG
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+if TRUSTED_PROXY_COUNT:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+# --- API -------------------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    # Token first: its authenticate_header makes anonymous calls 401, not 403.
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": ["crm_marketing.envelope.EnvelopeRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "EXCEPTION_HANDLER": "crm_marketing.envelope.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "CRM Ventas Marketing API",
+    "DESCRIPTION": "Meta Ads Marketing Hub, ROI tracking and WhatsApp HSM automation.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+# django-ratelimit rates ("count/period"): per user on authenticated calls, per IP on anonymous.
+API_RATE_LIMIT = env.str("API_RATE_LIMIT", default="600/m")
+API_ANON_RATE_LIMIT = env.str("API_ANON_RATE_LIMIT", default="120/m")
+WEBHOOK_RATE_LIMIT = env.str("WEBHOOK_RATE_LIMIT", default="6000/m")
+RATELIMIT_IP_META_KEY = "crm_marketing.ratelimits.client_ip"
+if not CACHE_IS_SHARED:
+    # A local-memory cache counts per process, which is right for the one-process demo and tests.
+    SILENCED_SYSTEM_CHECKS = ["django_ratelimit.E003", "django_ratelimit.W001"]
+
+# --- Tasks (django-q2) -----------------------------------------------------------------------
+Q_BROKER_URL = env.str("Q_BROKER_URL", default="")
+Q_CLUSTER = {
+    "name": "crm_marketing",
+    "workers": env.int("Q_WORKERS", default=2),
+    "timeout": 600,
+    "retry": 900,
+    "max_attempts": 3,
+    "catch_up": False,
+    "ack_failures": True,
+    "sync": env.bool("Q_SYNC", default=False),
+}
+if Q_BROKER_URL:
+    Q_CLUSTER["redis"] = Q_BROKER_URL
+else:
+    Q_CLUSTER["orm"] = "default"
+
+# --- Meta ------------------------------------------------------------------------------------
+SANDBOX_GRAPH_URL = "http://127.0.0.1:8765"
+META_GRAPH_URL = env.str("META_GRAPH_URL", default=SANDBOX_GRAPH_URL if DEBUG else "https://graph.facebook.com")
+META_DIALOG_URL = env.str("META_DIALOG_URL", default=META_GRAPH_URL if DEBUG else "https://www.facebook.com")
+META_GRAPH_API_VERSION = env.str("META_GRAPH_API_VERSION", default="v26.0")
+META_APP_ID = env.str("META_APP_ID", default="sandbox-app")
+META_APP_SECRET = env.str("META_APP_SECRET", default="sandbox-secret")
+META_WEBHOOK_VERIFY_TOKEN = env.str("META_WEBHOOK_VERIFY_TOKEN", default="sandbox-verify-token")
+META_TOKEN_KEYS = env.list("META_TOKEN_KEYS", default=[DEV_TOKEN_KEY] if DEBUG else [])
+META_HTTP_TIMEOUT = env.float("META_HTTP_TIMEOUT", default=10.0)
+META_MAX_RETRIES = env.int("META_MAX_RETRIES", default=3)
+META_MAX_BACKOFF_SECONDS = env.float("META_MAX_BACKOFF_SECONDS", default=30.0)
+META_SYNC_INTERVAL_HOURS = env.int("META_SYNC_INTERVAL_HOURS", default=4)
+META_LEAD_ACTION_TYPES = env.list(
+    "META_LEAD_ACTION_TYPES",
+    default=["lead", "onsite_conversion.lead_grouped", "offsite_conversion.fb_pixel_lead",
+             "onsite_conversion.messaging_conversation_started_7d"],
+)
+# Where the browser lands after the Meta dialog (the hub page).
+HUB_MARKETING_URL = env.str("HUB_MARKETING_URL", default="/hub/marketing")
+
+# --- social-auth (Meta OAuth) ----------------------------------------------------------------
+SOCIAL_AUTH_JSONFIELD_ENABLED = True
+SOCIAL_AUTH_URL_NAMESPACE = "social"
+SOCIAL_AUTH_META_KEY = META_APP_ID
+SOCIAL_AUTH_META_SECRET = META_APP_SECRET
+SOCIAL_AUTH_REDIRECT_IS_HTTPS = env.bool("SOCIAL_AUTH_REDIRECT_IS_HTTPS", default=not DEBUG)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}
+
+
+def _refuse_unsafe_production() -> None:
+    """With DEBUG off, refuse to boot on settings that only suit a developer's machine."""
+    problems = []
+    if SECRET_KEY == DEV_SECRET_KEY or len(SECRET_KEY) < 40:
+        problems.append("SECRET_KEY is the development key or shorter than 40 characters")
+    if not META_TOKEN_KEYS or DEV_TOKEN_KEY in META_TOKEN_KEYS:
+        problems.append("META_TOKEN_KEYS is empty or holds the development key")
+    if not CACHE_IS_SHARED:
+        problems.append("CACHE_URL must be a shared cache (e.g. redis://...) for rate limits")
+    if problems:
+        raise ImproperlyConfigured("Refusing to start with DEBUG off: " + "; ".join(problems) + ".")
+
+
+if not DEBUG:
+    _refuse_unsafe_production()

@@ -1,0 +1,112 @@
+"""Tenancy: the Account (one sales business), who belongs to it, and the one way to scope rows.
+
+Every tenant-owned model inherits ``AccountOwned``; every API view inherits the scoped bases in
+``crm_marketing.api`` which resolve ``request.account`` with ``resolve_account`` below.
+"""
+from __future__ import annotations
+
+import zoneinfo
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import models
+from rest_framework.exceptions import NotAuthenticated, PermissionDenied
+
+from crm_marketing.errors import DomainError
+
+
+def validate_timezone(value: str) -> None:
+    if value not in zoneinfo.available_timezones():
+        raise ValidationError(f"{value!r} is not an IANA time zone.")
+
+
+class Account(models.Model):
+    name = models.CharField(max_length=200)
+    slug = models.SlugField(max_length=60, unique=True)
+    currency = models.CharField(max_length=3, default="USD", help_text="ISO 4217 code")
+    timezone = models.CharField(max_length=64, default="UTC", validators=[validate_timezone])
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(condition=models.Q(currency__regex=r"^[A-Z]{3}$"), name="account_currency_iso4217"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Membership(models.Model):
+    class Role(models.TextChoices):
+        CEO = "ceo", "CEO"
+        ADMIN = "admin", "Admin"
+        MARKETING = "marketing", "Marketing"
+        SELLER = "seller", "Seller"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=16, choices=Role.choices)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "account"], name="membership_user_account_unique"),
+            models.CheckConstraint(condition=models.Q(role__in=["ceo", "admin", "marketing", "seller"]), name="membership_role_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} @ {self.account} ({self.role})"
+
+
+ALL_ROLES = frozenset(Membership.Role.values)
+MARKETING_ROLES = frozenset({"ceo", "admin", "marketing"})
+MANAGER_ROLES = frozenset({"ceo", "admin"})
+
+
+class AccountQuerySet(models.QuerySet):
+    def for_account(self, account: Account) -> "AccountQuerySet":
+        return self.filter(account=account)
+
+
+class AccountOwned(models.Model):
+    """Abstract base of every tenant-owned row."""
+
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="+")
+
+    objects = AccountQuerySet.as_manager()
+
+    class Meta:
+        abstract = True
+
+
+class AccountRequired(DomainError):
+    status_code = 400
+    code = "account_required"
+
+
+def resolve_account(request, allowed_roles: frozenset[str]) -> tuple[Account, Membership]:
+    """The account a request acts for, from the user's memberships only.
+
+    ``X-Account`` (slug) picks one when the user has several; the session may remember one;
+    nothing in the body or query can choose it. 401 anonymous, 403 not a member or wrong role.
+    """
+    user = request.user
+    if not user or not user.is_authenticated:
+        raise NotAuthenticated()
+    memberships = Membership.objects.select_related("account").filter(user=user)
+    wanted = request.META.get("HTTP_X_ACCOUNT") or (request.session.get("account_slug") if hasattr(request, "session") else None)
+    if wanted:
+        membership = next((m for m in memberships if m.account.slug == wanted), None)
+        if membership is None:
+            raise PermissionDenied("You are not a member of that account.")
+    else:
+        found = list(memberships[:2])
+        if not found:
+            raise PermissionDenied("You are not a member of any account.")
+        if len(found) > 1:
+            raise AccountRequired("You belong to several accounts: choose one with the X-Account header.")
+        membership = found[0]
+    if membership.role not in allowed_roles:
+        raise PermissionDenied(f"The {membership.role} role cannot use this endpoint.")
+    return membership.account, membership

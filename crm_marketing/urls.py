@@ -1,0 +1,30 @@
+"""Root URLconf: admin, login, the CRM API under /crm/, the apps' APIs, the hub pages, webhooks."""
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.routers import SimpleRouter
+
+from crm_marketing import pages
+from crm_marketing.views import LeadViewSet, OpportunityViewSet, SaleViewSet
+
+router = SimpleRouter(trailing_slash="/?")
+router.register("leads", LeadViewSet, basename="lead")
+router.register("opportunities", OpportunityViewSet, basename="opportunity")
+router.register("sales", SaleViewSet, basename="sale")
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("crm/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("crm/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    path("crm/marketing/", include("marketing.urls")),
+    path("crm/auth/meta/", include("meta_oauth.urls")),
+    path("crm/automation/", include("automation.urls")),
+    path("crm/", include(router.urls)),
+    path("", pages.home, name="home"),
+]
+
+handler404 = "crm_marketing.pages.not_found"
+handler500 = "crm_marketing.pages.server_error"

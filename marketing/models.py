@@ -1,0 +1,1 @@
+"""Models of the marketing app (filled by later issues)."""

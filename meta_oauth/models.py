@@ -1,0 +1,1 @@
+"""Models of the meta_oauth app (filled by later issues)."""
