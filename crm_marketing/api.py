@@ -74,8 +74,12 @@ class AccountScopedMixin:
 
     @_scoping
     def initial(self, request, *args, **kwargs):
-        super().initial(request, *args, **kwargs)  # authentication, permissions, DRF throttles
-        enforce_rate_limit(request, group=self.rate_limit_group)
+        # Count the call before permissions, so anonymous and bad-token callers are limited too.
+        try:
+            self.perform_authentication(request)
+        finally:
+            enforce_rate_limit(request, group=self.rate_limit_group)
+        super().initial(request, *args, **kwargs)  # permissions, DRF throttles
         request.account, request.membership = resolve_account(request, self.allowed_roles)
 
 

@@ -11,8 +11,9 @@ from django.utils import timezone
 
 from crm_marketing.audit import SystemEvent
 from crm_marketing.tenancy import Account, AccountOwned, Membership
+from crm_marketing.webhook_models import WebhookEvent
 
-__all__ = ["Account", "Membership", "SystemEvent", "Lead", "LeadTouch", "Opportunity", "Sale"]
+__all__ = ["Account", "Membership", "SystemEvent", "Lead", "LeadTouch", "Opportunity", "Sale", "WebhookEvent"]
 
 E164 = r"^\+[1-9][0-9]{6,14}$"
 CURRENCY = r"^[A-Z]{3}$"

@@ -230,3 +230,7 @@ def _refuse_unsafe_production() -> None:
 
 if not DEBUG:
     _refuse_unsafe_production()
+
+if env.bool("FAST_PASSWORD_HASHER", default=False):
+    # Tests create many users; the default hasher's deliberate slowness buys nothing there.
+    PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -5,10 +5,11 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
 
-from crm_marketing import pages
+from crm_marketing import pages, webhooks
 from crm_marketing.views import LeadViewSet, OpportunityViewSet, SaleViewSet
 
-router = SimpleRouter(trailing_slash="/?")
+router = SimpleRouter()
+router.trailing_slash = "/?"  # /crm/leads and /crm/leads/ both work
 router.register("leads", LeadViewSet, basename="lead")
 router.register("opportunities", OpportunityViewSet, basename="opportunity")
 router.register("sales", SaleViewSet, basename="sale")
@@ -23,6 +24,7 @@ urlpatterns = [
     path("crm/auth/meta/", include("meta_oauth.urls")),
     path("crm/automation/", include("automation.urls")),
     path("crm/", include(router.urls)),
+    path("webhooks/", include(webhooks.urlpatterns)),
     path("", pages.home, name="home"),
 ]
 

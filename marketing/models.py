@@ -1,1 +1,174 @@
-"""Models of the marketing app (filled by later issues)."""
+"""Meta Ads data mirrored per account: ad accounts, campaigns, ad sets, ads, daily insights."""
+from __future__ import annotations
+
+from django.db import models
+from django.db.models import Q
+
+from crm_marketing.models import validate_currency
+from crm_marketing.tenancy import AccountOwned
+
+
+class AdAccount(AccountOwned):
+    """A Meta ad account the account connected (``meta_ad_account_id`` is "act_…")."""
+
+    meta_ad_account_id = models.CharField(max_length=40)
+    meta_business_id = models.CharField(max_length=32, blank=True)
+    name = models.CharField(max_length=200)
+    currency = models.CharField(max_length=3, validators=[validate_currency])
+    timezone_name = models.CharField(max_length=64, default="UTC")
+    account_status = models.PositiveSmallIntegerField(default=1)
+    is_selected = models.BooleanField(default=True, help_text="The ad account the hub reports on")
+    parked_until = models.DateTimeField(null=True, blank=True, help_text="Throttled by Meta until then")
+    backfilled_since = models.DateField(null=True, blank=True, help_text="Insights are complete from this day on")
+    last_synced_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["account", "meta_ad_account_id"], name="adaccount_unique_per_account"),
+            models.UniqueConstraint(fields=["account"], condition=Q(is_selected=True), name="adaccount_one_selected_per_account"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.meta_ad_account_id})"
+
+
+class _MetaObject(AccountOwned):
+    name = models.CharField(max_length=400)
+    status = models.CharField(max_length=32, blank=True)
+    effective_status = models.CharField(max_length=32, blank=True)
+    created_time = models.DateTimeField(null=True, blank=True)
+    updated_time = models.DateTimeField(null=True, blank=True)
+    synced_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        abstract = True
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Campaign(_MetaObject):
+    ad_account = models.ForeignKey(AdAccount, on_delete=models.CASCADE, related_name="campaigns")
+    meta_campaign_id = models.CharField(max_length=32)
+    objective = models.CharField(max_length=64, blank=True)
+    daily_budget = models.BigIntegerField(null=True, blank=True, help_text="minor units (cents)")
+    lifetime_budget = models.BigIntegerField(null=True, blank=True, help_text="minor units (cents)")
+    start_time = models.DateTimeField(null=True, blank=True)
+    stop_time = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["account", "meta_campaign_id"], name="campaign_unique_per_account")]
+        indexes = [models.Index(fields=["account", "status"], name="campaign_account_status")]
+
+
+class AdSet(_MetaObject):
+    ad_account = models.ForeignKey(AdAccount, on_delete=models.CASCADE, related_name="adsets")
+    campaign = models.ForeignKey(Campaign, null=True, blank=True, on_delete=models.SET_NULL, related_name="adsets")
+    meta_adset_id = models.CharField(max_length=32)
+    meta_campaign_id = models.CharField(max_length=32, blank=True)
+    daily_budget = models.BigIntegerField(null=True, blank=True)
+    lifetime_budget = models.BigIntegerField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["account", "meta_adset_id"], name="adset_unique_per_account")]
+
+
+class Ad(_MetaObject):
+    ad_account = models.ForeignKey(AdAccount, on_delete=models.CASCADE, related_name="ads")
+    campaign = models.ForeignKey(Campaign, null=True, blank=True, on_delete=models.SET_NULL, related_name="ads")
+    adset = models.ForeignKey(AdSet, null=True, blank=True, on_delete=models.SET_NULL, related_name="ads")
+    meta_ad_id = models.CharField(max_length=32)
+    meta_adset_id = models.CharField(max_length=32, blank=True)
+    meta_campaign_id = models.CharField(max_length=32, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["account", "meta_ad_id"], name="ad_unique_per_account")]
+
+
+class DailyInsight(AccountOwned):
+    """One ad's figures for one day (ad account timezone). Meta ids are kept as strings so that
+    the ROI reads aggregate one table without joins, and a restated day overwrites its row."""
+
+    ad_account = models.ForeignKey(AdAccount, on_delete=models.CASCADE, related_name="insights")
+    meta_campaign_id = models.CharField(max_length=32)
+    meta_adset_id = models.CharField(max_length=32)
+    meta_ad_id = models.CharField(max_length=32)
+    date = models.DateField()
+    currency = models.CharField(max_length=3, validators=[validate_currency])
+    spend = models.DecimalField(max_digits=14, decimal_places=2)
+    impressions = models.BigIntegerField(default=0)
+    clicks = models.BigIntegerField(default=0)
+    link_clicks = models.BigIntegerField(default=0)
+    reach = models.BigIntegerField(default=0)
+    leads = models.IntegerField(default=0, help_text="Meta-reported lead actions (META_LEAD_ACTION_TYPES)")
+    synced_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["ad_account", "meta_ad_id", "date"], name="insight_unique_ad_day"),
+            models.CheckConstraint(condition=Q(spend__gte=0), name="insight_spend_not_negative"),
+        ]
+        indexes = [
+            models.Index(fields=["account", "date"], name="insight_account_date"),
+            models.Index(fields=["account", "meta_campaign_id", "date"], name="insight_account_campaign_date"),
+        ]
+
+
+class SyncRun(AccountOwned):
+    class Kind(models.TextChoices):
+        ENTITIES = "entities"
+        INSIGHTS = "insights"
+        FULL = "full"
+        LEADS_BACKFILL = "leads_backfill"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        PARKED = "parked"
+
+    ad_account = models.ForeignKey(AdAccount, on_delete=models.CASCADE, related_name="sync_runs")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    since = models.DateField(null=True, blank=True)
+    until = models.DateField(null=True, blank=True)
+    rows = models.IntegerField(default=0)
+    graph_calls = models.IntegerField(default=0)
+    error = models.TextField(blank=True)
+    task_id = models.CharField(max_length=64, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    # Touched on every report poll and page: an active run silent for long was abandoned (worker died).
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["ad_account", "-created_at"], name="syncrun_adaccount_created")]
+        constraints = [
+            # At most one queued or running sync per ad account: a second request is a 409.
+            models.UniqueConstraint(fields=["ad_account"], condition=Q(status__in=["queued", "running"]), name="syncrun_one_active_per_ad_account"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} sync of {self.ad_account_id}: {self.status}"
+
+
+class ExchangeRate(AccountOwned):
+    """How many units of ``to_currency`` one unit of ``from_currency`` buys, for the ROI sums."""
+
+    from_currency = models.CharField(max_length=3, validators=[validate_currency])
+    to_currency = models.CharField(max_length=3, validators=[validate_currency])
+    rate = models.DecimalField(max_digits=18, decimal_places=8)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["account", "from_currency", "to_currency"], name="exchangerate_unique_pair"),
+            models.CheckConstraint(condition=Q(rate__gt=0), name="exchangerate_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return f"1 {self.from_currency} = {self.rate} {self.to_currency}"

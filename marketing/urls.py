@@ -1,4 +1,5 @@
-from django.urls import path  # noqa: F401
+"""/crm/marketing/: the connection, sync and stats endpoints (one module each)."""
+from marketing.views import connection, stats, sync
 
 app_name = "marketing"
-urlpatterns: list = []
+urlpatterns = connection.urlpatterns + sync.urlpatterns + stats.urlpatterns

@@ -1,0 +1,55 @@
+"""manage.py run_demo: the web server, the django-q2 worker and the Meta sandbox in one foreground
+command. Ctrl-C (or any of them exiting) stops all three."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from django.conf import settings
+from django.core.management.base import BaseCommand
+
+from crm_marketing.demo import DEMO_ACCOUNTS, DEMO_PASSWORD
+
+
+class Command(BaseCommand):
+    help = "Run the demo: web on 127.0.0.1:8000, the qcluster worker and the Meta sandbox."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--port", type=int, default=8000)
+        parser.add_argument("--sandbox-port", type=int, default=8765)
+
+    def handle(self, *args, port, sandbox_port, **options):
+        sandbox_url = f"http://127.0.0.1:{sandbox_port}"
+        env = {**os.environ, "META_GRAPH_URL": sandbox_url, "META_DIALOG_URL": sandbox_url, "PYTHONUNBUFFERED": "1"}
+        manage = [sys.executable, str(settings.BASE_DIR / "manage.py")]
+        commands = {
+            "sandbox": manage + ["run_meta_sandbox", "--port", str(sandbox_port)],
+            "worker": manage + ["qcluster"],
+            "web": manage + ["runserver", f"127.0.0.1:{port}", "--noreload"],
+        }
+        processes = {name: subprocess.Popen(cmd, env=env) for name, cmd in commands.items()}
+        self.stdout.write(self.style.SUCCESS(f"\nCRM Ventas Marketing demo: http://127.0.0.1:{port}/  (admin: http://127.0.0.1:{port}/admin/)"))
+        self.stdout.write(f"Meta sandbox: {sandbox_url}   Logins (password {DEMO_PASSWORD}):")
+        for spec in DEMO_ACCOUNTS:
+            self.stdout.write(f"  {spec.slug}: " + ", ".join(f"{u} ({r})" for u, r in spec.users))
+        self.stdout.write("Ctrl-C stops everything.\n")
+        try:
+            while all(p.poll() is None for p in processes.values()):
+                time.sleep(0.5)
+            stopped = [name for name, p in processes.items() if p.poll() is not None]
+            self.stderr.write(f"{', '.join(stopped)} stopped; shutting the demo down.")
+        except KeyboardInterrupt:
+            self.stdout.write("\nStopping the demo...")
+        finally:
+            for p in processes.values():
+                if p.poll() is None:
+                    p.send_signal(signal.SIGINT)
+            deadline = time.monotonic() + 10
+            for p in processes.values():
+                try:
+                    p.wait(timeout=max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    p.kill()

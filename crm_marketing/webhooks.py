@@ -1,0 +1,270 @@
+"""/webhooks/meta: verify, store, dedupe, hand each change to the app that registered its field.
+
+The core never imports an app: apps call ``register_handler(field, fn)`` from AppConfig.ready().
+Several handlers may take one field (``messages`` carries inbound messages for marketing and
+statuses for automation). A handler gets the stored ``WebhookEvent`` and:
+
+- returns ``None`` when the change is not its business (e.g. a statuses-only ``messages`` change),
+- returns a short string saying what it did (the event becomes ``processed``),
+- raises ``IgnoreEvent(reason)`` when the change maps to nothing of ours (``ignored``),
+- raises ``RetryLater(message, retry_after)`` on a transient failure (``failed``, retried later),
+- raises anything else on a permanent failure (``failed``; ``process_webhook_events`` re-runs it).
+
+Handlers must be idempotent: a retried event runs every handler of its field again. A handler
+that learns the event's account sets ``event.account``.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+from collections import defaultdict
+from datetime import timedelta
+from typing import Any, Callable, Optional
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import F, Q
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.urls import path
+from django.utils import timezone
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_http_methods
+
+from crm_marketing.envelope import error_body, utc_timestamp
+from crm_marketing.ratelimits import RateLimited, enforce_rate_limit
+from crm_marketing.webhook_models import WebhookEvent
+
+log = logging.getLogger(__name__)
+
+WebhookHandler = Callable[[WebhookEvent], Optional[str]]
+MAX_ATTEMPTS = 8
+MAX_BACKOFF = timedelta(hours=6)
+STUCK_AFTER = timedelta(minutes=30)
+_handlers: dict[str, list[WebhookHandler]] = defaultdict(list)
+
+
+class IgnoreEvent(Exception):
+    """The change belongs to no account of ours, or there is nothing to do with it."""
+
+
+class RetryLater(Exception):
+    """A transient failure (Meta throttling, a 5xx, the network): try the event again later."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class EventFailed(Exception):
+    """An expected permanent failure (e.g. the token was rejected): kept failed until re-run by hand."""
+
+
+# -- the registry --------------------------------------------------------------------------------------
+def register_handler(field: str, handler: WebhookHandler) -> None:
+    """Let ``handler`` take changes of ``field``; registering the same function twice is a no-op."""
+    if handler not in _handlers[field]:
+        _handlers[field].append(handler)
+
+
+def unregister_handler(field: str, handler: WebhookHandler) -> None:
+    if handler in _handlers[field]:
+        _handlers[field].remove(handler)
+
+
+def handlers_for(field: str) -> list[WebhookHandler]:
+    return list(_handlers.get(field, ()))
+
+
+# -- dedupe keys ------------------------------------------------------------------------------------------
+def _digest(data: Any) -> str:
+    return "sha256:" + hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def dedupe_key(field: str, value: Any, *, entry_id: str = "", entry_time: Any = None) -> str:
+    """Meta's own id for one change, so the same change delivered again gets the same key."""
+    value = value if isinstance(value, dict) else {}
+    parts: list[str] = []
+    if field == "leadgen" and value.get("leadgen_id"):
+        parts = [str(value["leadgen_id"])]
+    elif field == "messages":
+        parts = [f"msg:{m.get('id')}" for m in value.get("messages") or [] if isinstance(m, dict)]
+        parts += [f"status:{s.get('id')}:{s.get('status')}" for s in value.get("statuses") or [] if isinstance(s, dict)]
+    elif field == "message_template_status_update" and value.get("message_template_id") is not None:
+        parts = [f"{value['message_template_id']}:{value.get('event')}:{entry_time}"]
+    elif field == "user_preferences":
+        parts = [f"{p.get('wa_id')}:{p.get('value')}:{p.get('timestamp')}"
+                 for p in value.get("user_preferences") or [] if isinstance(p, dict)]
+    key = "|".join(parts)
+    if not key or len(key) > 200:
+        return _digest({"entry": entry_id, "field": field, "value": value} if not key else key)
+    return key
+
+
+# -- the receiver ---------------------------------------------------------------------------------------------
+def _error(status: int, code: str, message: str, **headers: str) -> JsonResponse:
+    response = JsonResponse(error_body(code, message), status=status)
+    for name, value in headers.items():
+        response[name] = value
+    return response
+
+
+def signature_is_valid(body: bytes, header: str | None) -> bool:
+    if not header or not header.startswith("sha256="):
+        return False
+    expected = hmac.new(settings.META_APP_SECRET.encode(), body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected, header[len("sha256="):].strip().lower())
+
+
+def _changes(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per change: {object, entry_id, entry_time, field, payload}. Entries without `changes`
+    (Messenger's `messaging`) are not subscribed to and only logged."""
+    rows = []
+    for entry in body.get("entry") or []:
+        if not isinstance(entry, dict):
+            continue
+        changes = entry.get("changes")
+        if not isinstance(changes, list):
+            log.info("webhook entry without changes from %s ignored (keys: %s)", body.get("object"), sorted(entry))
+            continue
+        for change in changes:
+            if isinstance(change, dict) and isinstance(change.get("field"), str):
+                entry_time = entry.get("time") if isinstance(entry.get("time"), int) else None
+                rows.append({"object": str(body.get("object") or "")[:64], "entry_id": str(entry.get("id") or "")[:64],
+                             "entry_time": entry_time, "field": change["field"][:64], "payload": change})
+    return rows
+
+
+def store_changes(body: dict[str, Any]) -> tuple[int, list[int]]:
+    """Store every change not seen before; returns (changes received, ids of the new events).
+
+    Each new event is queued for processing once the rows are committed."""
+    rows = _changes(body)
+    new_ids: list[int] = []
+    with transaction.atomic():
+        for row in rows:
+            key = dedupe_key(row["field"], row["payload"].get("value"), entry_id=row["entry_id"], entry_time=row["entry_time"])
+            try:
+                with transaction.atomic():
+                    event = WebhookEvent.objects.create(dedupe_key=key, **row)
+            except IntegrityError:
+                log.info("webhook %s %s already stored: redelivery ignored", row["field"], key)
+                continue
+            new_ids.append(event.pk)
+            transaction.on_commit(lambda pk=event.pk: queue_event(pk))
+    return len(rows), new_ids
+
+
+def queue_event(event_id: int) -> None:
+    from django_q.tasks import async_task
+
+    async_task("crm_marketing.tasks.process_webhook_event", event_id, task_name=f"webhook-event-{event_id}")
+
+
+@csrf_exempt
+@require_http_methods(["GET", "POST"])
+def meta_webhook(request: HttpRequest) -> HttpResponse:
+    try:
+        enforce_rate_limit(request, group="webhooks", rate=settings.WEBHOOK_RATE_LIMIT)
+    except RateLimited as exc:
+        return _error(429, exc.code, exc.message, **{"Retry-After": str(exc.retry_after)})
+    if request.method == "GET":
+        return _verify_subscription(request)
+    if not signature_is_valid(request.body, request.headers.get("X-Hub-Signature-256")):
+        log.warning("webhook with a missing or wrong signature rejected")
+        return _error(401, "invalid_signature", "X-Hub-Signature-256 is missing or does not match the body.")
+    try:
+        body = json.loads(request.body)
+    except (UnicodeDecodeError, ValueError):
+        return _error(400, "malformed_request", "The body is not JSON.")
+    if not isinstance(body, dict) or not isinstance(body.get("entry"), list):
+        return _error(400, "malformed_request", "Expected a JSON object with an `entry` list.")
+    received, new_ids = store_changes(body)
+    return JsonResponse({"success": True, "data": {"received": received, "stored": len(new_ids)}, "timestamp": utc_timestamp()})
+
+
+def _verify_subscription(request: HttpRequest) -> HttpResponse:
+    mode = request.GET.get("hub.mode")
+    token = request.GET.get("hub.verify_token") or ""
+    challenge = request.GET.get("hub.challenge") or ""
+    if mode == "subscribe" and hmac.compare_digest(token.encode(), settings.META_WEBHOOK_VERIFY_TOKEN.encode()):
+        return HttpResponse(challenge, content_type="text/plain")
+    return _error(403, "permission_denied", "Wrong verify token.")
+
+
+urlpatterns = [path("meta", meta_webhook, name="meta-webhook")]
+
+
+# -- processing ----------------------------------------------------------------------------------------------
+def claim_event(event_id: int) -> WebhookEvent | None:
+    """Take the event for this worker with one conditional update; None when another has it or it is done."""
+    now = timezone.now()
+    claimable = [WebhookEvent.Status.RECEIVED, WebhookEvent.Status.FAILED]
+    taken = WebhookEvent.objects.filter(pk=event_id, status__in=claimable).update(
+        status=WebhookEvent.Status.PROCESSING, claimed_at=now, attempts=F("attempts") + 1)
+    return WebhookEvent.objects.filter(pk=event_id).first() if taken else None
+
+
+def process_event(event_id: int) -> str:
+    """Run the handlers registered for the event's field and record the outcome on the row."""
+    event = claim_event(event_id)
+    if event is None:
+        return f"event {event_id}: not claimable (already taken or finished)"
+    outcomes, ignored, retry, failure = [], [], None, None
+    handlers = handlers_for(event.field)
+    for handler in handlers:
+        try:
+            outcome = handler(event)
+        except IgnoreEvent as exc:
+            ignored.append(str(exc))
+        except RetryLater as exc:
+            retry = exc
+        except EventFailed as exc:
+            failure = str(exc)
+            log.warning("webhook event %s (%s) failed: %s", event.pk, event.field, exc)
+        except Exception as exc:  # a handler bug must not lose the event: it stays failed and re-runnable
+            failure = f"{type(exc).__name__}: {exc}"
+            log.exception("webhook handler %s failed on event %s", getattr(handler, "__name__", handler), event.pk)
+        else:
+            if outcome is not None:
+                outcomes.append(outcome)
+    event.result = "; ".join(outcomes)[:255]
+    event.processed_at = timezone.now()
+    event.next_attempt_at = None
+    if retry is not None or failure is not None:
+        event.status = WebhookEvent.Status.FAILED
+        event.error = failure or str(retry)
+        if failure is None and event.attempts < MAX_ATTEMPTS:
+            event.next_attempt_at = timezone.now() + _backoff(event.attempts, retry.retry_after)
+    elif outcomes:
+        event.status, event.error = WebhookEvent.Status.PROCESSED, "; ".join(ignored)
+    else:
+        event.status = WebhookEvent.Status.IGNORED
+        event.error = "; ".join(ignored) or (f"no handler took this {event.field} change" if handlers
+                                               else f"no handler registered for field {event.field!r}")
+        log.info("webhook event %s (%s %s) ignored: %s", event.pk, event.field, event.dedupe_key, event.error)
+    event.save(update_fields=["account", "status", "result", "error", "processed_at", "next_attempt_at"])
+    return f"event {event.pk}: {event.status}" + (f" ({event.result or event.error})" if event.result or event.error else "")
+
+
+def _backoff(attempts: int, retry_after: float | None) -> timedelta:
+    wait = max(timedelta(minutes=2 ** max(attempts - 1, 0)), timedelta(seconds=retry_after or 0))
+    return min(wait, MAX_BACKOFF)
+
+
+def due_event_ids(*, now=None, limit: int = 500) -> list[int]:
+    """Events to run again: failed ones whose retry time has come, ones never picked up after
+    arriving (the queue was down) and ones a crashed worker left in processing."""
+    now = now or timezone.now()
+    due = (Q(status=WebhookEvent.Status.FAILED, next_attempt_at__lte=now)
+           | Q(status=WebhookEvent.Status.RECEIVED, received_at__lte=now - timedelta(minutes=10))
+           | Q(status=WebhookEvent.Status.PROCESSING, claimed_at__lte=now - STUCK_AFTER))
+    return list(WebhookEvent.objects.filter(due).order_by("received_at", "id").values_list("pk", flat=True)[:limit])
+
+
+def release_stuck(event_ids: list[int]) -> None:
+    """Processing rows abandoned by a crashed worker become failed so they can be claimed again."""
+    WebhookEvent.objects.filter(pk__in=event_ids, status=WebhookEvent.Status.PROCESSING,
+                                claimed_at__lte=timezone.now() - STUCK_AFTER).update(
+        status=WebhookEvent.Status.FAILED, error="abandoned by a worker")

@@ -1,0 +1,110 @@
+"""Authentication (session, token), CSRF on session writes, and rate limits with Retry-After."""
+from __future__ import annotations
+
+import pytest
+from django.core.management import call_command
+from django.test import Client
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from crm_marketing.models import Lead
+
+pytestmark = pytest.mark.django_db
+
+
+def test_an_anonymous_call_is_a_401_with_the_error_envelope(anonymous_api):
+    response = anonymous_api.get("/crm/leads")
+
+    assert response.status_code == 401
+    assert response.json() == {"success": False, "error": {"code": "not_authenticated", "message": "Authentication credentials were not provided.", "fields": {}}}
+    assert response["WWW-Authenticate"] == "Token"
+
+
+def test_a_user_without_a_membership_is_a_403(db):
+    from tests.conftest import api_client_for, make_user
+
+    response = api_client_for(make_user("drifter")).get("/crm/leads")
+
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "permission_denied"
+
+
+def test_a_script_uses_the_token_printed_by_create_api_token(alice, acme, capsys):
+    call_command("create_api_token", "--user", "alice")
+    key = capsys.readouterr().out.strip()
+    client = APIClient()
+
+    response = client.get("/crm/leads", HTTP_AUTHORIZATION=f"Token {key}")
+
+    assert key == Token.objects.get(user=alice).key
+    assert response.status_code == 200
+
+
+def test_the_login_page_signs_alice_in_and_the_session_reads_the_api(alice, acme):
+    client = Client()
+    page = client.get("/accounts/login/")
+    login = client.post("/accounts/login/", {"username": "alice", "password": "pw-alice"})
+
+    response = client.get("/crm/leads")
+
+    assert page.status_code == 200 and b"Sign in" in page.content
+    assert login.status_code == 302
+    assert response.status_code == 200
+    session_cookie = client.cookies["sessionid"]
+    assert session_cookie["httponly"] is True
+    assert session_cookie["samesite"] == "Lax"
+
+
+def test_a_session_write_without_the_csrf_token_is_a_403_and_writes_nothing(alice, acme):
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(alice)
+
+    response = client.post("/crm/leads", {"first_name": "Ana", "phone": "+5491155550001"}, content_type="application/json")
+
+    assert response.status_code == 403
+    assert "CSRF" in response.json()["error"]["message"]
+    assert Lead.objects.count() == 0
+
+
+def test_a_session_write_with_the_csrf_token_is_accepted(alice, acme):
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(alice)
+    client.get("/accounts/login/")  # sets the csrftoken cookie
+    token = client.cookies["csrftoken"].value
+
+    response = client.post("/crm/leads", {"first_name": "Ana", "phone": "+5491155550001"}, content_type="application/json", HTTP_X_CSRFTOKEN=token)
+
+    assert response.status_code == 201
+
+
+def test_exceeding_the_rate_limit_is_a_429_with_retry_after(alice_api, acme, settings):
+    settings.API_RATE_LIMIT = "3/m"
+
+    statuses = [alice_api.get("/crm/leads").status_code for _ in range(4)]
+    limited = alice_api.get("/crm/leads")
+
+    assert statuses == [200, 200, 200, 429]
+    assert limited.status_code == 429
+    assert 1 <= int(limited["Retry-After"]) <= 60
+    assert limited.json()["error"]["code"] == "rate_limited"
+
+
+def test_anonymous_callers_are_limited_per_ip(anonymous_api, settings):
+    settings.API_ANON_RATE_LIMIT = "2/m"
+
+    statuses = [anonymous_api.get("/crm/leads", REMOTE_ADDR="10.0.0.9").status_code for _ in range(3)]
+    other_ip = anonymous_api.get("/crm/leads", REMOTE_ADDR="10.0.0.10")
+
+    assert statuses == [401, 401, 429]
+    assert other_ip.status_code == 401
+
+
+def test_the_openapi_schema_and_docs_are_served(alice_api, alice):
+    schema = alice_api.get("/crm/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
+    client = Client()
+    client.force_login(alice)
+    docs = client.get("/crm/docs/")
+
+    assert schema.status_code == 200
+    assert {"/crm/leads/", "/crm/leads/{id}/", "/crm/opportunities/", "/crm/sales/"} <= set(schema.json()["paths"])
+    assert docs.status_code == 200

@@ -1,0 +1,148 @@
+"""Tenant isolation, proven over every route of the URLconf.
+
+Every view under /crm/ must be built on the account-scoped base (or be on the short allowlist).
+Then, for every route, mallory (ceo of globex) gets 404 for acme's objects, finds none of acme's
+data in any answer, and cannot write into acme.
+"""
+from __future__ import annotations
+
+import re
+from datetime import date
+from decimal import Decimal
+
+import pytest
+from django.apps import apps
+from django.urls import URLPattern, URLResolver, get_resolver
+
+from crm_marketing.api import AccountScopedMixin
+from crm_marketing.models import Account
+from crm_marketing.tenancy import AccountOwned
+from tests.conftest import make_lead, make_opportunity, make_sale
+
+# Not account-scoped on purpose: Meta's redirect (checked against the OAuth state instead), and the
+# public API description.
+ALLOWLIST = {"crm/auth/meta/callback", "crm/schema/", "crm/docs/"}
+MARKER = "ACMESECRET"
+
+
+def walk(resolver=None, prefix=""):
+    resolver = resolver or get_resolver()
+    for entry in resolver.url_patterns:
+        route = prefix + str(entry.pattern)
+        if isinstance(entry, URLResolver):
+            yield from walk(entry, route)
+        elif isinstance(entry, URLPattern):
+            yield route, entry
+
+
+def view_class(pattern: URLPattern):
+    callback = pattern.callback
+    return getattr(callback, "cls", None) or getattr(callback, "view_class", None)
+
+
+def api_routes():
+    for route, pattern in walk():
+        clean = route.replace("^", "").replace("$", "").replace("\\Z", "")
+        if clean.startswith("crm/"):
+            yield clean, pattern
+
+
+def test_every_crm_view_is_account_scoped_or_allowlisted():
+    unscoped = []
+    for route, pattern in api_routes():
+        cls = view_class(pattern)
+        if route in ALLOWLIST or (cls is not None and issubclass(cls, AccountScopedMixin)):
+            continue
+        unscoped.append(route)
+    assert unscoped == []
+
+
+def test_a_view_cannot_override_the_scoping():
+    from crm_marketing.api import AccountScopedViewSet
+
+    with pytest.raises(TypeError, match="bypass account scoping"):
+        type("Sneaky", (AccountScopedViewSet,), {"get_queryset": lambda self: None})
+
+
+def acme_dataset(acme: Account) -> dict[str, object]:
+    """acme rows of every kind, each carrying MARKER in a text field or id."""
+    lead = make_lead(acme, first_name=f"{MARKER}Lead", email="secret@acme.example", lead_source="meta_lead_ads", meta_campaign_id="990001")
+    opportunity = make_opportunity(lead, title=f"{MARKER}Deal", amount=Decimal("4321.00"))
+    sale = make_sale(lead, "4321.00", opportunity=opportunity)
+    rows = {"lead": lead, "opportunity": opportunity, "sale": sale}
+    if apps.is_installed("marketing"):
+        from marketing.models import AdAccount, Campaign, DailyInsight
+
+        ad_account = AdAccount.objects.create(account=acme, meta_ad_account_id="act_990000", name=f"{MARKER}AdAccount", currency=acme.currency)
+        campaign = Campaign.objects.create(account=acme, ad_account=ad_account, meta_campaign_id="990001", name=f"{MARKER}Campaign", status="ACTIVE")
+        DailyInsight.objects.create(
+            account=acme, ad_account=ad_account, meta_campaign_id="990001", meta_adset_id="990002", meta_ad_id="990003",
+            date=date.today(), currency=acme.currency, spend=Decimal("777.77"), impressions=1, clicks=1, synced_at=lead.created_at,
+        )
+        rows.update({"adaccount": ad_account, "campaign": campaign})
+    return rows
+
+
+def fill(route: str, rows: dict[str, object], pattern: URLPattern) -> str | None:
+    """The route's URL with acme's object in every path parameter, or None when it has none."""
+    names = re.findall(r"\(\?P<(\w+)>[^)]*\)|<(?:\w+:)?(\w+)>", route)
+    if not names:
+        return "/" + route.replace("/?", "/")
+    cls = view_class(pattern)
+    model = getattr(getattr(cls, "queryset", None), "model", None)
+    key = model._meta.model_name if model is not None else "campaign"
+    obj = rows.get(key)
+    if obj is None:
+        pytest.fail(f"No acme object to put in {route}: teach acme_dataset about {key}")
+    value = str(getattr(obj, "meta_campaign_id", None) or obj.pk) if key == "campaign" else str(obj.pk)
+    url = re.sub(r"\(\?P<\w+>[^)]*\)|<(?:\w+:)?\w+>", value, route)
+    return "/" + url.replace("/?", "/").replace("\\.(?P<format>[a-z0-9]+)", "")
+
+
+def acme_snapshot(acme: Account) -> dict[str, int]:
+    counts = {}
+    for model in apps.get_models():
+        if issubclass(model, AccountOwned):
+            counts[model._meta.label] = model.objects.filter(account=acme).count()
+    return counts
+
+
+@pytest.mark.django_db
+def test_mallory_gets_404_for_acme_objects_and_sees_none_of_them_on_any_route(acme, alice, mallory, mallory_api):
+    rows = acme_dataset(acme)
+    checked = []
+    for route, pattern in api_routes():
+        if route in ALLOWLIST or "(?P<format>" in route:
+            continue
+        url = fill(route, rows, pattern)
+        has_object = url != "/" + route.replace("/?", "/")
+        response = mallory_api.get(url)
+        body = response.content.decode()
+        assert MARKER not in body and "secret@acme.example" not in body and "777.77" not in body, f"{url} leaks acme data"
+        if has_object:
+            assert response.status_code in (404, 405), f"{url} answered {response.status_code} to mallory"
+        else:
+            assert response.status_code != 500, url
+        checked.append(url)
+    assert "/crm/leads/" in checked and f"/crm/leads/{rows['lead'].pk}/" in checked
+
+
+@pytest.mark.django_db
+def test_mallory_cannot_write_into_acme_on_any_route(acme, alice, mallory, mallory_api):
+    rows = acme_dataset(acme)
+    before = acme_snapshot(acme)
+    lead = rows["lead"]
+    for route, pattern in api_routes():
+        if route in ALLOWLIST or "(?P<format>" in route:
+            continue
+        url = fill(route, rows, pattern)
+        payload = {"lead": lead.pk, "opportunity": rows["opportunity"].pk, "amount": "1.00", "first_name": "Intruder", "phone": "+5491100000000", "status": "lost", "stage": "lost"}
+        for method in ("post", "patch", "delete"):
+            response = getattr(mallory_api, method)(url, payload, format="json")
+            assert response.status_code != 500, f"{method} {url}"
+            assert response.status_code not in (200, 201, 202) or acme_snapshot(acme) == before, f"{method} {url} wrote into acme"
+            as_acme = getattr(mallory_api, method)(url, payload, format="json", HTTP_X_ACCOUNT="acme")
+            assert as_acme.status_code in (403, 405), f"{method} {url} with X-Account: acme answered {as_acme.status_code}"
+    assert acme_snapshot(acme) == before
+    lead.refresh_from_db()
+    assert (lead.first_name, lead.status) == (f"{MARKER}Lead", "new")
