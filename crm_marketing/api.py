@@ -86,6 +86,9 @@ class AccountScopedMixin:
 class AccountScopedAPIView(AccountScopedMixin, APIView):
     """For views without a model (stats, actions): use request.account, never a client-given id."""
 
+    # The OpenAPI schema reads this; set it to the response serializer where one exists.
+    serializer_class = None
+
 
 class AccountScopedViewSet(AccountScopedMixin, viewsets.GenericViewSet):
     """CRUD over one AccountOwned model, always filtered to request.account."""
