@@ -106,7 +106,8 @@ def report(state: SandboxState, account: dict[str, Any], params: dict[str, Any])
     rows = [_format(g, account) for g in sorted(groups.values(), key=lambda g: (g["date_start"], g["_sort"]))]
     fields = params.get("fields")
     if fields:
-        wanted = {name.strip(): None for name in str(fields).split(",")}
+        names = fields if isinstance(fields, list) else str(fields).split(",")
+        wanted = {str(name).strip(): None for name in names}
         rows = [select(r, wanted, always=("date_start", "date_stop")) for r in rows]
     return rows
 

@@ -87,6 +87,7 @@ class ReportRun:
     params: dict[str, Any]
     polls: list[tuple[str, int]]
     poll_index: int = -1  # -1 = never polled
+    rows: list[dict[str, Any]] | None = None  # a finished report is a snapshot
     created_at: int = field(default_factory=lambda: int(time.time()))
 
     @property

@@ -1,0 +1,268 @@
+"""The one Meta Graph API HTTP client (Marketing, Lead and WhatsApp calls).
+
+The token travels only in the Authorization header: never in a URL, a log line or an error message.
+GETs are retried with backoff on throttling / transient errors; POSTs never are once they may have
+reached Meta (the caller decides from its own records)."""
+from __future__ import annotations
+
+import json
+import logging
+import random
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Mapping
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+import requests
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
+
+log = logging.getLogger("crm_marketing.graph")
+
+RATE_LIMIT_CODES = frozenset({4, 17, 32, 613, 130429, *range(80000, 80015)})
+TOKEN_INVALID_CODES = frozenset({190, 102})
+TRANSIENT_CODES = frozenset({1, 2})
+USAGE_HEADERS = ("x-app-usage", "x-ad-account-usage", "x-business-use-case-usage", "x-fb-ads-insights-throttle")
+BACKOFF_BASE_SECONDS = 0.5
+_TOKEN_IN_TEXT = re.compile(r"(access_token=|Bearer\s+)[^&\s\"']+", re.IGNORECASE)
+
+
+def _setting(name: str, default: Any) -> Any:
+    from django.conf import settings
+
+    return getattr(settings, name, default) if settings.configured else default
+
+
+def _loads(raw: str | None) -> Any:
+    try:
+        return json.loads(raw) if raw else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _number(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return 0.0
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Meta's rate-usage headers; `regain_seconds` > 0 means Meta asked us to stop for that long."""
+
+    app_pct: float = 0.0
+    ad_account_pct: float = 0.0
+    regain_seconds: int = 0
+    raw: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, headers: Mapping[str, str] | None) -> Usage:
+        raw = {k.lower(): str(v) for k, v in (headers or {}).items() if k.lower() in USAGE_HEADERS}
+        app = _loads(raw.get("x-app-usage"))
+        app_pct = max((_number(app.get(k)) for k in ("call_count", "total_time", "total_cputime")), default=0.0) \
+            if isinstance(app, dict) else 0.0
+        account = _loads(raw.get("x-ad-account-usage"))
+        account_pct = _number(account.get("acc_id_util_pct")) if isinstance(account, dict) else 0.0
+        regain = 0.0
+        buc = _loads(raw.get("x-business-use-case-usage"))
+        for entries in buc.values() if isinstance(buc, dict) else ():
+            for entry in entries if isinstance(entries, list) else ():
+                if isinstance(entry, dict):
+                    regain = max(regain, _number(entry.get("estimated_time_to_regain_access")) * 60)
+        return cls(app_pct, account_pct, int(regain), raw)
+
+
+class GraphError(Exception):
+    """Any failure talking to Meta: Meta's error body, a non-JSON answer or a network error (code None)."""
+
+    def __init__(self, message: str, *, http_status: int | None = None, code: int | None = None,
+                 subcode: int | None = None, fbtrace_id: str | None = None, transient_flag: bool = False,
+                 retry_after: float | None = None, usage: Usage | None = None, method: str = "",
+                 path: str = "", network: bool = False, sent: bool = True) -> None:
+        super().__init__(message)
+        self.message, self.http_status, self.code, self.subcode = message, http_status, code, subcode
+        self.fbtrace_id, self.transient_flag, self.retry_after = fbtrace_id, transient_flag, retry_after
+        self.usage, self.method, self.path = usage, method, path
+        self.network, self.sent = network, sent  # sent=False: the connection never opened
+
+    @property
+    def is_rate_limited(self) -> bool:
+        return self.code in RATE_LIMIT_CODES or self.http_status == 429
+
+    @property
+    def is_token_invalid(self) -> bool:
+        return self.code in TOKEN_INVALID_CODES
+
+    @property
+    def is_transient(self) -> bool:
+        return (self.transient_flag or self.network or self.code in TRANSIENT_CODES
+                or (self.http_status or 0) >= 500)
+
+    def __str__(self) -> str:
+        code = "no code" if self.code is None else f"code {self.code}" + (f"/{self.subcode}" if self.subcode else "")
+        trace = f" fbtrace_id={self.fbtrace_id}" if self.fbtrace_id else ""
+        return f"Graph {self.method} {self.path} failed (HTTP {self.http_status}, {code}): {self.message}{trace}"
+
+
+def _encode(params: Mapping[str, Any] | None) -> dict[str, str]:
+    """Graph takes nested values (time_range, filtering, effective_status) as JSON strings."""
+    out = {}
+    for key, value in (params or {}).items():
+        if isinstance(value, bool):
+            value = "true" if value else "false"
+        elif isinstance(value, (dict, list, tuple)):
+            value = json.dumps(value, separators=(",", ":"))
+        out[key] = str(value)
+    return out
+
+
+def _never_sent(exc: requests.RequestException) -> bool:
+    """True only when the connection was never established, so Meta cannot have seen the request."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    if not isinstance(exc, requests.ConnectionError):
+        return False
+    inner = exc.args[0] if exc.args else None
+    return isinstance(getattr(inner, "reason", inner), (NewConnectionError, ConnectTimeoutError))
+
+
+class GraphClient:
+    def __init__(self, access_token: str | None = None, *, base_url: str | None = None, version: str | None = None,
+                 timeout: float | None = None, max_retries: int | None = None,
+                 sleep: Callable[[float], None] = time.sleep, session: requests.Session | None = None) -> None:
+        self._token = access_token
+        self.base_url = (base_url or _setting("META_GRAPH_URL", "https://graph.facebook.com")).rstrip("/")
+        self.version = version or _setting("META_GRAPH_API_VERSION", "v26.0")
+        self.timeout = timeout if timeout is not None else float(_setting("META_HTTP_TIMEOUT", 10))
+        self.max_retries = max_retries if max_retries is not None else int(_setting("META_MAX_RETRIES", 3))
+        self.max_backoff = float(_setting("META_MAX_BACKOFF_SECONDS", 30))
+        self._sleep = sleep
+        self.session = session or requests.Session()
+        self.last_usage: Usage | None = None
+
+    @classmethod
+    def app(cls, **kwargs: Any) -> GraphClient:
+        """A client holding the app token (APP_ID|APP_SECRET), e.g. for debug_token."""
+        app_id, secret = _setting("META_APP_ID", "sandbox-app"), _setting("META_APP_SECRET", "sandbox-secret")
+        return cls(f"{app_id}|{secret}", **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<GraphClient {self.base_url}/{self.version} token={'set' if self._token else 'none'}>"
+
+    def close(self) -> None:
+        self.session.close()
+
+    # -- public calls -------------------------------------------------------------------------------
+    def get(self, path: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        return self._call("GET", self._url(path), params=_encode(params))
+
+    def post(self, path: str, data: dict[str, Any] | None = None) -> dict[str, Any]:
+        return self._call("POST", self._url(path), json_body=data or {})
+
+    def iter_pages(self, path: str, params: dict[str, Any] | None = None, *,
+                   max_pages: int = 200) -> Iterator[list[dict[str, Any]]]:
+        """Yield each page's `data`, following `paging.next` (rebased on our base URL, token removed)."""
+        page = self.get(path, params)
+        for number in range(1, max_pages + 1):
+            rows = page.get("data") or []
+            yield rows
+            next_url = (page.get("paging") or {}).get("next")
+            if not next_url or not rows:
+                return
+            if number == max_pages:
+                log.warning("graph pagination of %s stopped at max_pages=%s", urlsplit(self._url(path)).path, max_pages)
+                return
+            page = self._call("GET", self._url(next_url), params={})
+
+    def get_all(self, path: str, params: dict[str, Any] | None = None, *, max_pages: int = 200) -> list[dict[str, Any]]:
+        return [row for rows in self.iter_pages(path, params, max_pages=max_pages) for row in rows]
+
+    # -- internals -----------------------------------------------------------------------------------
+    def _url(self, path: str) -> str:
+        if path.startswith(("http://", "https://")):
+            # A next link: keep its path and query, drop any access_token, send it to *our* host only.
+            parts = urlsplit(path)
+            pairs = parse_qsl(parts.query, keep_blank_values=True)
+            query = urlencode([(k, v) for k, v in pairs if k != "access_token"])
+            return f"{self.base_url}{parts.path}" + (f"?{query}" if query else "")
+        path = path.lstrip("/")
+        if re.match(r"v\d+\.\d+/", path):
+            return f"{self.base_url}/{path}"
+        return f"{self.base_url}/{self.version}/{path}"
+
+    def _call(self, method: str, url: str, *, params: dict[str, str] | None = None,
+              json_body: dict[str, Any] | None = None) -> dict[str, Any]:
+        attempt = 0
+        while True:
+            try:
+                return self._send(method, url, params, json_body)
+            except GraphError as error:
+                retryable = not error.is_token_invalid and (error.is_rate_limited or error.is_transient)
+                if method != "GET":  # a POST may have reached Meta: retry only if it provably did not
+                    retryable = error.network and not error.sent
+                if not retryable or attempt >= self.max_retries:
+                    raise
+                wait = self._backoff(attempt, error)
+                if wait > self.max_backoff:
+                    log.warning("graph %s %s: Meta asks to wait %.0fs (cap %.0fs), giving up",
+                                method, error.path, wait, self.max_backoff)
+                    raise
+                log.info("graph %s %s: retry %d in %.1fs after %s", method, error.path, attempt + 1, wait,
+                         error.code if error.code is not None else "network error")
+                self._sleep(wait)
+                attempt += 1
+
+    def _backoff(self, attempt: int, error: GraphError) -> float:
+        delay = BACKOFF_BASE_SECONDS * (2 ** attempt) * (1 + random.random() * 0.25)
+        hints = [error.retry_after or 0, error.usage.regain_seconds if error.usage else 0]
+        return max(delay, *hints)
+
+    def _send(self, method: str, url: str, params: dict[str, str] | None,
+              json_body: dict[str, Any] | None) -> dict[str, Any]:
+        path = urlsplit(url).path
+        headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
+        started = time.monotonic()
+        try:
+            response = self.session.request(method, url, params=params or None, json=json_body, headers=headers,
+                                            timeout=self.timeout, allow_redirects=False)
+        except requests.RequestException as exc:
+            log.warning("graph %s %s -> %s after %.0f ms", method, path, type(exc).__name__,
+                        (time.monotonic() - started) * 1000)
+            raise GraphError(f"network error: {type(exc).__name__}", method=method, path=path, network=True,
+                             sent=not _never_sent(exc)) from None
+        elapsed = (time.monotonic() - started) * 1000
+        usage = self.last_usage = Usage.parse(response.headers)
+        log.debug("graph %s %s -> %s in %.0f ms", method, path, response.status_code, elapsed)
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if isinstance(body, dict) and response.status_code < 400 and "error" not in body:
+            return body
+        raise self._error(method, path, response, body, usage)
+
+    def _error(self, method: str, path: str, response: requests.Response, body: Any, usage: Usage) -> GraphError:
+        info = body.get("error") if isinstance(body, dict) else None
+        retry_after = _number(response.headers.get("Retry-After")) or None
+        if not isinstance(info, dict):
+            message = "non-JSON response" if body is None else "unexpected response shape"
+            error = GraphError(message, http_status=response.status_code, method=method, path=path,
+                               retry_after=retry_after, usage=usage)
+        else:
+            error = GraphError(
+                self._redact(str(info.get("message") or "")), http_status=response.status_code,
+                code=info.get("code") if isinstance(info.get("code"), int) else None,
+                subcode=info.get("error_subcode"), fbtrace_id=info.get("fbtrace_id"),
+                transient_flag=bool(info.get("is_transient")), retry_after=retry_after, usage=usage,
+                method=method, path=path)
+        if error.retry_after is None and error.is_rate_limited and usage.regain_seconds:
+            error.retry_after = usage.regain_seconds
+        log.warning("graph %s %s -> %s code=%s subcode=%s fbtrace_id=%s", method, path, response.status_code,
+                    error.code, error.subcode, error.fbtrace_id)
+        return error
+
+    def _redact(self, text: str) -> str:
+        if self._token:
+            text = text.replace(self._token, "[token]")
+        return _TOKEN_IN_TEXT.sub(r"\1[token]", text)

@@ -1,0 +1,199 @@
+"""`MetaSandbox`: the public face of the sandbox, used in-process by tests and as a process by the demo."""
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from typing import Any, Callable, Sequence
+
+from . import webhooks
+from .server import SandboxHTTPServer, serve_in_thread
+from .state import FailScript, JobPlan, LoggedRequest, SandboxState, SlowScript
+
+DEFAULT_PERCENT = {"Job Not Started": 0, "Job Started": 0, "Job Running": 100, "Job Completed": 100,
+                   "Job Failed": 0, "Job Skipped": 0}
+
+
+class MetaSandbox:
+    """A fake Graph API on loopback. `reset()` returns to the fixture state and drops everything issued
+    or scripted since: tokens and codes from OAuth or `issue_token` stop working (fixture tokens work
+    again), scripts, job plans, restatements, added leads, sent messages, report runs and the log are
+    cleared, and the dialog decision goes back to None (an HTML page)."""
+
+    def __init__(self, fixture: dict[str, Any] | None = None, *, host: str = "127.0.0.1", port: int = 0,
+                 app_id: str = "sandbox-app", app_secret: str = "sandbox-secret", ads: int | None = None,
+                 days: int | None = None, seed: int | None = None, today: dt.date | None = None) -> None:
+        self.host, self.port = host, port
+        self.app_id, self.app_secret = app_id, app_secret
+        self.state = SandboxState(fixture, app_id=app_id, app_secret=app_secret, ads=ads, days=days,
+                                  seed=seed, today=today)
+        self._server: SandboxHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def _bind(self) -> SandboxHTTPServer:
+        self._server = SandboxHTTPServer((self.host, self.port), self)
+        self.port = self._server.server_address[1]
+        return self._server
+
+    def start(self) -> MetaSandbox:
+        """Serve from a daemon thread; returns self so `MetaSandbox().start()` reads well."""
+        self._thread = serve_in_thread(self._bind())
+        return self
+
+    def serve_forever(self, ready: Callable[[MetaSandbox], None] | None = None) -> None:
+        """Serve in the calling thread until KeyboardInterrupt; `ready` is called once bound."""
+        server = self._bind()
+        if ready is not None:
+            ready(self)
+        try:
+            server.serve_forever(poll_interval=0.2)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.server_close()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> MetaSandbox:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def reset(self) -> None:
+        self.state.reset()
+
+    # -- what happened -------------------------------------------------------------------------------
+    @property
+    def requests(self) -> list[LoggedRequest]:
+        return self.state.requests
+
+    @property
+    def sent_messages(self) -> list[dict[str, Any]]:
+        return self.state.sent_messages
+
+    # -- scripting -------------------------------------------------------------------------------------
+    def fail_next(self, n: int = 1, *, status: int = 500, code: int | None = None, subcode: int | None = None,
+                  message: str | None = None, retry_after: float | None = None, regain_minutes: int | None = None,
+                  path_contains: str | None = None, is_transient: bool | None = None) -> None:
+        """The next `n` calls whose path contains `path_contains` answer with a Meta error."""
+        with self.state.lock:
+            self.state.fail_scripts.append(FailScript(n, status, code, subcode, message, retry_after,
+                                                      regain_minutes, path_contains, is_transient))
+
+    def slow_next(self, n: int = 1, *, seconds: float = 2.0, path_contains: str | None = None) -> None:
+        with self.state.lock:
+            self.state.slow_scripts.append(SlowScript(n, seconds, path_contains))
+
+    def expire_token(self, token: str | None = None) -> None:
+        """Expire `token`, or every token issued so far; they then get 190 / subcode 463."""
+        self.state.expire_token(token)
+
+    def set_dialog_decision(self, decision: str | None, *, user_id: str | None = None) -> None:
+        if decision not in ("approve", "deny", None):
+            raise ValueError("decision must be 'approve', 'deny' or None")
+        with self.state.lock:
+            self.state.dialog_decision = decision
+            if user_id is not None:
+                self.state.dialog_user_id = user_id
+
+    def issue_token(self, user_id: str = "10001", scopes: Sequence[str] | None = None, *,
+                    long_lived: bool = True) -> str:
+        """A valid user token without going through the dialog."""
+        default = next(iter(self.state.fixture.get("tokens", [])), {}).get("scopes", ["ads_read"])
+        return self.state.issue_token(user_id, list(scopes or default), long_lived=long_lived).access_token
+
+    def restate(self, factor: float = 1.1, *, last_days: int | None = None) -> None:
+        """Multiply the figures of existing days (all generated days, or the last `last_days`)."""
+        today = self.state.today()
+        since = today - dt.timedelta(days=(last_days or self.state.days) - 1)
+        with self.state.lock:
+            self.state.restatements.append((since, today, factor))
+
+    def insights_job_plan(self, polls: str | Sequence[str | tuple[str, int]] | None = None, *,
+                          too_much_data: bool = False, runs: int = 1) -> None:
+        """Script the next `runs` report runs. Each poll of GET /{run} returns the next status
+        (the last one repeats); default ("Job Running" at 100%, then "Job Completed").
+        `too_much_data` makes POST act_X/insights fail with code 1 instead."""
+        items = [polls] if isinstance(polls, str) else list(polls or ("Job Running", "Job Completed"))
+        plan = [(p, DEFAULT_PERCENT.get(p, 0)) if isinstance(p, str) else (p[0], int(p[1])) for p in items]
+        with self.state.lock:
+            self.state.job_plans.extend(JobPlan(plan, too_much_data) for _ in range(runs))
+
+    def set_template_status(self, name: str, status: str) -> None:
+        with self.state.lock:
+            for template in self.state.templates:
+                if template["name"] == name:
+                    template["status"] = status
+
+    # -- leads ---------------------------------------------------------------------------------------------
+    def add_lead(self, form_id: str = "900001", ad_id: str | None = "700001", *, lead_id: str | None = None,
+                 full_name: str | None = None, email: str | None = None, phone: str | None = None,
+                 field_data: list[dict[str, Any]] | None = None, created_time: dt.datetime | None = None,
+                 platform: str = "fb") -> str:
+        """Create a lead (lead.json shape) for the form; ad, ad set and campaign names come from the ad."""
+        state = self.state
+        with state.lock:
+            lead_id = lead_id or str(810000 + int(state.next_id()))
+            n = len(state.leads) + 1
+            when = created_time or dt.datetime.now(dt.timezone.utc)
+            created = when.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S+0000")
+            lead: dict[str, Any] = {"id": lead_id, "created_time": created}
+            ad = state.ads.get(ad_id or "")
+            if ad is not None:
+                adset = state.adsets[ad["adset_id"]]
+                campaign = state.campaigns[adset["campaign_id"]]
+                lead.update(ad_id=ad["id"], ad_name=ad["name"], adset_id=adset["id"], adset_name=adset["name"],
+                            campaign_id=campaign["id"], campaign_name=campaign["name"])
+            lead.update(form_id=form_id, is_organic=ad is None, platform=platform)
+            lead["field_data"] = field_data or [
+                {"name": "full_name", "values": [full_name or f"Lead Sandbox {n}"]},
+                {"name": "email", "values": [email or f"lead{n}@example.com"]},
+                {"name": "phone_number", "values": [phone or f"+54911555{n:05d}"]}]
+            state.leads[lead_id] = lead
+            if form_id not in state.forms:
+                state.forms[form_id] = {"id": form_id, "name": f"Form {form_id}", "status": "ACTIVE"}
+            return lead_id
+
+    def leads_for_form(self, form_id: str) -> list[dict[str, Any]]:
+        with self.state.lock:
+            leads = [dict(lead) for lead in self.state.leads.values() if lead["form_id"] == form_id]
+        return sorted(leads, key=lambda lead: lead["created_time"], reverse=True)
+
+    # -- webhooks ------------------------------------------------------------------------------------------
+    def fire_webhook(self, url: str, payload: dict[str, Any], *, app_secret: str | None = None,
+                     signature: str | None = None) -> webhooks.WebhookResponse:
+        """POST `payload` signed with X-Hub-Signature-256 (or the given `signature`, to test rejection)."""
+        return webhooks.post_signed(url, payload, app_secret or self.app_secret, signature=signature)
+
+    # -- control endpoint --------------------------------------------------------------------------------
+    def script(self, action: str, args: Any) -> Any:
+        """One action of POST /_sandbox/script, e.g. ("fail_next", {"n": 2, "status": 429})."""
+        kwargs = args if isinstance(args, dict) else {}
+        if action == "expire_token":
+            return self.expire_token(args)
+        if action == "dialog_decision":
+            return self.set_dialog_decision(args)
+        if action == "insights_job_plan" and not isinstance(args, dict):
+            return self.insights_job_plan(args)
+        if action == "restate" and not isinstance(args, dict):
+            return self.restate(float(args))
+        if action == "fire_webhook":
+            response = self.fire_webhook(**kwargs)
+            return {"status": response.status_code, "body": response.text}
+        allowed = {"fail_next", "slow_next", "insights_job_plan", "restate", "add_lead", "issue_token",
+                   "set_template_status"}
+        if action not in allowed:
+            raise ValueError(f"unknown action {action!r}")
+        return getattr(self, action)(**kwargs)
