@@ -70,7 +70,9 @@ def exception_handler(exc, context):
         headers["Retry-After"] = str(exc.retry_after)
         return Response(error_body(exc.code, exc.message), status=429, headers=headers)
     if isinstance(exc, DomainError):
-        return Response(error_body(exc.code, exc.message, exc.fields), status=exc.status_code)
+        if getattr(exc, "retry_after", None):  # e.g. Meta throttling: tell the client when to retry
+            headers["Retry-After"] = str(max(1, int(exc.retry_after)))
+        return Response(error_body(exc.code, exc.message, exc.fields), status=exc.status_code, headers=headers)
     if isinstance(exc, IntegrityError):
         return Response(error_body("conflict", "The change conflicts with existing data."), status=409)
     if isinstance(exc, exceptions.ValidationError):

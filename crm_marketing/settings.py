@@ -190,6 +190,8 @@ META_HTTP_TIMEOUT = env.float("META_HTTP_TIMEOUT", default=10.0)
 META_MAX_RETRIES = env.int("META_MAX_RETRIES", default=3)
 META_MAX_BACKOFF_SECONDS = env.float("META_MAX_BACKOFF_SECONDS", default=30.0)
 META_SYNC_INTERVAL_HOURS = env.int("META_SYNC_INTERVAL_HOURS", default=4)
+# Seconds between the first polls of an insights report run (grows 1.5x per poll, capped at 15 s).
+META_INSIGHTS_POLL_SECONDS = env.float("META_INSIGHTS_POLL_SECONDS", default=2.0)
 META_LEAD_ACTION_TYPES = env.list(
     "META_LEAD_ACTION_TYPES",
     default=["lead", "onsite_conversion.lead_grouped", "offsite_conversion.fb_pixel_lead",
@@ -197,6 +199,8 @@ META_LEAD_ACTION_TYPES = env.list(
 )
 # Where the browser lands after the Meta dialog (the hub page).
 HUB_MARKETING_URL = env.str("HUB_MARKETING_URL", default="/hub/marketing")
+# The OAuth redirect URI registered in the Meta app; empty = this host's /crm/auth/meta/callback.
+META_OAUTH_REDIRECT_URI = env.str("META_OAUTH_REDIRECT_URI", default="")
 
 # --- social-auth (Meta OAuth) ----------------------------------------------------------------
 SOCIAL_AUTH_JSONFIELD_ENABLED = True

@@ -25,6 +25,7 @@ urlpatterns = [
     path("crm/automation/", include("automation.urls")),
     path("crm/", include(router.urls)),
     path("webhooks/", include(webhooks.urlpatterns)),
+    path("hub/marketing", include("meta_oauth.pages")),
     path("", pages.home, name="home"),
 ]
 

@@ -1,1 +1,77 @@
-"""Models of the meta_oauth app (filled by later issues)."""
+"""The account's Meta connection: one long-lived user token, encrypted, with its expiry and scopes."""
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from crm_marketing.crypto import decrypt_token, encrypt_token
+from crm_marketing.tenancy import AccountOwned
+
+
+class MetaConnection(AccountOwned):
+    class Status(models.TextChoices):
+        CONNECTED = "connected"
+        NEEDS_RECONNECT = "needs_reconnect"
+        DISCONNECTED = "disconnected"
+
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.CONNECTED)
+    meta_user_id = models.CharField(max_length=32, blank=True)
+    meta_user_name = models.CharField(max_length=200, blank=True)
+    # Fernet ciphertext (crm_marketing.crypto); never serialized, never shown in admin.
+    token_ciphertext = models.TextField(blank=True, editable=False)
+    token_expires_at = models.DateTimeField(null=True, blank=True)
+    data_access_expires_at = models.DateTimeField(null=True, blank=True)
+    scopes = models.JSONField(default=list, blank=True)
+    waba_id = models.CharField(max_length=32, blank=True, help_text="WhatsApp Business Account id")
+    phone_number_id = models.CharField(max_length=32, blank=True, help_text="WhatsApp sender phone number id")
+    connected_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    connected_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.CharField(max_length=255, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["account"], name="metaconnection_one_per_account"),
+            models.CheckConstraint(
+                condition=Q(status="disconnected", token_ciphertext="") | (~Q(status="disconnected") & ~Q(token_ciphertext="")),
+                name="metaconnection_token_iff_not_disconnected",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Meta connection of {self.account} ({self.status})"
+
+    def set_token(self, token: str) -> None:
+        self.token_ciphertext = encrypt_token(token)
+
+    def get_token(self) -> str:
+        return decrypt_token(self.token_ciphertext)
+
+    @property
+    def is_usable(self) -> bool:
+        return self.status == self.Status.CONNECTED and bool(self.token_ciphertext)
+
+
+class OAuthState(AccountOwned):
+    """One issued OAuth ``state``: who asked, for which account, from which browser session.
+
+    Only hashes are kept (the state and the session key are bearer secrets). A row is good once,
+    for STATE_LIFETIME seconds, for the same user in the same session; the callback checks it
+    before any call to Meta.
+    """
+
+    STATE_LIFETIME_SECONDS = 600
+
+    state_hash = models.CharField(max_length=64, unique=True)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    session_key_hash = models.CharField(max_length=64)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["account", "created_at"], name="oauthstate_account_created")]
+
+    def __str__(self) -> str:
+        return f"OAuth state for {self.account} by user {self.user_id} ({'used' if self.used_at else 'open'})"
