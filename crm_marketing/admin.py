@@ -4,7 +4,7 @@ from __future__ import annotations
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
 
-from crm_marketing.models import Account, Lead, LeadTouch, Membership, Opportunity, Sale, SystemEvent
+from crm_marketing.models import Account, Lead, LeadTouch, Membership, Opportunity, Sale, SystemEvent, WebhookEvent
 
 
 def member_account_ids(user) -> list[int]:
@@ -113,6 +113,28 @@ class SaleAdmin(AccountScopedAdmin):
 class SystemEventAdmin(AccountScopedAdmin):
     list_display = ["created_at", "account", "actor", "action", "target_type", "target_id", "ip"]
     list_filter = ["action"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(WebhookEvent)
+class WebhookEventAdmin(admin.ModelAdmin):
+    """Raw Meta deliveries: many arrive before their account is known, so superusers only."""
+
+    list_display = ["received_at", "field", "dedupe_key", "account", "status", "attempts", "result"]
+    list_filter = ["status", "field"]
+    search_fields = ["dedupe_key", "entry_id"]
+    readonly_fields = [f.name for f in WebhookEvent._meta.fields]
+
+    def has_module_permission(self, request):
+        return request.user.is_superuser
+
+    def has_view_permission(self, request, obj=None):
+        return request.user.is_superuser
 
     def has_add_permission(self, request):
         return False

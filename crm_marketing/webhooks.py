@@ -152,7 +152,8 @@ def store_changes(body: dict[str, Any]) -> tuple[int, list[int]]:
                 log.info("webhook %s %s already stored: redelivery ignored", row["field"], key)
                 continue
             new_ids.append(event.pk)
-            transaction.on_commit(lambda pk=event.pk: queue_event(pk))
+            # robust: a broker outage must not turn the stored delivery into a 500; the sweep picks it up.
+            transaction.on_commit(lambda pk=event.pk: queue_event(pk), robust=True)
     return len(rows), new_ids
 
 

@@ -4,3 +4,10 @@ from django.apps import AppConfig
 class MarketingConfig(AppConfig):
     name = "marketing"
     verbose_name = "Marketing (Meta Ads)"
+
+    def ready(self) -> None:
+        from crm_marketing.webhooks import register_handler
+        from marketing import handlers
+
+        register_handler("leadgen", handlers.handle_leadgen)
+        register_handler("messages", handlers.handle_messages)

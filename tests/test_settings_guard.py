@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def manage(*args: str, **env: str) -> subprocess.CompletedProcess:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("META_", "SECRET_KEY", "CACHE_URL", "DEBUG"))}
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("META_", "SECRET_KEY", "CACHE_URL", "DEBUG", "DJANGO_ALLOW_ASYNC_UNSAFE"))}
     return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env={**clean, **env}, capture_output=True, text=True, timeout=120)
 
 

@@ -1,0 +1,145 @@
+"""Marketing's Meta webhook handlers (registered in MarketingConfig.ready()).
+
+``leadgen``: fetch the lead with the owning account's token and record the Lead Ads touch.
+``messages``: inbound WhatsApp messages; one with an ad ``referral`` is a Click-to-WhatsApp touch,
+any other updates the known lead's ``last_inbound_at``. Statuses are not ours (automation's).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+from django.utils import timezone
+
+from crm_marketing.errors import NotConnected
+from crm_marketing.graph import GraphError
+from crm_marketing.models import Account, Lead
+from crm_marketing.webhook_models import WebhookEvent
+from crm_marketing.webhooks import EventFailed, IgnoreEvent, RetryLater
+from marketing.services import attribution
+from marketing.services.attribution import AdPath, Touch
+from meta_oauth.services import client_for_account, note_graph_error
+
+log = logging.getLogger(__name__)
+
+
+def _retry_or_fail(account: Account, error: GraphError, what: str) -> Exception:
+    """The exception that tells the webhook core what to do after a Graph failure."""
+    if error.is_token_invalid:
+        note_graph_error(account, error)
+        return EventFailed(f"{what}: Meta rejected the token of {account.slug} (code {error.code}); reconnect, then re-run")
+    if error.is_rate_limited or error.is_transient:
+        return RetryLater(f"{what}: {error}", retry_after=error.retry_after)
+    return EventFailed(f"{what}: {error}")
+
+
+def handle_leadgen(event: WebhookEvent) -> str:
+    value = event.value
+    leadgen_id = str(value.get("leadgen_id") or "")
+    if not leadgen_id:
+        raise IgnoreEvent("leadgen change without a leadgen_id")
+    ad_id, form_id = str(value.get("ad_id") or value.get("adgroup_id") or ""), str(value.get("form_id") or "")
+    known, others = attribution.accounts_for_leadgen(ad_id=ad_id, form_id=form_id)
+    blocked: list[str] = []
+    for account in known + others:
+        try:
+            data = attribution.fetch_lead(client_for_account(account), leadgen_id)
+        except NotConnected:
+            blocked.append(f"{account.slug}: not connected")
+            continue
+        except GraphError as error:
+            if error.is_token_invalid:
+                note_graph_error(account, error)
+                blocked.append(f"{account.slug}: token rejected (code {error.code})")
+            elif error.is_rate_limited or error.is_transient:
+                event.account = account
+                raise RetryLater(f"fetching lead {leadgen_id}: {error}", retry_after=error.retry_after) from None
+            continue  # this account cannot read the lead: it is not its page
+        event.account = account
+        result = attribution.record_touch(account, attribution.touch_from_lead(data, form_id=form_id))
+        return f"lead {result.lead.pk} {'created' if result.lead_created else 'updated'} from leadgen {leadgen_id}"
+    if blocked:
+        if known:
+            event.account = known[0]
+        raise EventFailed(f"leadgen {leadgen_id} could not be fetched ({'; '.join(blocked)}); reconnect, then re-run")
+    raise IgnoreEvent(f"no connected account can read leadgen {leadgen_id} (page {value.get('page_id')}, form {form_id}, ad {ad_id})")
+
+
+def handle_messages(event: WebhookEvent) -> str | None:
+    value = event.value
+    messages = [m for m in value.get("messages") or [] if isinstance(m, dict) and m.get("from")]
+    if not messages:
+        return None  # a statuses change: automation's business
+    phone_number_id = (value.get("metadata") or {}).get("phone_number_id")
+    account = attribution.account_for_phone_number_id(phone_number_id)
+    if account is None:
+        raise IgnoreEvent(f"no account has the WhatsApp phone number id {phone_number_id}")
+    event.account = account
+    names = {str(c.get("wa_id")): (c.get("profile") or {}).get("name") or ""
+             for c in value.get("contacts") or [] if isinstance(c, dict)}
+    done, skipped, deferred = [], [], None
+    for message in messages:
+        referral = message.get("referral") or {}
+        if referral.get("source_type") == "ad" and referral.get("source_id"):
+            outcome, error = _click_to_whatsapp(account, message, referral, names.get(str(message["from"]), ""))
+            done.append(outcome)
+            deferred = deferred or error
+        else:
+            outcome = _inbound(account, message)
+            (done if outcome.startswith("lead") else skipped).append(outcome)
+    if deferred is not None:
+        raise deferred
+    if not done:
+        raise IgnoreEvent("; ".join(skipped))
+    return "; ".join(done + skipped)
+
+
+def _message_time(message: dict) -> dt.datetime:
+    return attribution.from_epoch(message.get("timestamp")) or timezone.now()
+
+
+def _click_to_whatsapp(account: Account, message: dict, referral: dict, name: str) -> tuple[str, Exception | None]:
+    """Record the CTWA touch with what we know; an ad we cannot resolve now still gives the lead its
+    ad id, and a retry (the returned exception) fills in the ad set and campaign."""
+    ad_id = str(referral["source_id"])
+    error: Exception | None = None
+    try:
+        path = attribution.resolve_ad(account, ad_id)
+    except NotConnected:
+        path = AdPath(ad_id)
+        log.info("ad %s of a CTWA message left unresolved: %s is not connected", ad_id, account.slug)
+    except GraphError as graph_error:
+        path = AdPath(ad_id)
+        if graph_error.is_token_invalid or graph_error.is_rate_limited or graph_error.is_transient:
+            error = _retry_or_fail(account, graph_error, f"looking up ad {ad_id}")
+        else:
+            log.warning("ad %s of a CTWA message cannot be looked up: %s", ad_id, graph_error)
+    wa_id, at = str(message["from"]), _message_time(message)
+    phone = attribution.normalize_phone(wa_id, international=True)
+    first, last = attribution.split_name(name) if name else (phone or wa_id, "")
+    touch = Touch(
+        lead_source=Lead.Source.META_CTWA, external_id=str(message.get("id") or ""), touched_at=at,
+        phone=phone, first_name=first[:120], last_name=last[:120],
+        meta_campaign_id=path.campaign_id, meta_adset_id=path.adset_id, meta_ad_id=ad_id,
+        meta_ad_headline=str(referral.get("headline") or ""), meta_ad_body=str(referral.get("body") or ""),
+        ctwa_clid=str(referral.get("ctwa_clid") or ""),
+        external_ids={"whatsapp_wa_id": wa_id, "meta_ctwa_message_id": str(message.get("id") or ""),
+                      "meta_ctwa_source_url": str(referral.get("source_url") or "")},
+        details={"referral": referral, "profile_name": name},
+    )
+    result = attribution.record_touch(account, touch)
+    attribution.note_inbound(result.lead, at)
+    if result.touch_created and not result.lead_created:
+        attribution.publish_replied(result.lead, message_id=touch.external_id, at=at)
+    return f"lead {result.lead.pk} {'created' if result.lead_created else 'updated'} from CTWA ad {ad_id}", error
+
+
+def _inbound(account: Account, message: dict) -> str:
+    wa_id, at = str(message["from"]), _message_time(message)
+    phone = attribution.normalize_phone(wa_id, international=True)
+    lead = Lead.objects.for_account(account).filter(phone=phone).first() if phone else None
+    if lead is None:
+        return f"message from unknown number {wa_id} without an ad referral"
+    if attribution.note_inbound(lead, at):
+        attribution.publish_replied(lead, message_id=str(message.get("id") or ""), at=at)
+    return f"lead {lead.pk} replied"

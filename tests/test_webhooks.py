@@ -1,0 +1,262 @@
+"""/webhooks/meta: subscription check, signature, storage, dedupe and the handler registry."""
+from __future__ import annotations
+
+import io
+import logging
+
+import pytest
+from django.core.management import call_command
+from django.utils import timezone
+
+from crm_marketing import tasks, webhooks
+from crm_marketing.models import Lead, LeadTouch, WebhookEvent
+from crm_marketing.sandbox import ctwa_message_payload, leadgen_payload, sign
+from crm_marketing.sandbox.webhooks import encode
+from tests.fixtures.webhooks import acme_meta, post_signed  # noqa: F401
+
+CHALLENGE = {"hub.mode": "subscribe", "hub.challenge": "1158201444", "hub.verify_token": "sandbox-verify-token"}
+
+
+@pytest.fixture(autouse=True)
+def _verify_token(settings):
+    settings.META_WEBHOOK_VERIFY_TOKEN = "sandbox-verify-token"
+
+
+def stored(event: WebhookEvent) -> dict:
+    return {"object": event.object, "field": event.field, "entry_id": event.entry_id, "dedupe_key": event.dedupe_key,
+            "status": event.status, "result": event.result, "error": event.error, "account": event.account_id}
+
+
+# -- subscription -------------------------------------------------------------------------------------------
+def test_the_subscription_check_answers_the_challenge_in_plain_text(client):
+    response = client.get("/webhooks/meta", CHALLENGE)
+
+    assert (response.status_code, response["Content-Type"], response.content) == (200, "text/plain", b"1158201444")
+
+
+@pytest.mark.parametrize("params", [
+    {**CHALLENGE, "hub.verify_token": "wrong"},
+    {**CHALLENGE, "hub.mode": "unsubscribe"},
+    {"hub.challenge": "1158201444"},
+])
+def test_the_subscription_check_with_a_wrong_token_or_mode_is_forbidden(client, params):
+    response = client.get("/webhooks/meta", params)
+
+    assert response.status_code == 403
+    assert response.json() == {"success": False, "error": {"code": "permission_denied", "message": "Wrong verify token.", "fields": {}}}
+
+
+# -- signature and body -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("signature", [False, "", "sha256=", "sha1=abc", "sha256=" + "0" * 64, "wrong-secret"])
+def test_a_missing_or_wrong_signature_is_401_and_stores_nothing(client, db, settings, signature):
+    payload = leadgen_payload("800001", "900001", "700001")
+    if signature == "wrong-secret":
+        signature = sign(encode(payload), "not-the-app-secret")
+
+    response = post_signed(client, payload, signature=signature)
+
+    assert response.status_code == 401
+    assert response.json() == {"success": False, "error": {
+        "code": "invalid_signature", "message": "X-Hub-Signature-256 is missing or does not match the body.", "fields": {}}}
+    assert not WebhookEvent.objects.exists()
+
+
+def test_a_signature_over_other_bytes_than_the_body_is_401(client, db):
+    payload = leadgen_payload("800001", "900001", "700001")
+    signature = sign(encode(payload) + b" ", "sandbox-secret")
+
+    assert post_signed(client, payload, signature=signature).status_code == 401
+    assert not WebhookEvent.objects.exists()
+
+
+@pytest.mark.parametrize("body", [b"{not json", b"\xff\xfe", b"[1, 2]", b'{"object": "page"}', b'{"entry": "x"}'])
+def test_a_signed_body_that_is_not_a_meta_event_is_400(client, db, body):
+    response = post_signed(client, body)
+
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "malformed_request"
+    assert not WebhookEvent.objects.exists()
+
+
+def test_only_get_and_post_are_allowed(client, db):
+    assert client.put("/webhooks/meta", data=b"{}").status_code == 405
+
+
+def test_webhooks_are_rate_limited_per_ip_with_retry_after(client, db, settings):
+    settings.WEBHOOK_RATE_LIMIT = "2/m"
+    meta = {"REMOTE_ADDR": "198.51.100.7"}  # an address of its own, so no other test's requests count
+    codes = [client.get("/webhooks/meta", CHALLENGE, **meta).status_code for _ in range(3)]
+
+    response = client.get("/webhooks/meta", CHALLENGE, **meta)
+    assert codes == [200, 200, 429]
+    assert response.status_code == 429 and int(response["Retry-After"]) >= 1
+    assert response.json()["error"]["code"] == "rate_limited"
+
+
+# -- storage, dedupe and processing ------------------------------------------------------------------------------
+def test_a_change_of_an_unknown_field_is_stored_as_ignored_with_a_log_line(client, db, caplog, django_capture_on_commit_callbacks):
+    caplog.set_level(logging.INFO, logger="crm_marketing.webhooks")
+    payload = {"object": "page", "entry": [{"id": "1500001", "time": 1795000000, "changes": [
+        {"field": "feed", "value": {"item": "status", "verb": "add", "post_id": "1500001_1"}}]}]}
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = post_signed(client, payload)
+
+    body = response.json()
+    assert (response.status_code, body) == (200, {"success": True, "data": {"received": 1, "stored": 1}, "timestamp": body["timestamp"]})
+    event = WebhookEvent.objects.get()
+    assert stored(event) == {"object": "page", "field": "feed", "entry_id": "1500001", "dedupe_key": event.dedupe_key,
+                             "status": "ignored", "result": "", "error": "no handler registered for field 'feed'", "account": None}
+    assert event.payload == payload["entry"][0]["changes"][0]
+    assert event.dedupe_key.startswith("sha256:")
+    assert any("ignored: no handler registered for field 'feed'" in r.getMessage() for r in caplog.records)
+
+
+def test_a_redelivered_change_of_an_unknown_field_is_stored_once(client, db, django_capture_on_commit_callbacks):
+    payload = {"object": "page", "entry": [{"id": "1500001", "changes": [{"field": "feed", "value": {"post_id": "1"}}]}]}
+
+    with django_capture_on_commit_callbacks(execute=True):
+        answers = [post_signed(client, payload).json()["data"] for _ in range(2)]
+
+    assert answers == [{"received": 1, "stored": 1}, {"received": 1, "stored": 0}]
+    assert WebhookEvent.objects.count() == 1
+
+
+def test_each_change_of_a_delivery_is_stored_with_metas_id_as_its_dedupe_key(client, db):
+    payload = leadgen_payload("800001", "900001", "700001")
+    payload["entry"].append(leadgen_payload("800002", "900001", "700001")["entry"][0])
+    payload["entry"][1]["changes"].append({"field": "message_template_status_update", "value": {
+        "event": "PAUSED", "message_template_id": 1100001, "message_template_name": "seguimiento_lead_v1"}})
+    payload["entry"][1]["time"] = 1795002000
+
+    response = post_signed(client, payload)  # the processing tasks are queued on commit, which never comes here
+
+    assert response.json()["data"] == {"received": 3, "stored": 3}
+    assert sorted(WebhookEvent.objects.values_list("field", "dedupe_key", "status")) == [
+        ("leadgen", "800001", "received"), ("leadgen", "800002", "received"),
+        ("message_template_status_update", "1100001:PAUSED:1795002000", "received")]
+
+
+def test_whatsapp_dedupe_keys_are_the_message_id_the_status_and_the_preference():
+    assert webhooks.dedupe_key("messages", {"messages": [{"id": "wamid.A"}]}) == "msg:wamid.A"
+    assert webhooks.dedupe_key("messages", {"statuses": [{"id": "wamid.A", "status": "read"}, {"id": "wamid.B", "status": "failed"}]}) \
+        == "status:wamid.A:read|status:wamid.B:failed"
+    assert webhooks.dedupe_key("user_preferences", {"user_preferences": [{"wa_id": "549", "value": "stop", "timestamp": 1795003000}]}) \
+        == "549:stop:1795003000"
+
+
+def _recorder(outcome):
+    def handler(event):
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+    return handler
+
+
+@pytest.mark.parametrize("outcomes, expected", [
+    ([None, "did one thing", "did another"], ("processed", "did one thing; did another", "")),
+    ([None, webhooks.IgnoreEvent("not ours")], ("ignored", "", "not ours")),
+    ([None, None], ("ignored", "", "no handler took this x_test change")),
+    (["did one thing", webhooks.RetryLater("Meta is busy", retry_after=120)], ("failed", "did one thing", "Meta is busy")),
+    (["did one thing", ValueError("a bug")], ("failed", "did one thing", "ValueError: a bug")),
+])
+def test_every_handler_registered_for_a_field_gets_the_event(client, db, django_capture_on_commit_callbacks, outcomes, expected):
+    handlers = [_recorder(outcome) for outcome in outcomes]
+    for handler in handlers:
+        webhooks.register_handler("x_test", handler)
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            post_signed(client, {"object": "page", "entry": [{"id": "1", "changes": [{"field": "x_test", "value": {"n": 1}}]}]})
+    finally:
+        for handler in handlers:
+            webhooks.unregister_handler("x_test", handler)
+
+    event = WebhookEvent.objects.get()
+    assert (event.status, event.result, event.error) == expected
+    assert event.attempts == 1
+    assert (event.next_attempt_at is not None) == isinstance(outcomes[-1], webhooks.RetryLater)
+
+
+def test_a_failed_event_is_retried_by_the_schedule_once_due(db, django_capture_on_commit_callbacks):
+    attempts = []
+
+    def flaky(event):
+        attempts.append(event.attempts)
+        if len(attempts) == 1:
+            raise webhooks.RetryLater("Meta is busy")
+        return "done"
+
+    webhooks.register_handler("x_flaky", flaky)
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            webhooks.store_changes({"object": "page", "entry": [{"id": "1", "changes": [{"field": "x_flaky", "value": {}}]}]})
+        event = WebhookEvent.objects.get()
+        assert (event.status, event.error) == ("failed", "Meta is busy")
+
+        assert tasks.retry_webhook_events() == "queued 0 webhook event(s)"  # not due yet
+        WebhookEvent.objects.filter(pk=event.pk).update(next_attempt_at=timezone.now())
+        assert tasks.retry_webhook_events() == "queued 1 webhook event(s)"
+    finally:
+        webhooks.unregister_handler("x_flaky", flaky)
+
+    event.refresh_from_db()
+    assert (event.status, event.result, event.error, event.attempts, attempts) == ("processed", "done", "", 2, [1, 2])
+
+
+def test_a_processed_event_is_not_processed_twice(db):
+    calls = []
+
+    def once(event):
+        calls.append(event.pk)
+        return "done"
+
+    webhooks.register_handler("x_once", once)
+    try:
+        _, (event_id,) = webhooks.store_changes({"object": "page", "entry": [{"id": "1", "changes": [{"field": "x_once", "value": {}}]}]})
+        first = tasks.process_webhook_event(event_id)
+        second = tasks.process_webhook_event(event_id)
+    finally:
+        webhooks.unregister_handler("x_once", once)
+
+    assert (first, second, calls) == (f"event {event_id}: processed (done)",
+                                      f"event {event_id}: not claimable (already taken or finished)", [event_id])
+
+
+def test_ignored_events_can_be_run_again_by_the_command(db, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        webhooks.store_changes({"object": "page", "entry": [{"id": "1", "changes": [{"field": "x_later", "value": {}}]}]})
+    assert WebhookEvent.objects.get().status == "ignored"
+
+    handler, out = _recorder("handled now"), io.StringIO()
+    webhooks.register_handler("x_later", handler)
+    try:
+        call_command("process_webhook_events", "--status", "ignored", stdout=out)
+    finally:
+        webhooks.unregister_handler("x_later", handler)
+
+    assert out.getvalue() == "1 ignored event(s) processed again: 1 processed\n"
+    assert WebhookEvent.objects.get().result == "handled now"
+
+
+# -- end to end, over real HTTP -------------------------------------------------------------------------------------
+def test_a_leadgen_fired_by_the_sandbox_at_the_live_server_becomes_a_lead(live_server, acme_meta, meta_sandbox):
+    url = f"{live_server.url}/webhooks/meta"
+
+    answers = [meta_sandbox.fire_webhook(url, leadgen_payload("800001", "900001", "700001")) for _ in range(2)]
+
+    assert [(a.status_code, a.json()["data"]) for a in answers] == [(200, {"received": 1, "stored": 1}), (200, {"received": 1, "stored": 0})]
+    lead = Lead.objects.get()
+    assert (lead.account_id, lead.phone, lead.lead_source, lead.meta_ad_id) == (acme_meta.account_id, "+5491155550001", "meta_lead_ads", "700001")
+    assert LeadTouch.objects.count() == 1
+    assert stored(WebhookEvent.objects.get()) == {
+        "object": "page", "field": "leadgen", "entry_id": "1500001", "dedupe_key": "800001", "status": "processed",
+        "result": f"lead {lead.pk} created from leadgen 800001", "error": "", "account": acme_meta.account_id}
+
+
+def test_a_ctwa_message_fired_with_a_wrong_secret_is_rejected_over_http(live_server, meta_sandbox):
+    payload = ctwa_message_payload("5491155550002", "Lucas Gómez", "700002", "Plan Pro", "Escribinos", "ARAk")
+
+    answer = meta_sandbox.fire_webhook(f"{live_server.url}/webhooks/meta", payload, app_secret="leaked-old-secret")
+
+    assert answer.status_code == 401
+    assert not WebhookEvent.objects.exists()
