@@ -18,6 +18,14 @@ $(VENV)/.installed: requirements.txt
 
 setup: $(VENV)/.installed
 
+# Debian's Chromium for the browser tests (tests/e2e): Playwright cannot download its own builds
+# here, so the tests launch /usr/bin/chromium. Installed once, as root or through sudo.
+browsers:
+	@if command -v chromium >/dev/null; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then SUDO=; elif command -v sudo >/dev/null; then SUDO=sudo; else \
+		echo "Chromium is missing and installing it needs root: run 'apt-get install -y chromium' as root." >&2; exit 1; fi; \
+	$$SUDO apt-get update && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium
+
 migrate: setup
 	$(PY) manage.py migrate --noinput
 
@@ -25,12 +33,12 @@ demo: setup migrate
 	$(PY) manage.py seed_demo
 	$(PY) manage.py run_demo
 
-test: setup test-postgres test-sqlite
+test: setup browsers test-postgres test-sqlite
 
-test-postgres: setup
+test-postgres: setup browsers
 	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} $(PY) -m pytest -p no:cacheprovider -n $(PYTEST_WORKERS)
 
-test-sqlite: setup
+test-sqlite: setup browsers
 	DATABASE_URL=sqlite:///$(CURDIR)/test-db.sqlite3 $(PY) -m pytest -p no:cacheprovider -n $(PYTEST_WORKERS)
 
 clean:

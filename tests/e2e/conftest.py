@@ -1,0 +1,63 @@
+"""Browser fixtures: Debian's headless Chromium driven by Playwright against pytest-django's live_server.
+
+Playwright's sync API keeps an asyncio loop running in the test thread, so Django's async-safety
+check would refuse every ORM call made after the browser starts (in this test and any later one
+in the process). No ORM call here runs inside a coroutine, so the check is switched off.
+Chromium comes from `make browsers` (apt's package): Playwright cannot download browsers here.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+
+CHROMIUM = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or "/usr/bin/chromium"
+# Without the background-networking flags Chromium keeps calling Google services, which on a
+# closed network means a flood of refused connections.
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync",
+]
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: run `make browsers` (installs Debian's chromium).")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, live_server) -> Iterator:
+    """A fresh browser context (no cookies) per test, with URLs relative to the live server."""
+    context = browser.new_context(base_url=live_server.url, viewport={"width": 1280, "height": 800})
+    context.set_default_timeout(15_000)
+    page = context.new_page()
+    yield page
+    context.close()
+
+
+def sign_in(page, username: str, *, path: str = "/accounts/login/") -> None:
+    """Fill the real login form (admin's or ours: both use id_username / id_password)."""
+    page.goto(path)
+    page.fill("#id_username", username)
+    page.fill("#id_password", "pw-" + username)
+    with page.expect_navigation():
+        page.locator("form [type=submit]").click()
+
+
+def save_screenshot(page, name: str) -> None:
+    """With E2E_SCREENSHOT_DIR set, keep a full-page screenshot to look at; otherwise nothing."""
+    directory = os.environ.get("E2E_SCREENSHOT_DIR")
+    if directory:
+        page.screenshot(path=str(Path(directory) / f"e2e_{name}.png"), full_page=True)
