@@ -42,7 +42,7 @@ def view_class(pattern: URLPattern):
 
 def api_routes():
     for route, pattern in walk():
-        clean = route.replace("^", "").replace("$", "").replace("\\Z", "")
+        clean = re.sub(r"(^|/)\^", r"\1", route).replace("$", "").replace("\\Z", "")
         if clean.startswith("crm/"):
             yield clean, pattern
 
