@@ -1,0 +1,274 @@
+"""Build a large account on PostgreSQL for the stats benchmark (bench/stats.py).
+
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/crm_bench .venv/bin/python bench/generate.py [--scale 0.1]
+
+The database named in DATABASE_URL (default crm_bench; its name must contain "bench") is DROPPED
+and recreated, migrated, then filled with COPY (psycopg 3 ``cursor.copy``): at scale 1, one
+account with 1,000,000 leads, 150,000 opportunities, 50,000 sales, 500 campaigns, 2,000 ads and
+730 days of ad-level daily insights (~1.4M rows; each ad skips some days). 10% of the campaigns
+run in a BRL ad account converted with an ExchangeRate, 3% of the sales are in BRL and 5% are
+refunded. A small second account ("noise") shares the tables so scoping is exercised.
+Prints counts and elapsed times.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sys
+import time
+from datetime import date, datetime, timedelta, timezone as dt_timezone
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/crm_bench"
+DAYS = 730
+TZ_OFFSET = timedelta(hours=-3)  # the bench account's timezone, America/Argentina/Buenos_Aires
+
+
+def recreate_database(url: str) -> None:
+    import psycopg
+
+    parts = urlsplit(url)
+    name = parts.path.lstrip("/")
+    if "bench" not in name:
+        sys.exit(f"Refusing to drop {name!r}: the benchmark database name must contain 'bench'.")
+    admin_url = urlunsplit(parts._replace(path="/postgres"))
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def setup_django(url: str) -> None:
+    os.environ["DATABASE_URL"] = url
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "crm_marketing.settings")
+    import django
+
+    django.setup()
+
+
+def copy_rows(model, columns: list[str], rows) -> int:
+    """COPY rows (tuples in ``columns`` order; explicit ids) into the model's table."""
+    from django.db import connection
+
+    table = model._meta.db_table
+    count = 0
+    with connection.cursor() as cursor:
+        raw = cursor.cursor  # the psycopg 3 cursor under Django's wrapper
+        with raw.copy(f'COPY "{table}" ({", ".join(columns)}) FROM STDIN') as copy:
+            for row in rows:
+                copy.write_row(row)
+                count += 1
+    return count
+
+
+def reset_sequence(model) -> None:
+    from django.db import connection
+
+    table = model._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT setval(pg_get_serial_sequence('\"{table}\"', 'id'), COALESCE(MAX(id), 1)) FROM \"{table}\"")
+
+
+class Clock:
+    def __init__(self):
+        self.start = time.perf_counter()
+        self.last = self.start
+
+    def lap(self, label: str, count: int | None = None) -> None:
+        now = time.perf_counter()
+        figure = f"{count:>10,}" if count is not None else " " * 10
+        print(f"{label:<22}{figure}  {now - self.last:7.1f} s", flush=True)
+        self.last = now
+
+
+def build(scale: float, seed: int) -> None:
+    from django.contrib.auth import get_user_model
+    from django.core.management import call_command
+    from django.db import connection
+
+    from crm_marketing.models import Account, Lead, Membership, Opportunity, Sale
+    from marketing.models import Ad, AdAccount, AdSet, Campaign, DailyInsight, ExchangeRate
+    from meta_oauth.models import MetaConnection
+
+    rng = random.Random(seed)
+    clock = Clock()
+    call_command("migrate", verbosity=0, interactive=False)
+    clock.lap("migrate")
+
+    n_leads = int(1_000_000 * scale)
+    n_opps = int(150_000 * scale)
+    n_sales = int(50_000 * scale)
+    n_campaigns = max(3, int(500 * scale))
+    ads_per_campaign = 4
+    now = datetime.now(dt_timezone.utc).replace(microsecond=0)
+    today = (now + TZ_OFFSET).date()
+    first_day = today - timedelta(days=DAYS - 1)
+
+    account = Account.objects.create(name="Bench", slug="bench", currency="USD", timezone="America/Argentina/Buenos_Aires")
+    noise = Account.objects.create(name="Noise", slug="noise", currency="USD", timezone="UTC")
+    user = get_user_model().objects.create_user("bench", password="pw-bench")
+    Membership.objects.create(user=user, account=account, role="ceo")
+    connection_row = MetaConnection(account=account, meta_user_id="1", meta_user_name="Bench")
+    connection_row.set_token("bench-token")
+    connection_row.save()
+    usd = AdAccount.objects.create(account=account, meta_ad_account_id="act_100", name="Bench USD", currency="USD",
+                                   timezone_name="America/Argentina/Buenos_Aires", is_selected=True, last_synced_at=now)
+    brl = AdAccount.objects.create(account=account, meta_ad_account_id="act_200", name="Bench BRL", currency="BRL",
+                                   timezone_name="America/Sao_Paulo", is_selected=False, last_synced_at=now)
+    ExchangeRate.objects.create(account=account, from_currency="BRL", to_currency="USD", rate="0.20000000")
+    noise_ad_account = AdAccount.objects.create(account=noise, meta_ad_account_id="act_900", name="Noise", currency="USD")
+
+    # Campaigns, ad sets (2 per campaign) and ads (2 per ad set).
+    campaigns, ads = [], []  # (meta_campaign_id, ad_account, currency), (meta_ad_id, meta_adset_id, meta_campaign_id, ad_account, currency)
+    for c in range(n_campaigns):
+        ad_account = brl if c % 10 == 9 else usd
+        meta_campaign_id = str(120_000_000_000 + c)
+        campaign = Campaign.objects.create(
+            account=account, ad_account=ad_account, meta_campaign_id=meta_campaign_id, name=f"Campaign {c:04d}",
+            status=rng.choice(["ACTIVE", "ACTIVE", "PAUSED", "ARCHIVED"]), objective="OUTCOME_LEADS",
+            daily_budget=rng.randrange(2_000, 50_000), start_time=now - timedelta(days=DAYS),
+        )
+        campaigns.append((meta_campaign_id, ad_account, ad_account.currency))
+        for s in range(2):
+            meta_adset_id = str(230_000_000_000 + c * 10 + s)
+            adset = AdSet.objects.create(account=account, ad_account=ad_account, campaign=campaign, meta_adset_id=meta_adset_id,
+                                         meta_campaign_id=meta_campaign_id, name=f"Ad set {c:04d}-{s}", status="ACTIVE")
+            for a in range(ads_per_campaign // 2):
+                meta_ad_id = str(340_000_000_000 + c * 100 + s * 10 + a)
+                Ad.objects.create(account=account, ad_account=ad_account, campaign=campaign, adset=adset, meta_ad_id=meta_ad_id,
+                                  meta_adset_id=meta_adset_id, meta_campaign_id=meta_campaign_id, name=f"Ad {meta_ad_id}", status="ACTIVE")
+                ads.append((meta_ad_id, meta_adset_id, meta_campaign_id, ad_account, ad_account.currency))
+    Campaign.objects.create(account=noise, ad_account=noise_ad_account, meta_campaign_id="999000", name="Noise campaign", status="ACTIVE")
+    clock.lap("campaigns + ads", len(campaigns))
+
+    # Daily insights: every ad on ~96% of the 730 days.
+    def insight_rows():
+        insight_id = 0
+        for day_index in range(DAYS):
+            day = first_day + timedelta(days=day_index)
+            for meta_ad_id, meta_adset_id, meta_campaign_id, ad_account, currency in ads:
+                if rng.random() < 0.04:
+                    continue
+                insight_id += 1
+                impressions = rng.randrange(200, 5_000)
+                clicks = impressions * rng.randrange(5, 40) // 1000
+                spend = f"{rng.randrange(100, 6_000) / 100:.2f}"
+                yield (insight_id, account.pk, ad_account.pk, meta_campaign_id, meta_adset_id, meta_ad_id, day, currency, spend,
+                       impressions, clicks, clicks // 2, impressions * 8 // 10, clicks // 20, now)
+
+    columns = ["id", "account_id", "ad_account_id", "meta_campaign_id", "meta_adset_id", "meta_ad_id", "date", "currency", "spend",
+               "impressions", "clicks", "link_clicks", "reach", "leads", "synced_at"]
+    count = copy_rows(DailyInsight, columns, insight_rows())
+    reset_sequence(DailyInsight)
+    clock.lap("daily insights", count)
+
+    # Leads: 70% from Meta (45% lead ads, 25% click-to-WhatsApp) spread over the 730 days.
+    weights = [rng.paretovariate(1.5) for _ in ads]  # some ads bring far more leads
+    span_seconds = DAYS * 86_400
+    start_utc = datetime.combine(first_day, datetime.min.time(), tzinfo=dt_timezone.utc) - TZ_OFFSET
+    lead_created = [None] * (n_leads + 1)
+    lead_is_meta = bytearray(n_leads + 1)
+    picked_ads = rng.choices(ads, weights=weights, k=n_leads)
+
+    # Rows go in in time order, as a live table fills: ids and the heap follow created_at.
+    offsets = sorted(rng.randrange(span_seconds) for _ in range(n_leads))
+
+    def lead_rows():
+        for lead_id in range(1, n_leads + 1):
+            created = min(start_utc + timedelta(seconds=offsets[lead_id - 1]), now)
+            lead_created[lead_id] = created
+            roll = rng.random()
+            if roll < 0.70:
+                source = "meta_lead_ads" if roll < 0.45 else "meta_ctwa"
+                meta_ad_id, meta_adset_id, meta_campaign_id, _, _ = picked_ads[lead_id - 1]
+                lead_is_meta[lead_id] = 1
+            else:
+                source = rng.choice(["organic", "manual", "import"])
+                meta_ad_id = meta_adset_id = meta_campaign_id = ""
+            yield (lead_id, account.pk, f"Lead{lead_id}", "Bench", f"+5491{lead_id:010d}", "", "new", source,
+                   meta_campaign_id, meta_adset_id, meta_ad_id, "", "", "", "", "{}", created, created)
+
+    columns = ["id", "account_id", "first_name", "last_name", "phone", "email", "status", "lead_source", "meta_campaign_id",
+               "meta_adset_id", "meta_ad_id", "meta_form_id", "meta_ad_headline", "meta_ad_body", "ctwa_clid", "external_ids",
+               "created_at", "updated_at"]
+    count = copy_rows(Lead, columns, lead_rows())
+    reset_sequence(Lead)
+    clock.lap("leads", count)
+
+    # Opportunities: 85% on Meta leads, created 0-14 days after the lead; n_sales of them are won
+    # (each with one sale), a quarter lost, the rest open. Inserted in creation order.
+    meta_ids = [i for i in range(1, n_leads + 1) if lead_is_meta[i]]
+    other_ids = [i for i in range(1, n_leads + 1) if not lead_is_meta[i]]
+    opp_leads = rng.sample(meta_ids, int(n_opps * 0.85)) + rng.sample(other_ids, n_opps - int(n_opps * 0.85))
+    rng.shuffle(opp_leads)
+    opp_created = [min(lead_created[lead_id] + timedelta(seconds=rng.randrange(14 * 86_400)), now) for lead_id in opp_leads]
+    order = sorted(range(n_opps), key=opp_created.__getitem__)
+    opp_closed = {}
+
+    def opportunity_rows():
+        for opp_id, index in enumerate(order, start=1):
+            lead_id, created = opp_leads[index], opp_created[index]
+            if index < n_sales:
+                stage, closed = "won", min(created + timedelta(seconds=rng.randrange(30 * 86_400)), now)
+            elif index < n_sales + n_opps // 4:
+                stage, closed = "lost", min(created + timedelta(seconds=rng.randrange(30 * 86_400)), now)
+            else:
+                stage, closed = rng.choice(["new", "qualified", "proposal", "negotiation"]), None
+            if stage == "won":
+                opp_closed[opp_id] = (closed, lead_id)
+            amount = f"{rng.randrange(10_000, 500_000) / 100:.2f}"
+            yield (opp_id, account.pk, lead_id, f"Deal {opp_id}", stage, amount, "USD", created, closed, closed or created)
+
+    columns = ["id", "account_id", "lead_id", "title", "stage", "amount", "currency", "created_at", "closed_at", "updated_at"]
+    count = copy_rows(Opportunity, columns, opportunity_rows())
+    reset_sequence(Opportunity)
+    clock.lap("opportunities", count)
+
+    won_deals = sorted(opp_closed.items(), key=lambda item: item[1][0])  # sales in closing order
+
+    def sale_rows():
+        for sale_id, (opp_id, (closed, lead_id)) in enumerate(won_deals, start=1):
+            currency = "BRL" if rng.random() < 0.03 else "USD"
+            status = "refunded" if rng.random() < 0.05 else "completed"
+            amount = f"{rng.randrange(10_000, 500_000) / 100:.2f}"
+            yield (sale_id, account.pk, opp_id, lead_id, amount, currency, status, closed, closed)
+
+    columns = ["id", "account_id", "opportunity_id", "lead_id", "amount", "currency", "status", "closed_at", "created_at"]
+    count = copy_rows(Sale, columns, sale_rows())
+    reset_sequence(Sale)
+    clock.lap("sales", count)
+
+    # A little data in another account, so every read must scope.
+    for i in range(50):
+        lead = Lead.objects.create(account=noise, first_name=f"Noise{i}", lead_source="meta_lead_ads", meta_campaign_id="999000")
+        Sale.objects.create(account=noise, lead=lead, amount="10.00", currency="USD")
+
+    connection.close()
+    with connection.cursor() as cursor:
+        cursor.execute("VACUUM ANALYZE")
+    clock.lap("vacuum analyze")
+    print(f"{'total':<22}{'':>10}  {time.perf_counter() - clock.start:7.1f} s")
+    print(f"account=bench user=bench leads={Lead.objects.filter(account=account).count():,} "
+          f"opportunities={Opportunity.objects.filter(account=account).count():,} sales={Sale.objects.filter(account=account).count():,} "
+          f"campaigns={Campaign.objects.filter(account=account).count():,} ads={Ad.objects.filter(account=account).count():,} "
+          f"insights={DailyInsight.objects.filter(account=account).count():,}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scale", type=float, default=1.0, help="fraction of the full size (default 1.0)")
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args()
+    url = os.environ.get("DATABASE_URL", DEFAULT_URL)
+    if not url.startswith(("postgres://", "postgresql://")):
+        sys.exit("bench/generate.py needs PostgreSQL: set DATABASE_URL=postgres://…/crm_bench")
+    recreate_database(url)
+    setup_django(url)
+    build(args.scale, args.seed)
+
+
+if __name__ == "__main__":
+    main()

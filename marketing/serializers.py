@@ -1,0 +1,178 @@
+"""Output serializers of the stats and campaign endpoints, and their query parameters.
+
+The one place figures are rounded: money is a JSON number with 2 decimals, percentages a number
+with 1 decimal (both ROUND_HALF_UP), ``null`` when undefined. The stats code hands over Decimals.
+"""
+from __future__ import annotations
+
+from decimal import ROUND_HALF_UP, Decimal
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from marketing.stats import CAMPAIGN_ORDERING, CAMPAIGN_STATUSES, DEFAULT_CAMPAIGN_ORDERING
+
+CENT = Decimal("0.01")
+TENTH = Decimal("0.1")
+
+
+class _RoundedField(serializers.Field):
+    """Read-only Decimal -> float rounded to ``quantum`` (DRF itself renders None as null)."""
+
+    quantum = CENT
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("read_only", True)
+        kwargs.setdefault("allow_null", True)
+        super().__init__(**kwargs)
+
+    def to_representation(self, value):
+        if value is None:
+            return None
+        return float(Decimal(value).quantize(self.quantum, rounding=ROUND_HALF_UP))
+
+
+@extend_schema_field(OpenApiTypes.DOUBLE)
+class MoneyField(_RoundedField):
+    quantum = CENT
+
+
+@extend_schema_field(OpenApiTypes.DOUBLE)
+class PercentField(_RoundedField):
+    quantum = TENTH
+
+
+class PeriodSerializer(serializers.Serializer):
+    since = serializers.DateField()
+    until = serializers.DateField()
+
+
+class _CurrencyCheck(serializers.Serializer):
+    currency = serializers.CharField()
+    currency_mismatch = serializers.BooleanField()
+    unconverted_currencies = serializers.ListField(child=serializers.CharField())
+
+
+class MarketingStatsSerializer(_CurrencyCheck):
+    leads = serializers.IntegerField()
+    leads_change = PercentField()
+    opportunities = serializers.IntegerField()
+    opportunities_change = PercentField()
+    sales_revenue = MoneyField()
+    revenue_change = PercentField()
+    marketing_spend = MoneyField()
+    spend_change = PercentField()
+    roi_percentage = PercentField()
+    roi_change = PercentField()
+    cpa = MoneyField()
+    cost_per_lead = MoneyField()
+    time_range = serializers.CharField()
+    period = PeriodSerializer()
+    previous_period = PeriodSerializer()
+    meta_connected = serializers.BooleanField()
+    last_synced_at = serializers.DateTimeField(allow_null=True)
+
+    def to_representation(self, instance):
+        data = super().to_representation(instance)
+        if "connect_url" in instance:
+            data["connect_url"] = instance["connect_url"]
+        return data
+
+
+class CampaignStatSerializer(serializers.Serializer):
+    id = serializers.CharField()
+    name = serializers.CharField()
+    status = serializers.CharField()
+    spend = MoneyField()
+    impressions = serializers.IntegerField()
+    clicks = serializers.IntegerField()
+    leads = serializers.IntegerField()
+    opportunities = serializers.IntegerField()
+    revenue = MoneyField()
+    roi = PercentField()
+    cpa = MoneyField()
+    currency = serializers.CharField()
+
+
+class RoiReportSerializer(_CurrencyCheck):
+    campaigns = CampaignStatSerializer(many=True)
+    time_period = serializers.CharField()
+    period = PeriodSerializer()
+    total_spend = MoneyField()
+    total_revenue = MoneyField()
+    average_roi = PercentField()
+
+
+class TimeseriesPointSerializer(serializers.Serializer):
+    date = serializers.DateField()
+    spend = MoneyField()
+    leads = serializers.IntegerField()
+    opportunities = serializers.IntegerField()
+    revenue = MoneyField()
+
+
+class _DayFigures(serializers.Serializer):
+    spend = MoneyField()
+    impressions = serializers.IntegerField()
+    clicks = serializers.IntegerField()
+    leads = serializers.IntegerField()
+    opportunities = serializers.IntegerField()
+    revenue = MoneyField()
+    cpa = MoneyField()
+    cpc = MoneyField()
+    cpm = MoneyField()
+    ctr = PercentField()
+
+
+class PerformanceSerializer(_DayFigures):
+    roi_percentage = PercentField()
+
+
+class InsightDaySerializer(_DayFigures):
+    date = serializers.DateField()
+
+
+class CampaignDetailSerializer(_CurrencyCheck):
+    id = serializers.CharField()
+    name = serializers.CharField()
+    objective = serializers.CharField()
+    status = serializers.CharField()
+    daily_budget = MoneyField()
+    lifetime_budget = MoneyField()
+    budget_currency = serializers.CharField()
+    start_time = serializers.DateTimeField(allow_null=True)
+    end_time = serializers.DateTimeField(allow_null=True)
+    performance = PerformanceSerializer()
+    time_range = serializers.CharField()
+    period = PeriodSerializer()
+
+
+class CampaignInsightsSerializer(_CurrencyCheck):
+    id = serializers.CharField()
+    name = serializers.CharField()
+    insights = InsightDaySerializer(many=True)
+    time_range = serializers.CharField()
+    period = PeriodSerializer()
+    attribution_window = serializers.CharField()
+
+
+class TimeseriesParams(serializers.Serializer):
+    campaign_id = serializers.CharField(required=False, max_length=32)
+
+
+class CampaignListParams(serializers.Serializer):
+    """status and ordering of GET campaigns (limit/offset are EnvelopePagination's)."""
+
+    status = serializers.ChoiceField(choices=CAMPAIGN_STATUSES, required=False)
+    ordering = serializers.CharField(required=False)
+
+    def validate_ordering(self, value: str) -> tuple[str, ...]:
+        terms = tuple(t.strip() for t in value.split(",") if t.strip())
+        if not terms or any(t.lstrip("-") not in CAMPAIGN_ORDERING for t in terms):
+            raise serializers.ValidationError(f"Allowed: {', '.join(CAMPAIGN_ORDERING)} (prefix - for descending).")
+        return terms
+
+    @property
+    def order_terms(self) -> tuple[str, ...]:
+        return self.validated_data.get("ordering") or DEFAULT_CAMPAIGN_ORDERING

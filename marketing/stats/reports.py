@@ -1,0 +1,236 @@
+"""The stats endpoints' payloads, built from ``figures.collect``. Values stay Decimal here; the
+serializers (marketing/serializers.py) round money to 2 decimals and percentages to 1.
+
+Currencies: every sum is in the account's currency. Amounts in another currency (a BRL ad
+account, a sale in EUR) are converted with the account's ExchangeRate row for that pair; when a
+rate is missing those amounts are left out and the payload says ``currency_mismatch: true`` with
+``unconverted_currencies``. This keeps the hub working (leads, the other sums) and tells the
+admin what to add, where a 409 would blank the whole dashboard.
+"""
+from __future__ import annotations
+
+from datetime import date, timedelta
+from decimal import Decimal
+from typing import Mapping
+from zoneinfo import ZoneInfo
+
+from django.db.models import Max
+from django.http import Http404
+from django.utils import timezone
+
+from crm_marketing.models import Account
+from marketing.models import AdAccount, Campaign
+from marketing.services.insights import ATTRIBUTION_WINDOWS
+from marketing.stats.figures import HUNDRED, TOTAL, Converter, Figures, Scope, change, collect, earliest_day
+from marketing.time_ranges import Window, resolve_window
+from meta_oauth.models import MetaConnection
+
+CONNECT_URL = "/crm/auth/meta/url"
+ATTRIBUTION_WINDOW = "_".join(ATTRIBUTION_WINDOWS)  # the windows the insights sync asks Meta for: "7d_click_1d_view"
+WEEKLY_AFTER_DAYS = 92
+CAMPAIGN_STATUSES = ("ACTIVE", "PAUSED", "DELETED", "ARCHIVED")
+CAMPAIGN_ORDERING = ("spend", "revenue", "roi", "leads", "name")
+DEFAULT_CAMPAIGN_ORDERING = ("-spend",)
+# Meta budgets are in the currency's minor unit; these currencies have none (offset 1).
+ZERO_DECIMAL_CURRENCIES = frozenset({"CLP", "COP", "CRC", "HUF", "ISK", "IDR", "JPY", "KRW", "PYG", "TWD", "VND"})
+
+
+def today_for(account: Account) -> date:
+    return timezone.localdate(timezone=ZoneInfo(account.timezone))
+
+
+def window_for(account: Account, params: Mapping) -> Window:
+    """The request's window (see marketing.time_ranges); 400 on anything unknown."""
+    return resolve_window(params, today=today_for(account), earliest=lambda: earliest_day(account))
+
+
+def campaign_for(account: Account, meta_campaign_id: str) -> Campaign:
+    """The account's campaign by its Meta id; 404 alike for unknown and another account's."""
+    campaign = Campaign.objects.filter(account=account, meta_campaign_id=meta_campaign_id).select_related("ad_account").first()
+    if campaign is None:
+        raise Http404("No such campaign.")
+    return campaign
+
+
+def _currency_fields(converter: Converter) -> dict:
+    return {"currency_mismatch": bool(converter.missing), "unconverted_currencies": sorted(converter.missing)}
+
+
+def _window_fields(window: Window) -> dict:
+    return {"time_range": window.label, "period": window.as_dict()}
+
+
+def marketing_stats(account: Account, window: Window) -> dict:
+    """The hub's headline figures and their change vs the previous period.
+
+    ``*_change`` is the percentage change vs the previous period (None when that was 0);
+    ``roi_change`` is the difference in ROI percentage points (roi - previous roi, None when
+    either is undefined), since a percentage change of a percentage reads wrong.
+    """
+    converter = Converter.for_account(account)
+    previous = window.previous()
+    current_figures, previous_figures = (by_key[TOTAL] for by_key in collect(Scope(account, converter), [window, previous]))
+    roi, previous_roi = current_figures.roi, previous_figures.roi
+    connected = MetaConnection.objects.filter(account=account, status=MetaConnection.Status.CONNECTED).exists()
+    last_synced_at = AdAccount.objects.filter(account=account).aggregate(last=Max("last_synced_at"))["last"]
+    payload = {
+        "leads": current_figures.leads,
+        "leads_change": change(current_figures.leads, previous_figures.leads),
+        "opportunities": current_figures.opportunities,
+        "opportunities_change": change(current_figures.opportunities, previous_figures.opportunities),
+        "sales_revenue": current_figures.revenue,
+        "revenue_change": change(current_figures.revenue, previous_figures.revenue),
+        "marketing_spend": current_figures.spend,
+        "spend_change": change(current_figures.spend, previous_figures.spend),
+        "roi_percentage": roi,
+        "roi_change": roi - previous_roi if roi is not None and previous_roi is not None else None,
+        "cpa": current_figures.cpa,
+        "cost_per_lead": current_figures.cost_per_lead,
+        "currency": account.currency,
+        **_window_fields(window),
+        "previous_period": previous.as_dict(),
+        "meta_connected": connected,
+        "last_synced_at": last_synced_at,
+        **_currency_fields(converter),
+    }
+    if not connected:
+        payload["connect_url"] = CONNECT_URL
+    return payload
+
+
+def _campaign_stat(campaign: Campaign, figures: Figures, currency: str) -> dict:
+    return {
+        "id": campaign.meta_campaign_id, "name": campaign.name, "status": campaign.status,
+        "spend": figures.spend, "impressions": figures.impressions, "clicks": figures.clicks,
+        "leads": figures.leads, "opportunities": figures.opportunities, "revenue": figures.revenue,
+        "roi": figures.roi, "cpa": figures.cpa, "currency": currency,
+    }
+
+
+def _campaign_stats(account: Account, window: Window, converter: Converter, campaigns) -> tuple[list[dict], Figures]:
+    """CampaignStats of ``campaigns`` and the account's totals (all Meta figures, also those
+    of leads without a synced campaign) from the same queries."""
+    (by_campaign,) = collect(Scope(account, converter), [window], key="campaign")
+    totals = Figures()
+    for figures in by_campaign.values():
+        totals.add(figures)
+    rows = [_campaign_stat(c, by_campaign.get(c.meta_campaign_id) or Figures(), account.currency) for c in campaigns]
+    return rows, totals
+
+
+def roi_report(account: Account, window: Window) -> dict:
+    """Campaigns with any figure in the window (by spend, then name) and the account's totals.
+
+    ``total_spend``/``total_revenue`` equal the stats endpoint's ``marketing_spend`` and
+    ``sales_revenue``; ``average_roi`` is the ROI of those totals (spend-weighted), not a mean
+    of the campaigns' ROIs.
+    """
+    converter = Converter.for_account(account)
+    rows, totals = _campaign_stats(account, window, converter, Campaign.objects.filter(account=account))
+    active = [row for row in rows if any(row[k] for k in ("spend", "impressions", "clicks", "leads", "opportunities", "revenue"))]
+    return {
+        "campaigns": order_campaigns(active, DEFAULT_CAMPAIGN_ORDERING),
+        "time_period": window.label,
+        "period": window.as_dict(),
+        "total_spend": totals.spend,
+        "total_revenue": totals.revenue,
+        "average_roi": totals.roi,
+        "currency": account.currency,
+        **_currency_fields(converter),
+    }
+
+
+def order_campaigns(rows: list[dict], terms: tuple[str, ...]) -> list[dict]:
+    """Sort CampaignStats by terms like ("-spend", "name"); None values (roi, cpa) always last."""
+    rows = sorted(rows, key=lambda row: (row["name"].casefold(), row["id"]))
+    for term in reversed(terms):
+        name, descending = term.lstrip("-"), term.startswith("-")
+        value = (lambda row: row[name].casefold()) if name == "name" else (lambda row: row[name])
+        present = sorted((row for row in rows if row[name] is not None), key=value, reverse=descending)
+        rows = present + [row for row in rows if row[name] is None]
+    return rows
+
+
+def campaign_list(account: Account, window: Window, *, status: str | None, ordering: tuple[str, ...]) -> tuple[list[dict], Converter]:
+    converter = Converter.for_account(account)
+    campaigns = Campaign.objects.filter(account=account)
+    if status:
+        campaigns = campaigns.filter(status=status)
+    rows, _ = _campaign_stats(account, window, converter, campaigns)
+    return order_campaigns(rows, ordering), converter
+
+
+def _weeks(points: dict[date, Figures]) -> dict[date, Figures]:
+    """Fold days into ISO weeks labelled by their Monday (the first and last may be partial)."""
+    weeks: dict[date, Figures] = {}
+    for day, figures in points.items():
+        weeks.setdefault(day - timedelta(days=day.weekday()), Figures()).add(figures)
+    return weeks
+
+
+def _days(window: Window, by_day: dict) -> dict[date, Figures]:
+    """Every day of the window (zero-filled) in order."""
+    return {window.since + timedelta(days=i): by_day.get(window.since + timedelta(days=i)) or Figures() for i in range(window.days)}
+
+
+def timeseries(account: Account, window: Window, campaign: Campaign | None = None) -> list[dict]:
+    """One point per day, or per ISO week (its Monday) when the window is longer than 92 days."""
+    scope = Scope(account, Converter.for_account(account), campaign.meta_campaign_id if campaign else None)
+    (by_day,) = collect(scope, [window], key="day")
+    points = _days(window, by_day)
+    if window.days > WEEKLY_AFTER_DAYS:
+        points = _weeks(points)
+    return [
+        {"date": day, "spend": f.spend, "leads": f.leads, "opportunities": f.opportunities, "revenue": f.revenue}
+        for day, f in points.items()
+    ]
+
+
+def budget_amount(minor_units: int | None, currency: str) -> Decimal | None:
+    if minor_units is None:
+        return None
+    return Decimal(minor_units) if currency in ZERO_DECIMAL_CURRENCIES else Decimal(minor_units) / HUNDRED
+
+
+def _performance(figures: Figures) -> dict:
+    return {
+        "spend": figures.spend, "impressions": figures.impressions, "clicks": figures.clicks, "leads": figures.leads,
+        "opportunities": figures.opportunities, "revenue": figures.revenue, "roi_percentage": figures.roi,
+        "cpa": figures.cpa, "cpc": figures.cpc, "cpm": figures.cpm, "ctr": figures.ctr,
+    }
+
+
+def campaign_detail(campaign: Campaign, window: Window) -> dict:
+    """The campaign and its performance in the window. Budgets are in the ad account's
+    currency (``budget_currency``); performance is in the account's (``currency``)."""
+    account = campaign.account
+    converter = Converter.for_account(account)
+    (by_key,) = collect(Scope(account, converter, campaign.meta_campaign_id), [window])
+    budget_currency = campaign.ad_account.currency
+    return {
+        "id": campaign.meta_campaign_id, "name": campaign.name, "objective": campaign.objective, "status": campaign.status,
+        "daily_budget": budget_amount(campaign.daily_budget, budget_currency),
+        "lifetime_budget": budget_amount(campaign.lifetime_budget, budget_currency),
+        "budget_currency": budget_currency,
+        "start_time": campaign.start_time, "end_time": campaign.stop_time,
+        "performance": _performance(by_key[TOTAL]),
+        "currency": account.currency,
+        **_window_fields(window),
+        **_currency_fields(converter),
+    }
+
+
+def campaign_insights(campaign: Campaign, window: Window) -> dict:
+    """Every day of the window (zero-filled): Meta's figures and the CRM's for this campaign."""
+    account = campaign.account
+    converter = Converter.for_account(account)
+    (by_day,) = collect(Scope(account, converter, campaign.meta_campaign_id), [window], key="day")
+    insights = [{"date": day, **_performance(f)} for day, f in _days(window, by_day).items()]
+    for row in insights:
+        del row["roi_percentage"]
+    return {
+        "id": campaign.meta_campaign_id, "name": campaign.name, "insights": insights,
+        **_window_fields(window), "attribution_window": ATTRIBUTION_WINDOW,
+        "currency": account.currency,
+        **_currency_fields(converter),
+    }
