@@ -33,13 +33,14 @@ class DemoAccount:
     users: tuple[tuple[str, str], ...]  # (username, role)
     leads: int
     phone_prefix: str
+    deal_size: tuple[int, int]  # smallest and largest deal, in whole units of the currency
 
 
 DEMO_ACCOUNTS = (
     DemoAccount("acme", "Acme Ventas", "ARS", "America/Argentina/Buenos_Aires",
-                (("alice", "ceo"), ("adam", "admin"), ("maria", "marketing"), ("bob", "seller")), 320, "+54911"),
+                (("alice", "ceo"), ("adam", "admin"), ("maria", "marketing"), ("bob", "seller")), 320, "+54911", (150_000, 1_500_000)),
     DemoAccount("globex", "Globex Iberia", "EUR", "Europe/Madrid",
-                (("mallory", "ceo"), ("gary", "seller")), 140, "+34611"),
+                (("mallory", "ceo"), ("gary", "seller")), 140, "+34611", (500, 9_000)),
 )
 
 STAFF_PERMISSIONS = {
@@ -109,7 +110,7 @@ def _generate_crm(account: Account, spec: DemoAccount, sellers: list, today) -> 
         created_at = lead.created_at + timedelta(days=rng.uniform(0, 7))
         if created_at > now:
             created_at = now
-        amount = Decimal(rng.randrange(50_000, 900_000)) / 100
+        amount = Decimal(rng.randrange(spec.deal_size[0] * 100, spec.deal_size[1] * 100)) / 100
         stage = rng.choices(["new", "qualified", "proposal", "won", "lost"], weights=[15, 15, 15, 35, 20])[0]
         closed_at = min(created_at + timedelta(days=rng.uniform(1, 20)), now) if stage in ("won", "lost") else None
         opportunity = Opportunity.objects.create(

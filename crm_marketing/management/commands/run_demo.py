@@ -22,6 +22,9 @@ class Command(BaseCommand):
         parser.add_argument("--sandbox-port", type=int, default=8765)
 
     def handle(self, *args, port, sandbox_port, **options):
+        # Ctrl-C, or a TERM from a supervisor, stops all three (even when started with SIGINT ignored).
+        signal.signal(signal.SIGINT, _stop)
+        signal.signal(signal.SIGTERM, _stop)
         sandbox_url = f"http://127.0.0.1:{sandbox_port}"
         env = {**os.environ, "META_GRAPH_URL": sandbox_url, "META_DIALOG_URL": sandbox_url, "PYTHONUNBUFFERED": "1"}
         manage = [sys.executable, str(settings.BASE_DIR / "manage.py")]
@@ -46,10 +49,14 @@ class Command(BaseCommand):
         finally:
             for p in processes.values():
                 if p.poll() is None:
-                    p.send_signal(signal.SIGINT)
+                    p.terminate()
             deadline = time.monotonic() + 10
             for p in processes.values():
                 try:
                     p.wait(timeout=max(0.1, deadline - time.monotonic()))
                 except subprocess.TimeoutExpired:
                     p.kill()
+
+
+def _stop(signum, frame):
+    raise KeyboardInterrupt
