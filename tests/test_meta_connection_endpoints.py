@@ -9,7 +9,7 @@ from rest_framework import serializers
 from rest_framework.test import APIClient
 
 from crm_marketing.audit import SystemEvent
-from marketing.models import AdAccount
+from marketing.models import AdAccount, DailyInsight, SyncRun
 from meta_oauth.backends import META_SCOPES
 from meta_oauth.models import MetaConnection
 from tests.conftest import api_client_for, make_user
@@ -213,7 +213,7 @@ def test_connect_checks_the_ad_account_with_meta_and_selects_it(meta_sandbox, al
     assert response.status_code == 200
     assert response.json()["data"] == {
         "connected": True, "account_id": "act_300001", "account_name": "Acme - Leads AR",
-        "message": "The hub now reports on Acme - Leads AR (act_300001)."}
+        "message": "The hub now reports on Acme - Leads AR (act_300001); its first sync has started."}
     ad_account = AdAccount.objects.get(account=acme)
     assert (ad_account.meta_ad_account_id, ad_account.name, ad_account.currency, ad_account.timezone_name,
             ad_account.account_status, ad_account.is_selected) == (
@@ -221,6 +221,19 @@ def test_connect_checks_the_ad_account_with_meta_and_selects_it(meta_sandbox, al
     event = SystemEvent.objects.get(action="meta.ad_account.connect")
     assert (event.account, event.actor, event.target_id) == (acme, alice, str(ad_account.pk))
     assert graph_paths(meta_sandbox) == ["/act_300001"]
+    assert list(SyncRun.objects.filter(ad_account=ad_account).values_list("kind", "status")) == [("full", "queued")]
+
+
+def test_connecting_an_ad_account_runs_its_first_sync_once_committed(meta_sandbox, alice_api, acme, django_capture_on_commit_callbacks):
+    connect_meta(acme, meta_sandbox)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = alice_api.post("/crm/marketing/connect", {"account_id": "act_300001"}, format="json")
+
+    assert response.status_code == 200
+    run = SyncRun.objects.get(ad_account__meta_ad_account_id="act_300001")
+    assert run.status == "succeeded"
+    assert DailyInsight.objects.filter(account=acme).count() == run.rows > 0
 
 
 def test_connecting_another_ad_account_unselects_the_previous_one(meta_sandbox, alice_api, acme):

@@ -13,7 +13,7 @@ from django.utils import timezone
 from rest_framework.exceptions import ValidationError
 
 from crm_marketing.audit import record_event
-from crm_marketing.errors import DomainError
+from crm_marketing.errors import Conflict, DomainError
 from crm_marketing.graph import GraphClient, GraphError
 from crm_marketing.tenancy import Account
 from marketing.models import AdAccount
@@ -181,4 +181,15 @@ def connect_ad_account(account: Account, *, meta_ad_account_id: str, account_nam
                                                                   defaults=defaults)
         record_event("meta.ad_account.connect", account=account, actor=actor, target=ad_account, request=request,
                      meta_ad_account_id=meta_ad_account_id, name=ad_account.name)
+    _start_first_sync(account, actor=actor, request=request)
     return ad_account
+
+
+def _start_first_sync(account: Account, *, actor=None, request=None) -> None:
+    """A newly chosen ad account starts syncing at once instead of waiting for the schedule."""
+    from marketing.services.runs import request_sync
+
+    try:
+        request_sync(account, actor=actor, request=request)
+    except Conflict:
+        pass  # a sync is already queued or running (or Meta parked the ad account): it will catch up

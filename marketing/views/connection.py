@@ -75,7 +75,7 @@ class ConnectAdAccountView(AccountScopedAPIView):
             "connected": True,
             "account_id": ad_account.meta_ad_account_id,
             "account_name": ad_account.name,
-            "message": f"The hub now reports on {ad_account.name} ({ad_account.meta_ad_account_id}).",
+            "message": f"The hub now reports on {ad_account.name} ({ad_account.meta_ad_account_id}); its first sync has started.",
         })
 
 
