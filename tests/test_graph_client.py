@@ -143,7 +143,7 @@ def test_the_token_travels_only_in_the_authorization_header_even_on_next_pages(m
 
 
 def test_a_next_url_with_a_token_and_a_foreign_host_is_stripped_and_rebased(meta_sandbox, client):
-    next_url = "https://graph.facebook.com/v26.0/me/adaccounts?fields=id&limit=1&after=MQ&access_token=EAAleaked"
+    next_url = "https://graph.meta.example.invalid/v26.0/me/adaccounts?fields=id&limit=1&after=MQ&access_token=EAAleaked"
 
     page = client.get(next_url)
 
