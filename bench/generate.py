@@ -7,7 +7,9 @@ and recreated, migrated, then filled with COPY (psycopg 3 ``cursor.copy``): at s
 account with 1,000,000 leads, 150,000 opportunities, 50,000 sales, 500 campaigns, 2,000 ads and
 730 days of ad-level daily insights (~1.4M rows; each ad skips some days). 10% of the campaigns
 run in a BRL ad account converted with an ExchangeRate, 3% of the sales are in BRL and 5% are
-refunded. A small second account ("noise") shares the tables so scoping is exercised.
+refunded. A small second account ("noise") shares the tables so scoping is exercised. Sales carry
+their lead's attribution (Sale.lead_source/meta_campaign_id). After the load, the ROI rollup
+(CampaignDay) is built with the same service `manage.py rebuild_roi_rollups` runs.
 Prints counts and elapsed times.
 """
 from __future__ import annotations
@@ -90,7 +92,8 @@ def build(scale: float, seed: int) -> None:
     from django.db import connection
 
     from crm_marketing.models import Account, Lead, Membership, Opportunity, Sale
-    from marketing.models import Ad, AdAccount, AdSet, Campaign, DailyInsight, ExchangeRate
+    from marketing.models import Ad, AdAccount, AdSet, Campaign, CampaignDay, DailyInsight, ExchangeRate
+    from marketing.services import rollups
     from meta_oauth.models import MetaConnection
 
     rng = random.Random(seed)
@@ -171,6 +174,7 @@ def build(scale: float, seed: int) -> None:
     start_utc = datetime.combine(first_day, datetime.min.time(), tzinfo=dt_timezone.utc) - TZ_OFFSET
     lead_created = [None] * (n_leads + 1)
     lead_is_meta = bytearray(n_leads + 1)
+    lead_source = [""] * (n_leads + 1)  # shared str objects: cheap
     picked_ads = rng.choices(ads, weights=weights, k=n_leads)
 
     # Rows go in in time order, as a live table fills: ids and the heap follow created_at.
@@ -188,6 +192,7 @@ def build(scale: float, seed: int) -> None:
             else:
                 source = rng.choice(["organic", "manual", "import"])
                 meta_ad_id = meta_adset_id = meta_campaign_id = ""
+            lead_source[lead_id] = source
             yield (lead_id, account.pk, f"Lead{lead_id}", "Bench", f"+5491{lead_id:010d}", "", "new", source,
                    meta_campaign_id, meta_adset_id, meta_ad_id, "", "", "", "", "{}", created, created)
 
@@ -234,9 +239,11 @@ def build(scale: float, seed: int) -> None:
             currency = "BRL" if rng.random() < 0.03 else "USD"
             status = "refunded" if rng.random() < 0.05 else "completed"
             amount = f"{rng.randrange(10_000, 500_000) / 100:.2f}"
-            yield (sale_id, account.pk, opp_id, lead_id, amount, currency, status, closed, closed)
+            campaign = picked_ads[lead_id - 1][2] if lead_is_meta[lead_id] else ""
+            yield (sale_id, account.pk, opp_id, lead_id, amount, currency, status, closed, closed, lead_source[lead_id], campaign)
 
-    columns = ["id", "account_id", "opportunity_id", "lead_id", "amount", "currency", "status", "closed_at", "created_at"]
+    columns = ["id", "account_id", "opportunity_id", "lead_id", "amount", "currency", "status", "closed_at", "created_at",
+               "lead_source", "meta_campaign_id"]
     count = copy_rows(Sale, columns, sale_rows())
     reset_sequence(Sale)
     clock.lap("sales", count)
@@ -250,11 +257,17 @@ def build(scale: float, seed: int) -> None:
     with connection.cursor() as cursor:
         cursor.execute("VACUUM ANALYZE")
     clock.lap("vacuum analyze")
+    result = rollups.rebuild(account)  # COPY sent no signals: derive the rollup as a backfill would
+    clock.lap("rollup (rebuild)", result.rows_written)
+    with connection.cursor() as cursor:
+        cursor.execute(f'VACUUM ANALYZE "{CampaignDay._meta.db_table}"')  # index-only scans need the visibility map
+    clock.lap("vacuum rollup")
     print(f"{'total':<22}{'':>10}  {time.perf_counter() - clock.start:7.1f} s")
     print(f"account=bench user=bench leads={Lead.objects.filter(account=account).count():,} "
           f"opportunities={Opportunity.objects.filter(account=account).count():,} sales={Sale.objects.filter(account=account).count():,} "
           f"campaigns={Campaign.objects.filter(account=account).count():,} ads={Ad.objects.filter(account=account).count():,} "
-          f"insights={DailyInsight.objects.filter(account=account).count():,}")
+          f"insights={DailyInsight.objects.filter(account=account).count():,} "
+          f"rollup rows={CampaignDay.objects.filter(account=account).count():,}")
 
 
 def main() -> None:

@@ -105,6 +105,7 @@ class SaleAdmin(AccountScopedAdmin):
     list_display = ["__str__", "lead", "opportunity", "status", "closed_at"]
     list_filter = ["status"]
     raw_id_fields = ["lead", "opportunity"]
+    readonly_fields = ["lead_source", "meta_campaign_id"]  # copied from the lead on save
     date_hierarchy = "closed_at"
     list_select_related = ["lead", "opportunity"]
 

@@ -15,6 +15,7 @@ from django.contrib.auth.models import Group, Permission
 from django.db import transaction
 from django.utils import timezone
 
+from crm_marketing import events
 from crm_marketing.models import Account, Lead, Membership, Opportunity, Sale
 
 DEMO_PASSWORD = "demo-pass-2026"
@@ -103,6 +104,8 @@ def _generate_crm(account: Account, spec: DemoAccount, sellers: list, today) -> 
             created_at=now - timedelta(days=rng.uniform(0, 90)),
         ))
     Lead.objects.bulk_create(leads, batch_size=500)
+    # bulk_create sends no signals: apps (marketing's ROI rollups) rebuild from the rows once committed.
+    events.publish(events.CRM_BULK_LOADED, account_id=account.pk)
     leads = list(Lead.objects.filter(account=account))
     for lead in leads:
         if rng.random() > 0.35:

@@ -20,6 +20,9 @@ OPPORTUNITY_CREATED = "opportunity_created"
 OPPORTUNITY_STAGE_CHANGED = "opportunity_stage_changed"
 OPPORTUNITY_WON = "opportunity_won"
 LEAD_REPLIED = "lead_replied"
+# Rows were written in bulk (bulk_create, COPY: no model signals): apps re-derive what they keep
+# from the account's CRM rows. Payload: none beyond account_id.
+CRM_BULK_LOADED = "crm_bulk_loaded"
 
 
 @dataclass(frozen=True)

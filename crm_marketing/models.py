@@ -5,7 +5,7 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.core.validators import MinValueValidator, RegexValidator
-from django.db import models
+from django.db import models, router, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -16,6 +16,9 @@ from crm_marketing.webhook_models import WebhookEvent
 __all__ = ["Account", "Membership", "SystemEvent", "Lead", "LeadTouch", "Opportunity", "Sale", "WebhookEvent"]
 
 E164 = r"^\+[1-9][0-9]{6,14}$"
+# The lead's attribution copied onto its sales, so the ROI reads count distinct Meta customers per
+# campaign from the sale table alone (no join to the leads). Lead.save and Sale.save keep it current.
+SALE_ATTRIBUTION = ("lead_source", "meta_campaign_id")
 CURRENCY = r"^[A-Z]{3}$"
 validate_e164 = RegexValidator(E164, "Enter a phone number in E.164 format, e.g. +5491155550001.")
 validate_currency = RegexValidator(CURRENCY, "Enter an ISO 4217 currency code, e.g. USD.")
@@ -85,6 +88,17 @@ class Lead(AccountOwned):
 
     def __str__(self) -> str:
         return self.name
+
+    def save(self, *args, **kwargs) -> None:
+        """Save; an existing lead's attribution is re-copied onto its sales in the same transaction,
+        before the row is written (so post_save receivers see the sales already attributed)."""
+        update_fields = kwargs.get("update_fields")
+        if self._state.adding or self.pk is None or (update_fields is not None and not set(SALE_ATTRIBUTION) & set(update_fields)):
+            super().save(*args, **kwargs)
+            return
+        with transaction.atomic(using=kwargs.get("using") or router.db_for_write(Lead, instance=self)):
+            copy_attribution_to_sales(self)
+            super().save(*args, **kwargs)
 
 
 class LeadTouch(AccountOwned):
@@ -166,6 +180,9 @@ class Sale(AccountOwned):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.COMPLETED)
     closed_at = models.DateTimeField(default=timezone.now)
     created_at = models.DateTimeField(auto_now_add=True)
+    # Copies of the lead's fields (SALE_ATTRIBUTION), never edited by hand.
+    lead_source = models.CharField(max_length=16, choices=Lead.Source.choices, blank=True, editable=False)
+    meta_campaign_id = models.CharField(max_length=32, blank=True, editable=False)
 
     class Meta:
         ordering = ["-closed_at", "-id"]
@@ -177,8 +194,25 @@ class Sale(AccountOwned):
         ]
         indexes = [
             models.Index(fields=["account", "closed_at"], name="sale_account_closed"),
-            models.Index(fields=["account", "status", "closed_at"], name="sale_account_status_closed"),
+            # Distinct Meta customers of a window, per campaign, from the index alone on PostgreSQL.
+            models.Index(fields=["account", "status", "closed_at"], name="sale_account_status_closed",
+                         include=["lead_source", "meta_campaign_id", "lead"]),
         ]
 
     def __str__(self) -> str:
         return f"{self.amount} {self.currency}"
+
+    def save(self, *args, **kwargs) -> None:
+        """Save with the lead's attribution copied from the database (the lead row is the truth)."""
+        copied = Lead.objects.filter(pk=self.lead_id).values_list(*SALE_ATTRIBUTION).first() if self.lead_id else None
+        if copied is not None:
+            self.lead_source, self.meta_campaign_id = copied
+            if kwargs.get("update_fields") is not None:
+                kwargs["update_fields"] = {*kwargs["update_fields"], *SALE_ATTRIBUTION}
+        super().save(*args, **kwargs)
+
+
+def copy_attribution_to_sales(lead: Lead) -> int:
+    """Give the lead's sales its current attribution; returns how many sales changed."""
+    values = {name: getattr(lead, name) for name in SALE_ATTRIBUTION}
+    return Sale.objects.filter(lead_id=lead.pk).exclude(**values).update(**values)

@@ -5,12 +5,13 @@ from decimal import Decimal
 from typing import Any
 
 from django.db import IntegrityError, transaction
+from django.db.models import OuterRef, Q, Subquery
 from django.utils import timezone
 
 from crm_marketing import events
 from crm_marketing.audit import record_event
 from crm_marketing.errors import Conflict, DomainError
-from crm_marketing.models import Account, Lead, Opportunity, Sale
+from crm_marketing.models import SALE_ATTRIBUTION, Account, Lead, Opportunity, Sale
 
 
 def create_lead(account: Account, *, actor=None, request=None, **fields: Any) -> Lead:
@@ -121,3 +122,14 @@ def update_sale(sale: Sale, *, actor=None, request=None, **fields: Any) -> Sale:
         sale.save()
         record_event("sale.update", account=sale.account, actor=actor, target=sale, request=request, fields=sorted(fields))
     return sale
+
+
+def repair_sale_attribution(account: Account) -> int:
+    """Re-copy the lead's attribution onto the account's sales whose copy drifted (a lead changed by
+    queryset.update() or SQL, which Lead.save never saw); returns how many sales changed."""
+    lead = Lead.objects.filter(pk=OuterRef("lead_id"))
+    drifted = Q()
+    for name in SALE_ATTRIBUTION:
+        drifted |= ~Q(**{name: Subquery(lead.values(name)[:1])})
+    return Sale.objects.filter(account=account).filter(drifted).update(
+        **{name: Subquery(lead.values(name)[:1]) for name in SALE_ATTRIBUTION})

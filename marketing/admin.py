@@ -4,7 +4,7 @@ from __future__ import annotations
 from django.contrib import admin
 
 from crm_marketing.admin import AccountScopedAdmin
-from marketing.models import Ad, AdAccount, AdSet, Campaign, DailyInsight, ExchangeRate, SyncRun
+from marketing.models import Ad, AdAccount, AdSet, Campaign, CampaignDay, DailyInsight, ExchangeRate, SyncRun
 
 
 class ReadOnlyAdmin(AccountScopedAdmin):
@@ -63,6 +63,18 @@ class DailyInsightAdmin(ReadOnlyAdmin):
     search_fields = ["meta_ad_id", "meta_adset_id", "meta_campaign_id"]
     date_hierarchy = "date"
     show_full_result_count = False  # the table is large: skip the extra COUNT(*)
+
+
+@admin.register(CampaignDay)
+class CampaignDayAdmin(ReadOnlyAdmin):
+    """The ROI rollup, derived from the rows above (manage.py rebuild_roi_rollups re-derives it)."""
+
+    list_display = ["day", "meta_campaign_id", "currency", "spend", "impressions", "clicks", "leads", "opportunities",
+                    "revenue"]
+    list_filter = ["currency"]
+    search_fields = ["meta_campaign_id"]
+    date_hierarchy = "day"
+    show_full_result_count = False
 
 
 @admin.register(SyncRun)

@@ -7,7 +7,8 @@ class MarketingConfig(AppConfig):
 
     def ready(self) -> None:
         from crm_marketing.webhooks import register_handler
-        from marketing import handlers
+        from marketing import handlers, signals
 
         register_handler("leadgen", handlers.handle_leadgen)
         register_handler("messages", handlers.handle_messages)
+        signals.connect()  # the ROI rollup follows every CRM row and insight

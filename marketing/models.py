@@ -172,3 +172,43 @@ class ExchangeRate(AccountOwned):
 
     def __str__(self) -> str:
         return f"1 {self.from_currency} = {self.rate} {self.to_currency}"
+
+
+class CampaignDay(AccountOwned):
+    """The ROI rollup: one campaign's figures on one day, in one currency (see marketing.services.rollups).
+
+    Meta figures (spend, impressions, clicks) sum the DailyInsight rows of the ad account's day; CRM
+    figures count Meta-attributed leads and opportunities created, and sum completed sales closed, on
+    the account's day. Money stays in its own currency (``currency``; leads and opportunities carry the
+    account's) and is converted when read. Derived data only: rebuilt from the source rows at will.
+    ``meta_campaign_id`` is "" for Meta leads whose campaign is unknown.
+    """
+
+    MEASURES = ("spend", "impressions", "clicks", "leads", "opportunities", "revenue")
+    META_MEASURES = ("spend", "impressions", "clicks")
+    CRM_MEASURES = ("leads", "opportunities", "revenue")
+
+    day = models.DateField()
+    meta_campaign_id = models.CharField(max_length=32, blank=True)
+    currency = models.CharField(max_length=3, validators=[validate_currency])
+    spend = models.DecimalField(max_digits=16, decimal_places=2, default=0)
+    impressions = models.BigIntegerField(default=0)
+    clicks = models.BigIntegerField(default=0)
+    leads = models.IntegerField(default=0)
+    opportunities = models.IntegerField(default=0)
+    revenue = models.DecimalField(max_digits=16, decimal_places=2, default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["account", "day", "meta_campaign_id", "currency"], name="campaignday_unique_cell"),
+        ]
+        indexes = [
+            # The account-wide reads (headline, by campaign, by day) from the index alone on PostgreSQL.
+            models.Index(fields=["account", "day"], name="campaignday_account_day",
+                         include=["meta_campaign_id", "currency", "spend", "impressions", "clicks", "leads",
+                                  "opportunities", "revenue"]),
+            models.Index(fields=["account", "meta_campaign_id", "day"], name="campaignday_account_campaign"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.meta_campaign_id or '(no campaign)'} {self.currency}"

@@ -17,6 +17,12 @@ CENT = Decimal("0.01")
 TENTH = Decimal("0.1")
 
 
+def rounded(value, quantum: Decimal) -> float | None:
+    if value is None:
+        return None
+    return float(Decimal(value).quantize(quantum, rounding=ROUND_HALF_UP))
+
+
 class _RoundedField(serializers.Field):
     """Read-only Decimal -> float rounded to ``quantum`` (DRF itself renders None as null)."""
 
@@ -28,9 +34,7 @@ class _RoundedField(serializers.Field):
         super().__init__(**kwargs)
 
     def to_representation(self, value):
-        if value is None:
-            return None
-        return float(Decimal(value).quantize(self.quantum, rounding=ROUND_HALF_UP))
+        return rounded(value, self.quantum)
 
 
 @extend_schema_field(OpenApiTypes.DOUBLE)
@@ -93,6 +97,16 @@ class CampaignStatSerializer(serializers.Serializer):
     roi = PercentField()
     cpa = MoneyField()
     currency = serializers.CharField()
+
+    def to_representation(self, row: dict) -> dict:
+        """The fields above, built in one go: /stats/roi serializes every campaign of the account
+        (500 in bench/), where DRF's field-by-field pass alone cost ~25 ms."""
+        return {
+            "id": str(row["id"]), "name": str(row["name"]), "status": str(row["status"]),
+            "spend": rounded(row["spend"], CENT), "impressions": int(row["impressions"]), "clicks": int(row["clicks"]),
+            "leads": int(row["leads"]), "opportunities": int(row["opportunities"]), "revenue": rounded(row["revenue"], CENT),
+            "roi": rounded(row["roi"], TENTH), "cpa": rounded(row["cpa"], CENT), "currency": str(row["currency"]),
+        }
 
 
 class RoiReportSerializer(_CurrencyCheck):

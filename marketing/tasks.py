@@ -1,7 +1,9 @@
 """django-q2 entry points: take ids, reload rows, call a service, return a short result string."""
 from __future__ import annotations
 
+from crm_marketing.models import Account
 from marketing.models import SyncRun
+from marketing.services import rollups
 from marketing.services.runs import queue_due_syncs
 from marketing.services.sync import perform_queued_run
 
@@ -19,3 +21,25 @@ def sync_due_ad_accounts() -> str:
     """Scheduled every few minutes: queue a sync for each ad account due (META_SYNC_INTERVAL_HOURS)."""
     runs = queue_due_syncs()
     return f"queued {len(runs)} ad account syncs"
+
+
+def rebuild_roi_rollups(account_id: int) -> str:
+    """Re-derive one account's whole ROI rollup (after a timezone change or a removed ad account)."""
+    account = Account.objects.filter(pk=account_id).first()
+    if account is None:
+        return f"account {account_id}: gone"
+    result = rollups.rebuild(account)
+    return f"{account.slug}: {result.days} days re-derived, {result.rows_written} rollup rows written"
+
+
+def rebuild_all_roi_rollups() -> str:
+    """Once after the rollup's migration: every account's whole history."""
+    results = [rollups.rebuild(account) for account in Account.objects.order_by("pk")]
+    return f"ROI rollup of {len(results)} account(s) built: {sum(r.rows_written for r in results)} rows written"
+
+
+def rebuild_recent_roi_rollups() -> str:
+    """Nightly: every account's last 35 days, the safety net under the incremental refreshes."""
+    results = rollups.rebuild_recent()
+    return (f"ROI rollup, last 35 days of {len(results)} account(s): {sum(r.rows_written for r in results)} rows written, "
+            f"{sum(r.sales_reattributed for r in results)} sale(s) re-attributed")

@@ -6,6 +6,10 @@ UPDATE; elsewhere (SQLite) `bulk_create(update_conflicts=True)` does the same in
 Why not bulk_create everywhere: on the 2-core bench machine it upserts ~10,000 rows/s on PostgreSQL
 (Django prepares every value in Python) while COPY + merge does several times that (bench/sync.py
 prints both).
+
+In the same transaction, the Meta columns of the ROI rollup cells (account, day, campaign) the rows
+touch are recomputed from the stored insights (marketing.services.rollups); on PostgreSQL with one
+INSERT ... SELECT ... ON CONFLICT from the temp table.
 """
 from __future__ import annotations
 
@@ -15,7 +19,8 @@ from typing import Sequence
 
 from django.db import connection, transaction
 
-from marketing.models import DailyInsight
+from marketing.models import CampaignDay, DailyInsight
+from marketing.services import rollups
 
 COLUMNS = ("account_id", "ad_account_id", "meta_campaign_id", "meta_adset_id", "meta_ad_id", "date", "currency",
            "spend", "impressions", "clicks", "link_clicks", "reach", "leads", "synced_at")
@@ -40,11 +45,18 @@ def upsert_insights(rows: Sequence[InsightValues], *, batch_size: int = BATCH_SI
     rows = _deduplicated(rows)
     if not rows:
         return 0
+    account_ids = sorted({row[0] for row in rows})
     with transaction.atomic():
         if connection.vendor == "postgresql":
             _copy_and_merge(rows)
+            for account_id in account_ids:  # in order: two upserts never wait on each other crosswise
+                rollups.lock_account(account_id)
+            _refresh_rollup_from_temp()
         else:
             bulk_upsert(rows, batch_size=batch_size)
+            day, campaign = COLUMNS.index("date"), COLUMNS.index("meta_campaign_id")
+            for account_id in account_ids:
+                rollups.refresh_meta_cells(account_id, {(row[day], row[campaign]) for row in rows if row[0] == account_id})
     return len(rows)
 
 
@@ -73,3 +85,26 @@ def _copy_and_merge(rows: Sequence[InsightValues]) -> None:
         cursor.execute(
             f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {TEMP_TABLE} "
             f"ON CONFLICT ({', '.join(UNIQUE)}) DO UPDATE SET {', '.join(f'{c} = EXCLUDED.{c}' for c in UPDATED)}")
+
+
+def _refresh_rollup_from_temp() -> None:
+    """Recompute spend, impressions and clicks of the rollup cells of the merged rows (the caller holds
+    the accounts' rollup locks); rows left with no figure at all are dropped."""
+    rollup = connection.ops.quote_name(CampaignDay._meta.db_table)
+    insights = connection.ops.quote_name(DailyInsight._meta.db_table)
+    touched = f"(SELECT DISTINCT account_id, date, meta_campaign_id FROM {TEMP_TABLE})"
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {rollup} AS c (account_id, day, meta_campaign_id, currency, spend, impressions, clicks, "
+            f"leads, opportunities, revenue) "
+            f"SELECT i.account_id, i.date, i.meta_campaign_id, i.currency, SUM(i.spend), SUM(i.impressions), SUM(i.clicks), 0, 0, 0 "
+            f"FROM {insights} i JOIN {touched} t "
+            f"ON i.account_id = t.account_id AND i.date = t.date AND i.meta_campaign_id = t.meta_campaign_id "
+            f"GROUP BY i.account_id, i.date, i.meta_campaign_id, i.currency "
+            f"ON CONFLICT (account_id, day, meta_campaign_id, currency) DO UPDATE SET spend = EXCLUDED.spend, "
+            f"impressions = EXCLUDED.impressions, clicks = EXCLUDED.clicks "
+            f"WHERE (c.spend, c.impressions, c.clicks) IS DISTINCT FROM (EXCLUDED.spend, EXCLUDED.impressions, EXCLUDED.clicks)")
+        cursor.execute(
+            f"DELETE FROM {rollup} c USING {touched} t "
+            f"WHERE c.account_id = t.account_id AND c.day = t.date AND c.meta_campaign_id = t.meta_campaign_id "
+            f"AND c.spend = 0 AND c.impressions = 0 AND c.clicks = 0 AND c.leads = 0 AND c.opportunities = 0 AND c.revenue = 0")

@@ -1,4 +1,4 @@
-"""The ROI figures of one account over windows of days: plain aggregation over four tables.
+"""The ROI figures of one account over windows of days, read from the daily rollup.
 
 Period view (not a cohort view): every figure counts the events dated in the window.
 - leads: Meta-attributed leads (``lead_source`` in ``Lead.META_SOURCES``) created in the window;
@@ -11,8 +11,13 @@ Per campaign, the CRM figures follow ``Lead.meta_campaign_id`` and the Meta figu
 ``DailyInsight.meta_campaign_id``. CRM timestamps are cut at midnight in the account's timezone.
 All ad accounts of the account count (also ones no longer selected): their leads count too.
 
-Several windows are read in one scan each (conditional aggregates), so the stats endpoint pays
-one pass per table for the period and its previous period.
+All but ``customers`` come from ``CampaignDay`` (marketing.services.rollups keeps it equal to those
+definitions), one indexed range per request whatever the window, instead of scanning the leads,
+opportunities, sales and insights themselves (bench/README.md has the figures). Distinct customers
+do not add up across days, so they stay an exact query on the sales, which carry their lead's
+attribution (``Sale.lead_source``/``meta_campaign_id``) and an index that answers it alone.
+Several windows are read in one pass (conditional aggregates): the stats endpoint reads the period
+and its previous period together.
 """
 from __future__ import annotations
 
@@ -26,8 +31,8 @@ from zoneinfo import ZoneInfo
 from django.db.models import Count, F, Min, Q, Sum
 from django.db.models.functions import TruncDate
 
-from crm_marketing.models import Account, Lead, Opportunity, Sale
-from marketing.models import DailyInsight, ExchangeRate
+from crm_marketing.models import Account, Lead, Sale
+from marketing.models import CampaignDay, DailyInsight, ExchangeRate
 from marketing.time_ranges import Window
 
 ZERO = Decimal("0")
@@ -131,84 +136,59 @@ class Scope:
         return ZoneInfo(self.account.timezone)
 
 
-def _within(field_name: str, window: Window, tz: ZoneInfo) -> Q:
-    if field_name == "date":
-        return Q(date__gte=window.since, date__lte=window.until)
-    start, end = window.bounds(tz)
-    return Q(**{f"{field_name}__gte": start, f"{field_name}__lt": end})
-
-
 def _span(windows: Sequence[Window]) -> Window:
     return Window(min(w.since for w in windows), max(w.until for w in windows))
 
 
-def _rows(queryset, *, time_field: str, windows: Sequence[Window], scope: Scope, key: Key, campaign_path: str,
-          extra_group: tuple[str, ...], aggregates: dict) -> list[dict]:
-    """One GROUP BY query: ``aggregates`` (name -> (Aggregate, expression, kwargs)) per window.
-
-    Result rows carry ``key`` (the group: campaign id, day or TOTAL), the ``extra_group`` values
-    and ``{name}{i}`` for window i.
-    """
+def _customers(scope: Scope, windows: Sequence[Window], key: Key) -> list[dict]:
+    """Distinct Meta customers (leads with a completed sale) per group key, as ``n{i}`` for window i."""
     tz = scope.tz
-    queryset = queryset.filter(account=scope.account).filter(_within(time_field, _span(windows), tz))
+
+    def closed_within(window: Window) -> Q:
+        start, end = window.bounds(tz)
+        return Q(closed_at__gte=start, closed_at__lt=end)
+
+    sales = Sale.objects.filter(closed_within(_span(windows)), account=scope.account, status=Sale.Status.COMPLETED,
+                                lead_source__in=Lead.META_SOURCES)
     if scope.campaign_id is not None:
-        queryset = queryset.filter(**{campaign_path: scope.campaign_id})
-    annotations = {
-        f"{name}{i}": aggregate(expression, filter=_within(time_field, window, tz), **kwargs) if len(windows) > 1 else aggregate(expression, **kwargs)
-        for name, (aggregate, expression, kwargs) in aggregates.items()
-        for i, window in enumerate(windows)
-    }
-    group: dict = {}
-    if key == "campaign":
-        group["key"] = F(campaign_path)
-    elif key == "day":
-        group["key"] = F(time_field) if time_field == "date" else TruncDate(time_field, tzinfo=tz)
-    if not group and not extra_group:
-        return [{"key": TOTAL, **queryset.aggregate(**annotations)}]
-    rows = list(queryset.order_by().values(*extra_group, **group).annotate(**annotations))
-    if not group:
-        for row in rows:
-            row["key"] = TOTAL
-    return rows
+        sales = sales.filter(meta_campaign_id=scope.campaign_id)
+    counts = {f"n{i}": Count("lead_id", distinct=True, filter=closed_within(window) if len(windows) > 1 else None)
+              for i, window in enumerate(windows)}
+    group = {"campaign": {"key": F("meta_campaign_id")}, "day": {"key": TruncDate("closed_at", tzinfo=tz)}}.get(key)
+    if group is None:
+        return [{"key": TOTAL, **sales.aggregate(**counts)}]
+    return list(sales.order_by().values(**group).annotate(**counts))
 
 
-def collect(scope: Scope, windows: Sequence[Window], key: Key = TOTAL) -> list[dict[str, Figures] | dict[date, Figures]]:
-    """Figures per window, each a dict from the group key (TOTAL, campaign id or day) to Figures."""
+def collect(scope: Scope, windows: Sequence[Window], key: Key = TOTAL, *, customers: bool = True) -> list[dict[str, Figures] | dict[date, Figures]]:
+    """Figures per window, each a dict from the group key (TOTAL, campaign id or day) to Figures.
+
+    ``customers=False`` skips the distinct-customers query for callers that show no ``cpa``."""
     result: list[dict] = [defaultdict(Figures) for _ in windows]
-    meta = Q(lead_source__in=Lead.META_SOURCES)
-    # The lead's account too: the same tenant by construction, and it lets the join use the lead indexes.
-    meta_lead = Q(lead__lead_source__in=Lead.META_SOURCES, lead__account=scope.account)
     convert = scope.converter.convert
-
-    common = {"windows": windows, "scope": scope, "key": key}
-    # COUNT(created_at), not COUNT(id): the (account, lead_source, created_at) index answers it alone.
-    for row in _rows(Lead.objects.filter(meta), time_field="created_at", campaign_path="meta_campaign_id", extra_group=(),
-                     aggregates={"n": (Count, "created_at", {})}, **common):
+    span = _span(windows)
+    cells = CampaignDay.objects.filter(account=scope.account, day__gte=span.since, day__lte=span.until)
+    if scope.campaign_id is not None:
+        cells = cells.filter(meta_campaign_id=scope.campaign_id)
+    group = {"campaign": {"key": F("meta_campaign_id")}, "day": {"key": F("day")}}.get(key, {})
+    sums = {
+        f"{name}{i}": Sum(name, filter=Q(day__gte=window.since, day__lte=window.until)) if len(windows) > 1 else Sum(name)
+        for name in CampaignDay.MEASURES for i, window in enumerate(windows)
+    }
+    for row in cells.order_by().values("currency", **group).annotate(**sums):
         for i in range(len(windows)):
-            result[i][row["key"]].leads += row[f"n{i}"] or 0
-    for row in _rows(Opportunity.objects.filter(meta_lead), time_field="created_at", campaign_path="lead__meta_campaign_id",
-                     extra_group=(), aggregates={"n": (Count, "id", {})}, **common):
-        for i in range(len(windows)):
-            result[i][row["key"]].opportunities += row[f"n{i}"] or 0
-    sales = Sale.objects.filter(meta_lead, status=Sale.Status.COMPLETED)
-    for row in _rows(sales, time_field="closed_at", campaign_path="lead__meta_campaign_id", extra_group=("currency",),
-                     aggregates={"amount": (Sum, "amount", {})}, **common):
-        for i in range(len(windows)):
-            if row[f"amount{i}"] is not None:
-                result[i][row["key"]].revenue += convert(row["currency"], row[f"amount{i}"])
-    for row in _rows(sales, time_field="closed_at", campaign_path="lead__meta_campaign_id", extra_group=(),
-                     aggregates={"n": (Count, "lead_id", {"distinct": True})}, **common):
-        for i in range(len(windows)):
-            result[i][row["key"]].customers += row[f"n{i}"] or 0
-    for row in _rows(DailyInsight.objects.all(), time_field="date", campaign_path="meta_campaign_id", extra_group=("currency",),
-                     aggregates={"spend": (Sum, "spend", {}), "impressions": (Sum, "impressions", {}), "clicks": (Sum, "clicks", {})},
-                     **common):
-        for i in range(len(windows)):
-            figures = result[i][row["key"]]
-            if row[f"spend{i}"] is not None:
-                figures.spend += convert(row["currency"], row[f"spend{i}"])
+            figures = result[i][row.get("key", TOTAL)]
+            figures.leads += row[f"leads{i}"] or 0
+            figures.opportunities += row[f"opportunities{i}"] or 0
             figures.impressions += row[f"impressions{i}"] or 0
             figures.clicks += row[f"clicks{i}"] or 0
+            if row[f"spend{i}"] is not None:  # None: no cell of this currency in window i
+                figures.spend += convert(row["currency"], row[f"spend{i}"])
+                figures.revenue += convert(row["currency"], row[f"revenue{i}"])
+    if customers:
+        for row in _customers(scope, windows, key):
+            for i in range(len(windows)):
+                result[i][row["key"]].customers += row[f"n{i}"] or 0
     return result
 
 

@@ -114,7 +114,8 @@ def _campaign_stats(account: Account, window: Window, converter: Converter, camp
     totals = Figures()
     for figures in by_campaign.values():
         totals.add(figures)
-    rows = [_campaign_stat(c, by_campaign.get(c.meta_campaign_id) or Figures(), account.currency) for c in campaigns]
+    rows = [_campaign_stat(c, by_campaign.get(c.meta_campaign_id) or Figures(), account.currency)
+            for c in campaigns.only("meta_campaign_id", "name", "status")]
     return rows, totals
 
 
@@ -176,7 +177,7 @@ def _days(window: Window, by_day: dict) -> dict[date, Figures]:
 def timeseries(account: Account, window: Window, campaign: Campaign | None = None) -> list[dict]:
     """One point per day, or per ISO week (its Monday) when the window is longer than 92 days."""
     scope = Scope(account, Converter.for_account(account), campaign.meta_campaign_id if campaign else None)
-    (by_day,) = collect(scope, [window], key="day")
+    (by_day,) = collect(scope, [window], key="day", customers=False)  # no cpa on the chart
     points = _days(window, by_day)
     if window.days > WEEKLY_AFTER_DAYS:
         points = _weeks(points)

@@ -1,0 +1,47 @@
+"""Re-derive the ROI rollup (CampaignDay) from the leads, opportunities, sales and insights."""
+from __future__ import annotations
+
+import datetime as dt
+import time
+
+from django.core.management.base import BaseCommand, CommandError
+
+from crm_marketing.tenancy import Account
+from marketing.management.sync_command import ProgressBar
+from marketing.services import rollups
+
+
+def _date(value: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise CommandError(f"--since must be YYYY-MM-DD, not {value!r}.") from None
+
+
+class Command(BaseCommand):
+    help = ("Rebuild the ROI rollup from the source rows (--account <slug>; every account when omitted), from "
+            "--since YYYY-MM-DD (account days) or over all history. Safe to run at any time.")
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--account", help="Account slug (default: every account)")
+        parser.add_argument("--since", type=_date, help="First day to re-derive, YYYY-MM-DD (default: all history)")
+
+    def handle(self, *args, **options) -> None:
+        accounts = Account.objects.order_by("pk")
+        if options["account"]:
+            accounts = accounts.filter(slug=options["account"])
+            if not accounts.exists():
+                raise CommandError(f"No account with slug {options['account']!r}.")
+        started = time.monotonic()
+        results = []
+        for account in accounts:
+            bar = ProgressBar(self.stderr, account.slug)
+            try:
+                results.append(rollups.rebuild(account, since=options["since"], progress=bar))
+            finally:
+                bar.close()
+        plural = "" if len(results) == 1 else "s"
+        self.stdout.write(
+            f"Rebuilt the ROI rollup of {len(results)} account{plural}: {sum(r.days for r in results)} days, "
+            f"{sum(r.rows_written for r in results)} rows written, {sum(r.sales_reattributed for r in results)} sales "
+            f"re-attributed, in {time.monotonic() - started:.1f} s.")

@@ -1,0 +1,244 @@
+"""The ROI rollup (``CampaignDay``): cells recomputed from their source rows, never incremented.
+
+Every write is "recompute these cells from DailyInsight / Lead / Opportunity / Sale and write what
+differs", so running one twice, late or out of order is harmless:
+
+- ``refresh_meta_cells(account_id, [(day, campaign)])``: the Meta columns of those cells, called by
+  the insights upsert in its transaction (and by the DailyInsight save signal);
+- ``refresh_crm_days(account_id, days)``: the CRM columns of every cell of those account days,
+  called by the Lead / Opportunity / Sale signals (marketing/signals.py) in the writer's transaction;
+- ``rebuild(account, since=)``: everything from ``since`` (or all history), a month per transaction,
+  for backfills, bulk loads, a timezone change and the nightly safety net.
+
+Every writer first takes the account's rollup lock (a PostgreSQL advisory lock held to the end of
+the transaction), then reads. Under READ COMMITTED the statements after the lock see everything
+committed before it, so of two writers of one cell the later one reads the other's rows: no lost
+update. SQLite serializes writers anyway (``BEGIN IMMEDIATE``). The lock is held to the writer's
+commit, so CRM writes of one account that move figures queue behind each other for the rest of their
+(short) transactions; two transactions that each hold a CRM row the other wants and both move figures
+can deadlock, which PostgreSQL detects by failing one (the signal logs it, the CRM write stands and
+the nightly rebuild fills the cell in).
+"""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Callable, Iterable
+from zoneinfo import ZoneInfo
+
+from django.db import connection, transaction
+from django.db.models import Count, F, Max, Min, Q, Sum
+from django.db.models.functions import TruncDate
+from django.utils import timezone
+
+from crm_marketing.models import Account, Lead, Opportunity, Sale
+from crm_marketing.services import repair_sale_attribution
+from marketing.models import CampaignDay, DailyInsight
+from marketing.time_ranges import Window
+
+LOCK_NAMESPACE = 0x524F4931  # "ROI1": the first key of pg_advisory_xact_lock(int, int)
+CHUNK_DAYS = 31
+Cell = tuple[dt.date, str, str]  # (day, meta_campaign_id, currency)
+Sums = dict[Cell, dict[str, int | Decimal]]
+Progress = Callable[[str, int, int], None]
+UNIQUE = ["account", "day", "meta_campaign_id", "currency"]
+
+
+def lock_account(account_id: int) -> None:
+    """Serialize the rollup writers of one account until the current transaction ends."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [LOCK_NAMESPACE, account_id & 0x7FFFFFFF])
+
+
+@dataclass(frozen=True)
+class _Account:
+    id: int
+    tz: ZoneInfo
+    currency: str
+
+
+def _account(account_id: int) -> _Account | None:
+    row = Account.objects.filter(pk=account_id).values_list("timezone", "currency").first()
+    return _Account(account_id, ZoneInfo(row[0]), row[1]) if row else None
+
+
+# -- reading the sources -------------------------------------------------------------------------------------
+def _meta_sums(account_id: int, where: Q) -> Sums:
+    rows = (DailyInsight.objects.filter(account_id=account_id).filter(where).order_by()
+            .values(cell_day=F("date"), cell_campaign=F("meta_campaign_id"), cell_currency=F("currency"))
+            .annotate(spend=Sum("spend"), impressions=Sum("impressions"), clicks=Sum("clicks")))
+    return {(r["cell_day"], r["cell_campaign"], r["cell_currency"]):
+            {"spend": r["spend"], "impressions": r["impressions"], "clicks": r["clicks"]} for r in rows}
+
+
+def _crm_sums(account: _Account, window: Window) -> Sums:
+    """Leads, opportunities (counted on the account's currency) and revenue per cell of the window."""
+    start, end = window.bounds(account.tz)
+    sums: Sums = {}
+
+    def add(day: dt.date, campaign: str, currency: str, name: str, value) -> None:
+        sums.setdefault((day, campaign, currency), {"leads": 0, "opportunities": 0, "revenue": Decimal("0")})[name] += value
+
+    leads = (Lead.objects.filter(account_id=account.id, lead_source__in=Lead.META_SOURCES, created_at__gte=start, created_at__lt=end)
+             .order_by().values(cell_day=TruncDate("created_at", tzinfo=account.tz), cell_campaign=F("meta_campaign_id"))
+             .annotate(n=Count("id")))
+    for row in leads:
+        add(row["cell_day"], row["cell_campaign"], account.currency, "leads", row["n"])
+    # The lead's account too: the same tenant by construction, and it lets the join use the lead indexes.
+    opportunities = (Opportunity.objects.filter(account_id=account.id, created_at__gte=start, created_at__lt=end,
+                                                lead__account_id=account.id, lead__lead_source__in=Lead.META_SOURCES)
+                     .order_by().values(cell_day=TruncDate("created_at", tzinfo=account.tz), cell_campaign=F("lead__meta_campaign_id"))
+                     .annotate(n=Count("id")))
+    for row in opportunities:
+        add(row["cell_day"], row["cell_campaign"], account.currency, "opportunities", row["n"])
+    sales = (Sale.objects.filter(account_id=account.id, status=Sale.Status.COMPLETED, lead_source__in=Lead.META_SOURCES,
+                                 closed_at__gte=start, closed_at__lt=end)
+             .order_by().values(cell_day=TruncDate("closed_at", tzinfo=account.tz), cell_campaign=F("meta_campaign_id"),
+                                cell_currency=F("currency"))
+             .annotate(amount=Sum("amount")))
+    for row in sales:
+        add(row["cell_day"], row["cell_campaign"], row["cell_currency"], "revenue", row["amount"] or Decimal("0"))
+    return sums
+
+
+# -- writing what differs ------------------------------------------------------------------------------------
+def _write(account_id: int, scope: Q, computed: Sums, measures: tuple[str, ...]) -> int:
+    """Make ``measures`` of the cells in ``scope`` equal ``computed`` (absent cells: 0); drop empty rows.
+
+    Only cells whose figures changed are written, so a CRM write rewrites one row, not the day's."""
+    zero = dict.fromkeys(measures, 0)
+    nonzero = Q()
+    for name in measures:
+        nonzero |= ~Q(**{name: 0})
+    current = {(r["day"], r["meta_campaign_id"], r["currency"]): {m: r[m] for m in measures}
+               for r in CampaignDay.objects.filter(account_id=account_id).filter(scope).filter(nonzero)
+               .values("day", "meta_campaign_id", "currency", *measures)}
+    changed = []
+    for cell in computed.keys() | current.keys():
+        target = {name: computed.get(cell, {}).get(name) or 0 for name in measures}
+        if current.get(cell, zero) != target:
+            changed.append(CampaignDay(account_id=account_id, day=cell[0], meta_campaign_id=cell[1], currency=cell[2], **target))
+    if changed:
+        CampaignDay.objects.bulk_create(changed, batch_size=2000, update_conflicts=True, unique_fields=UNIQUE,
+                                        update_fields=list(measures))
+        CampaignDay.objects.filter(account_id=account_id).filter(scope).filter(**dict.fromkeys(CampaignDay.MEASURES, 0)).delete()
+    return len(changed)
+
+
+def _day_runs(days: Iterable[dt.date]) -> list[Window]:
+    """Consecutive days as windows: {1, 2, 3, 7} -> [1..3, 7..7]."""
+    runs: list[Window] = []
+    for day in sorted(set(days)):
+        if runs and runs[-1].until + dt.timedelta(days=1) == day:
+            runs[-1] = Window(runs[-1].since, day)
+        else:
+            runs.append(Window(day, day))
+    return runs
+
+
+def refresh_crm_days(account_id: int, days: Iterable[dt.date]) -> int:
+    """Recompute leads, opportunities and revenue of every cell of these account days; returns rows written."""
+    runs = _day_runs(days)
+    if not runs:
+        return 0
+    with transaction.atomic():
+        lock_account(account_id)
+        account = _account(account_id)
+        if account is None:  # deleted in this transaction
+            return 0
+        computed: Sums = {}
+        scope = Q()
+        for window in runs:
+            computed.update(_crm_sums(account, window))
+            scope |= Q(day__gte=window.since, day__lte=window.until)
+        return _write(account_id, scope, computed, CampaignDay.CRM_MEASURES)
+
+
+def refresh_meta_cells(account_id: int, cells: Iterable[tuple[dt.date, str]]) -> int:
+    """Recompute spend, impressions and clicks of these (day, campaign) cells; returns rows written."""
+    by_campaign: dict[str, set[dt.date]] = {}
+    for day, campaign in cells:
+        by_campaign.setdefault(campaign, set()).add(day)
+    if not by_campaign:
+        return 0
+    insights, rollup = Q(), Q()
+    for campaign, days in by_campaign.items():
+        insights |= Q(meta_campaign_id=campaign, date__in=days)
+        rollup |= Q(meta_campaign_id=campaign, day__in=days)
+    with transaction.atomic():
+        lock_account(account_id)
+        return _write(account_id, rollup, _meta_sums(account_id, insights), CampaignDay.META_MEASURES)
+
+
+# -- rebuild -------------------------------------------------------------------------------------------------
+@dataclass
+class RebuildResult:
+    account: str
+    since: dt.date | None = None
+    until: dt.date | None = None
+    rows_written: int = 0
+    sales_reattributed: int = 0
+
+    @property
+    def days(self) -> int:
+        return (self.until - self.since).days + 1 if self.since and self.until else 0
+
+
+def activity_span(account: Account, since: dt.date | None = None) -> tuple[dt.date, dt.date] | None:
+    """The first and last day (account timezone; insights on their own day) with any source row."""
+    tz = ZoneInfo(account.timezone)
+    moments = [
+        Lead.objects.filter(account=account, lead_source__in=Lead.META_SOURCES).aggregate(a=Min("created_at"), b=Max("created_at")),
+        Opportunity.objects.filter(account=account).aggregate(a=Min("created_at"), b=Max("created_at")),
+        Sale.objects.filter(account=account).aggregate(a=Min("closed_at"), b=Max("closed_at")),
+    ]
+    days = [moment.astimezone(tz).date() for pair in moments for moment in pair.values() if moment is not None]
+    days += [day for day in DailyInsight.objects.filter(account=account).aggregate(a=Min("date"), b=Max("date")).values() if day]
+    if not days:
+        return None
+    first, last = min(days), max(days)
+    if since is not None:
+        first = since
+    return (first, last) if first <= last else None
+
+
+def rebuild(account: Account, *, since: dt.date | None = None, progress: Progress | None = None) -> RebuildResult:
+    """Re-derive the account's rollup from ``since`` (default: all history), a month per transaction.
+
+    Sales whose attribution copy drifted are re-copied first (crm_marketing.services)."""
+    result = RebuildResult(account.slug, sales_reattributed=repair_sale_attribution(account))
+    span = activity_span(account, since)
+    outside = CampaignDay.objects.filter(account=account)
+    if since is not None:
+        outside = outside.filter(day__gte=since)
+    if span is None:
+        result.rows_written += outside.delete()[0]
+        return result
+    result.since, result.until = span
+    result.rows_written += outside.exclude(day__gte=span[0], day__lte=span[1]).delete()[0]
+    chunks = Window(*span).days
+    windows = [Window(span[0] + dt.timedelta(days=i), min(span[1], span[0] + dt.timedelta(days=i + CHUNK_DAYS - 1)))
+               for i in range(0, chunks, CHUNK_DAYS)]
+    for number, window in enumerate(windows, 1):
+        with transaction.atomic():
+            lock_account(account.pk)
+            fresh = _account(account.pk)
+            computed = _meta_sums(account.pk, Q(date__gte=window.since, date__lte=window.until))
+            for cell, crm in _crm_sums(fresh, window).items():
+                computed.setdefault(cell, {}).update(crm)
+            result.rows_written += _write(account.pk, Q(day__gte=window.since, day__lte=window.until), computed,
+                                          CampaignDay.MEASURES)
+        if progress:
+            progress("rollups", number, len(windows))
+    return result
+
+
+def rebuild_recent(days: int = 35) -> list[RebuildResult]:
+    """The nightly safety net: every account's last ``days`` days (its own today)."""
+    results = []
+    for account in Account.objects.order_by("pk"):
+        today = timezone.localdate(timezone=ZoneInfo(account.timezone))
+        results.append(rebuild(account, since=today - dt.timedelta(days=days - 1)))
+    return results
