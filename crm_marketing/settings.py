@@ -38,6 +38,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI assets served locally: /crm/docs/ works offline
     "social_django",
     "django_q",
     "crm_marketing",
@@ -150,6 +151,9 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Meta Ads Marketing Hub, ROI tracking and WhatsApp HSM automation.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 # django-ratelimit rates ("count/period"): per user on authenticated calls, per IP on anonymous.
 API_RATE_LIMIT = env.str("API_RATE_LIMIT", default="600/m")

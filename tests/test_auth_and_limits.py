@@ -108,3 +108,5 @@ def test_the_openapi_schema_and_docs_are_served(alice_api, alice):
     assert schema.status_code == 200
     assert {"/crm/leads/", "/crm/leads/{id}/", "/crm/opportunities/", "/crm/sales/"} <= set(schema.json()["paths"])
     assert docs.status_code == 200
+    assert b"/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js" in docs.content  # works offline
+    assert b"cdn.jsdelivr.net" not in docs.content
