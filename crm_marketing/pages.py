@@ -19,6 +19,10 @@ def not_found(request, exception=None):
     return page_not_found(request, exception)
 
 
+def api_not_found(request, *args, **kwargs):
+    return JsonResponse(error_body("not_found", "Not found."), status=404)
+
+
 def server_error(request):
     if request.path.startswith(API_PREFIXES):
         return JsonResponse(error_body("server_error", "Something went wrong on our side."), status=500)

@@ -1,7 +1,7 @@
 """Root URLconf: admin, login, the CRM API under /crm/, the apps' APIs, the hub pages, webhooks."""
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import include, path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
 
@@ -25,6 +25,8 @@ urlpatterns = [
     path("crm/automation/", include("automation.urls")),
     path("crm/", include(router.urls)),
     path("webhooks/", include(webhooks.urlpatterns)),
+    # Anything else under /crm/ is the JSON 404 of the envelope, with DEBUG on too.
+    re_path(r"^crm/", pages.api_not_found),
     path("hub/marketing", include("meta_oauth.pages")),
     path("", pages.home, name="home"),
 ]

@@ -156,7 +156,10 @@ def test_put_and_delete_are_not_allowed(alice_api, acme):
     assert Lead.objects.filter(pk=lead.pk).exists()
 
 
-def test_an_unknown_api_url_is_a_json_404(alice_api, acme):
+@pytest.mark.parametrize("debug", [False, True])
+def test_an_unknown_api_url_is_a_json_404(alice_api, acme, settings, debug):
+    settings.DEBUG = debug
+
     response = alice_api.get("/crm/no-such-thing")
 
     assert response.status_code == 404

@@ -19,9 +19,9 @@ from crm_marketing.models import Account
 from crm_marketing.tenancy import AccountOwned
 from tests.conftest import make_lead, make_opportunity, make_sale
 
-# Not account-scoped on purpose: Meta's redirect (checked against the OAuth state instead), and the
-# public API description.
-ALLOWLIST = {"crm/auth/meta/callback", "crm/schema/", "crm/docs/"}
+# Not account-scoped on purpose: Meta's redirect (checked against the OAuth state instead), the
+# public API description, and the JSON 404 for unknown /crm/ paths.
+ALLOWLIST = {"crm/auth/meta/callback", "crm/schema/", "crm/docs/", "crm/"}
 MARKER = "ACMESECRET"
 
 
