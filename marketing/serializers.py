@@ -18,9 +18,10 @@ TENTH = Decimal("0.1")
 
 
 def rounded(value, quantum: Decimal) -> float | None:
+    """``value`` rounded half up to ``quantum``; a tiny negative rounds to 0.0, never to -0.0."""
     if value is None:
         return None
-    return float(Decimal(value).quantize(quantum, rounding=ROUND_HALF_UP))
+    return float(Decimal(value).quantize(quantum, rounding=ROUND_HALF_UP)) + 0.0
 
 
 class _RoundedField(serializers.Field):

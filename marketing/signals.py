@@ -42,7 +42,15 @@ REBUILD_TASK = "marketing.tasks.rebuild_roi_rollups"
 
 
 def _values(instance, model: type) -> dict[str, Any]:
-    return {name: getattr(instance, name) for name in TRACKED[model]}
+    """The tracked attributes as the database reads them back: a model accepts "2025-03-01T10:00:00Z" or
+    "10.00" and converts only when writing, while the instance keeps the string."""
+    values = {}
+    for name in TRACKED[model]:
+        value = getattr(instance, name)
+        if isinstance(value, str):
+            value = model._meta.get_field(name).to_python(value)
+        values[name] = value
+    return values
 
 
 def _remember(sender, instance, raw: bool = False, update_fields=None, **kwargs) -> None:

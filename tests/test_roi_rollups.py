@@ -148,6 +148,19 @@ def test_deleting_a_lead_takes_it_and_its_opportunities_out_of_the_figures(golde
     assert rollup(acme) == rebuilt_from_scratch(acme)
 
 
+def test_rows_given_their_times_as_iso_strings_are_counted_on_their_local_day(acme):
+    # Django models accept ISO strings (fixtures, scripts, the shell); the rollup must not trip over them.
+    lead = make_lead(acme, lead_source="meta_lead_ads", meta_campaign_id="120001", created_at="2025-03-01T02:30:00Z")
+    make_sale(lead, "80.00", closed_at="2025-03-02T01:00:00+00:00")
+
+    z = Decimal("0.00")
+    assert rollup(acme) == [
+        (D(2025, 2, 28), "120001", "USD", z, 0, 0, 1, 0, z),                  # 23:30 on Feb 28th in Buenos Aires
+        (D(2025, 3, 1), "120001", "USD", z, 0, 0, 0, 0, Decimal("80.00")),    # 22:00 on March 1st
+    ]
+    assert rollup(acme) == rebuilt_from_scratch(acme)
+
+
 def test_a_write_that_rolls_back_leaves_the_rollup_as_it_was(golden, acme):
     before = rollup(acme)
 

@@ -288,6 +288,36 @@ def test_without_an_exchange_rate_the_brl_amounts_are_left_out_and_the_stats_say
     assert (roi["total_spend"], roi["total_revenue"], roi["currency_mismatch"], roi["unconverted_currencies"]) == (250.75, 1600.0, True, ["BRL"])
 
 
+def test_a_rate_entered_the_other_way_round_converts_with_its_inverse(alice_api, golden, acme):
+    # Alice types the rate as it is quoted: 1 USD = 5 BRL. BRL amounts are then worth 1 / 5 = 0.20 USD each,
+    # the golden rate, so every figure is the hand-computed one and nothing is left unconverted.
+    ExchangeRate.objects.filter(account=acme).delete()
+    ExchangeRate.objects.create(account=acme, from_currency="USD", to_currency="BRL", rate=Decimal("5"))
+
+    assert data_of(alice_api.get(f"/crm/marketing/stats?{MARCH}")) == GOLDEN_STATS
+    assert data_of(alice_api.get(f"/crm/marketing/stats/roi?{MARCH}"))["campaigns"] == [C1_STAT, C3_STAT, C2_STAT]
+
+    # A row in the wanted direction wins over the inverse of another.
+    ExchangeRate.objects.create(account=acme, from_currency="BRL", to_currency="USD", rate=Decimal("0.10"))
+    stats = data_of(alice_api.get(f"/crm/marketing/stats?{MARCH}"))
+    assert (stats["marketing_spend"], stats["sales_revenue"]) == (325.75, 1700.0)  # 250.75 + 750 * 0.10; 1600 + 100
+
+
+def test_a_loss_too_small_to_show_reads_0_0_percent_never_minus_0_0(alice_api, acme):
+    spring = make_campaign(make_ad_account(acme, "act_usd", "USD", selected=True), "120001", "Spring Leads")
+    make_insight(spring, "a1", date(2025, 3, 10), "10000.00", 100000, 1000)
+    lead = make_lead(acme, lead_source="meta_lead_ads", meta_campaign_id="120001", created_at=local(3, 10))
+    make_sale(lead, "9999.99", closed_at=local(3, 20))
+
+    stats = data_of(alice_api.get(f"/crm/marketing/stats?{MARCH}"))
+    roi = data_of(alice_api.get(f"/crm/marketing/stats/roi?{MARCH}"))
+
+    # (9999.99 - 10000) / 10000 * 100 = -0.0001 %: 0.0 once rounded to one decimal, with no sign (JSON "-0.0"
+    # would show as "-0.0 %" in the hub).
+    figures = [stats["roi_percentage"], roi["average_roi"], roi["campaigns"][0]["roi"]]
+    assert [str(value) for value in figures] == ["0.0", "0.0", "0.0"]
+
+
 def test_the_7d_window_is_the_seven_days_ending_today_in_the_accounts_timezone(alice_api, acme):
     today = timezone.localdate(timezone=BA)
     usd = make_ad_account(acme, "act_usd", "USD", selected=True)

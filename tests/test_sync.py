@@ -297,6 +297,40 @@ def test_an_explicit_since_syncs_that_range_in_slices_and_skips_slices_without_d
     assert min(DailyInsight.objects.values_list("date", flat=True)) >= today - dt.timedelta(days=89)
 
 
+def test_a_short_refresh_by_hand_after_a_pause_does_not_make_the_next_sync_skip_the_days_between(ad_account, client, meta_sandbox):
+    # acme's history was complete 60 days ago, then Meta stayed disconnected; alice refreshes the last week by hand.
+    today = ad_account_today(ad_account)
+    paused_at = timezone.now() - dt.timedelta(days=60)
+    AdAccount.objects.filter(pk=ad_account.pk).update(last_synced_at=paused_at, backfilled_since=backfill_floor(today))
+    ad_account.refresh_from_db()
+
+    week = sync_ad_account(ad_account, client=client, kind=SyncRun.Kind.INSIGHTS, since=today - dt.timedelta(days=6), **FAST)
+    ad_account.refresh_from_db()
+    start = len(meta_sandbox.requests)
+    scheduled = sync_ad_account(ad_account, client=client, kind=SyncRun.Kind.INSIGHTS, **FAST)
+
+    # The week did not join the last full sync: the next sync reads from that sync's day (60 days ago), not from
+    # today-28, which would leave days 60..29 ago unsynced for good.
+    assert (week.status, scheduled.status) == ("succeeded", "succeeded")
+    assert posted_windows(meta_sandbox, start=start) == [(str(ad_account_today(ad_account, paused_at)), str(today))]
+    ad_account.refresh_from_db()
+    assert ad_account.last_synced_at > paused_at and ad_account.backfilled_since == backfill_floor(today)
+    stored_days = set(DailyInsight.objects.filter(ad_account=ad_account).values_list("date", flat=True))
+    assert {today - dt.timedelta(days=n) for n in range(61)} <= stored_days
+
+
+def test_last_synced_at_is_when_the_run_began_reading_so_a_run_across_midnight_leaves_no_day_unread(ad_account, client):
+    # The restatement window ends on the day the run started; a run that ends after midnight must not claim
+    # the new day, or a sync after a pause of over 28 days would start on that day, never read.
+    result = sync_ad_account(ad_account, client=client, kind=SyncRun.Kind.INSIGHTS, backfill_seconds=0, **FAST)
+
+    ad_account.refresh_from_db()
+    run = SyncRun.objects.get(pk=result.run_id)
+    assert result.status == "succeeded"
+    assert ad_account.last_synced_at <= run.started_at < run.finished_at
+    assert result.until == ad_account_today(ad_account, ad_account.last_synced_at)
+
+
 def test_sync_meta_campaigns_prints_one_summary_line(ad_account, meta_sandbox):
     out = StringIO()
 

@@ -207,17 +207,22 @@ def activity_span(account: Account, since: dt.date | None = None) -> tuple[dt.da
 def rebuild(account: Account, *, since: dt.date | None = None, progress: Progress | None = None) -> RebuildResult:
     """Re-derive the account's rollup from ``since`` (default: all history), a month per transaction.
 
-    Sales whose attribution copy drifted are re-copied first (crm_marketing.services)."""
+    Sales whose attribution copy drifted are re-copied first (crm_marketing.services). The span is read and
+    the cells outside it dropped under the rollup lock: a CRM write committed in between (a lead on a new last
+    day) would otherwise have its fresh cell deleted as "outside"."""
     result = RebuildResult(account.slug, sales_reattributed=repair_sale_attribution(account))
-    span = activity_span(account, since)
-    outside = CampaignDay.objects.filter(account=account)
-    if since is not None:
-        outside = outside.filter(day__gte=since)
-    if span is None:
+    with transaction.atomic():
+        lock_account(account.pk)
+        span = activity_span(account, since)
+        outside = CampaignDay.objects.filter(account=account)
+        if since is not None:
+            outside = outside.filter(day__gte=since)
+        if span is not None:
+            outside = outside.exclude(day__gte=span[0], day__lte=span[1])
         result.rows_written += outside.delete()[0]
+    if span is None:
         return result
     result.since, result.until = span
-    result.rows_written += outside.exclude(day__gte=span[0], day__lte=span[1]).delete()[0]
     chunks = Window(*span).days
     windows = [Window(span[0] + dt.timedelta(days=i), min(span[1], span[0] + dt.timedelta(days=i + CHUNK_DAYS - 1)))
                for i in range(0, chunks, CHUNK_DAYS)]

@@ -113,17 +113,28 @@ class _Sync:
             window = Window(min(window.since, last_day), window.until)
         return window
 
+    def joins_synced_days(self, window: Window) -> bool:
+        """True when ``window`` reaches today and back to the last sync's day (or nothing was synced yet):
+        then the data is complete from ``backfilled_since`` (or ``window.since``) to today. A shorter
+        refresh after a pause must not move ``last_synced_at``, or the next sync would skip the days between."""
+        if window.until != self.today:
+            return False
+        last_synced_at = self.ad_account.last_synced_at
+        return last_synced_at is None or window.since <= ad_account_today(self.ad_account, last_synced_at)
+
     def insights(self, since: dt.date | None, until: dt.date | None, *, backfill_seconds: float | None) -> None:
         if since is not None:
             window = Window(min(since, self.today), min(until or self.today, self.today))
             self.sync_windows(window.slices(SLICE_DAYS), "insights")
-            if window.until == self.today:  # a refresh up to today: the data is current from `since` on
-                backfilled = min(filter(None, [self.ad_account.backfilled_since, since]))
-                self._set(last_synced_at=timezone.now(), backfilled_since=backfilled)
+            if self.joins_synced_days(window):
+                backfilled = min(filter(None, [self.ad_account.backfilled_since, window.since]))
+                self._set(last_synced_at=self.now, backfilled_since=backfilled)
             return
         window = self.recent()
         self.sync_windows(window.slices(SLICE_DAYS), "insights")
-        self._set(last_synced_at=timezone.now(),
+        # The moment the data is current as of: the run's start, whose day ended the window. The end of the
+        # run may be a day later (a run across midnight), and the next sync reaches back only to that day.
+        self._set(last_synced_at=self.now,
                   backfilled_since=min(filter(None, [self.ad_account.backfilled_since, window.since])))
         self.backfill(deadline=time.monotonic() + backfill_seconds if backfill_seconds is not None else None)
 

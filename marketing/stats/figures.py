@@ -97,7 +97,7 @@ class Figures:
 
 @dataclass
 class Converter:
-    """Converts amounts into the account's currency with its ExchangeRate rows (from -> to).
+    """Converts amounts into the account's currency with its ExchangeRate rows (either direction).
 
     Amounts in a currency without a rate are left out of the sums and remembered in
     ``missing``; the endpoints answer ``currency_mismatch: true`` with those currencies.
@@ -109,8 +109,17 @@ class Converter:
 
     @classmethod
     def for_account(cls, account: Account) -> "Converter":
-        rows = ExchangeRate.objects.filter(account=account, to_currency=account.currency).values_list("from_currency", "rate")
-        return cls(target=account.currency, rates={code: Decimal(rate) for code, rate in rows})
+        """Rates into the account's currency; a row entered the other way round ("1 USD = 1000 ARS" for an
+        ARS ad account in a USD account) converts with its inverse. A row in the wanted direction wins."""
+        rows = ExchangeRate.objects.filter(Q(to_currency=account.currency) | Q(from_currency=account.currency),
+                                           account=account).values_list("from_currency", "to_currency", "rate")
+        rates: dict[str, Decimal] = {}
+        for source, target, rate in sorted(rows, key=lambda row: row[1] == account.currency):
+            if target == account.currency:
+                rates[source] = Decimal(rate)
+            elif source == account.currency:
+                rates[target] = Decimal(1) / Decimal(rate)
+        return cls(target=account.currency, rates=rates)
 
     def convert(self, currency: str, amount: Decimal | None) -> Decimal:
         amount = Decimal(amount or 0)
