@@ -64,27 +64,33 @@ class Figures:
     spend: Decimal = ZERO
     impressions: int = 0
     clicks: int = 0
+    # Some spend or revenue had no exchange rate and is left out of the sums: a ratio of money would
+    # then compare a part of the money with all the leads, clicks or customers, so it is None.
+    unconverted: bool = False
+
+    def _money_ratio(self, numerator: Decimal, divisor: Decimal | int, scale: Decimal | int = 1) -> Decimal | None:
+        return None if self.unconverted else ratio(numerator, divisor, scale)
 
     @property
     def roi(self) -> Decimal | None:
         """(revenue - spend) / spend * 100."""
-        return ratio(self.revenue - self.spend, self.spend, HUNDRED)
+        return self._money_ratio(self.revenue - self.spend, self.spend, HUNDRED)
 
     @property
     def cpa(self) -> Decimal | None:
-        return ratio(self.spend, self.customers)
+        return self._money_ratio(self.spend, self.customers)
 
     @property
     def cost_per_lead(self) -> Decimal | None:
-        return ratio(self.spend, self.leads)
+        return self._money_ratio(self.spend, self.leads)
 
     @property
     def cpc(self) -> Decimal | None:
-        return ratio(self.spend, self.clicks)
+        return self._money_ratio(self.spend, self.clicks)
 
     @property
     def cpm(self) -> Decimal | None:
-        return ratio(self.spend, self.impressions, 1000)
+        return self._money_ratio(self.spend, self.impressions, 1000)
 
     @property
     def ctr(self) -> Decimal | None:
@@ -93,6 +99,7 @@ class Figures:
     def add(self, other: "Figures") -> None:
         for name in ("leads", "opportunities", "revenue", "customers", "spend", "impressions", "clicks"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.unconverted = self.unconverted or other.unconverted
 
 
 @dataclass
@@ -120,6 +127,9 @@ class Converter:
             elif source == account.currency:
                 rates[target] = Decimal(1) / Decimal(rate)
         return cls(target=account.currency, rates=rates)
+
+    def can_convert(self, currency: str) -> bool:
+        return currency == self.target or currency in self.rates
 
     def convert(self, currency: str, amount: Decimal | None) -> Decimal:
         amount = Decimal(amount or 0)
@@ -194,6 +204,8 @@ def collect(scope: Scope, windows: Sequence[Window], key: Key = TOTAL, *, custom
             if row[f"spend{i}"] is not None:  # None: no cell of this currency in window i
                 figures.spend += convert(row["currency"], row[f"spend{i}"])
                 figures.revenue += convert(row["currency"], row[f"revenue{i}"])
+                if not scope.converter.can_convert(row["currency"]) and (row[f"spend{i}"] or row[f"revenue{i}"]):
+                    figures.unconverted = True
     if customers:
         for row in _customers(scope, windows, key):
             for i in range(len(windows)):

@@ -4,8 +4,9 @@ serializers (marketing/serializers.py) round money to 2 decimals and percentages
 Currencies: every sum is in the account's currency. Amounts in another currency (a BRL ad
 account, a sale in EUR) are converted with the account's ExchangeRate row for that pair; when a
 rate is missing those amounts are left out and the payload says ``currency_mismatch: true`` with
-``unconverted_currencies``. This keeps the hub working (leads, the other sums) and tells the
-admin what to add, where a 409 would blank the whole dashboard.
+``unconverted_currencies``, and the ratios of money it touched (roi, cpa, cost per lead, cpc, cpm)
+are null rather than computed on a part of the money. This keeps the hub working (leads, the other
+sums) and tells the admin what to add, where a 409 would blank the whole dashboard.
 """
 from __future__ import annotations
 
