@@ -1,32 +1,78 @@
-"""Django admin, scoped per account: staff see and edit only their accounts' rows."""
+"""Django admin, scoped per account: staff see and edit only their accounts' rows.
+
+Only members with a role that sees every lead of the account (ceo, admin, marketing) get its rows
+here; sellers, who see only their own leads through the API, get none. Accounts and memberships
+(who holds which role) are for ceo and admin only.
+"""
 from __future__ import annotations
 
+from django import forms
 from django.contrib import admin
-from django.core.exceptions import PermissionDenied
+from django.contrib.admin import widgets
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import models
 
 from crm_marketing.models import Account, Lead, LeadTouch, Membership, Opportunity, Sale, SystemEvent, WebhookEvent
+from crm_marketing.tenancy import MANAGER_ROLES, MARKETING_ROLES
 
 
-def member_account_ids(user) -> list[int]:
-    return list(Membership.objects.filter(user=user).values_list("account_id", flat=True))
+def member_account_ids(user, roles=MARKETING_ROLES) -> list[int]:
+    """The accounts in which ``user`` holds one of ``roles``."""
+    return list(Membership.objects.filter(user=user, role__in=roles).values_list("account_id", flat=True))
+
+
+class ScopedRawIdWidget(widgets.ForeignKeyRawIdWidget):
+    """The raw-id input, labelled only with a row the staff member may see: Django's own widget
+    looks any id up unscoped, so ``add/?lead=<id>`` would print another account's lead name."""
+
+    def __init__(self, rel, admin_site, queryset, **kwargs):
+        super().__init__(rel, admin_site, **kwargs)
+        self.queryset = queryset
+
+    def label_and_url_for_value(self, value):
+        try:
+            visible = self.queryset.filter(**{self.rel.get_related_field().name: value}).exists()
+        except (TypeError, ValueError, ValidationError):
+            visible = False
+        return super().label_and_url_for_value(value) if visible else ("", "")
+
+
+class AccountScopedForm(forms.ModelForm):
+    """A row may only link to rows of its own account (a member of two accounts must not tie an
+    acme opportunity to a globex lead)."""
+
+    def clean(self):
+        cleaned = super().clean()
+        account = cleaned.get("account")
+        account_id = account.pk if isinstance(account, Account) else getattr(self.instance, "account_id", None)
+        for name, value in list(cleaned.items()):
+            linked_account_id = getattr(value, "account_id", None) if isinstance(value, models.Model) else None
+            if name != "account" and account_id is not None and linked_account_id not in (None, account_id):
+                self.add_error(name, "Belongs to another account than this row.")
+        return cleaned
 
 
 class AccountScopedAdmin(admin.ModelAdmin):
     """Base of every admin of an AccountOwned model. Superusers see all accounts."""
 
     account_field = "account"
+    admin_roles = MARKETING_ROLES  # the roles that get an account's rows in this admin
+    form = AccountScopedForm
+
+    def account_ids(self, request) -> list[int]:
+        return member_account_ids(request.user, self.admin_roles)
 
     def get_queryset(self, request):
         queryset = super().get_queryset(request)
         if request.user.is_superuser:
             return queryset
-        return queryset.filter(**{f"{self.account_field}__in": member_account_ids(request.user)})
+        return queryset.filter(**{f"{self.account_field}__in": self.account_ids(request)})
 
     def formfield_for_foreignkey(self, db_field, request, **kwargs):
         field = super().formfield_for_foreignkey(db_field, request, **kwargs)
         if request.user.is_superuser or field is None:
             return field
-        account_ids = member_account_ids(request.user)
+        account_ids = self.account_ids(request)
         model = db_field.related_model
         if model is Account:
             field.queryset = field.queryset.filter(pk__in=account_ids)
@@ -34,10 +80,13 @@ class AccountScopedAdmin(admin.ModelAdmin):
             field.queryset = field.queryset.filter(account__in=account_ids)
         elif model._meta.label == "auth.User" or model._meta.model_name == "user":
             field.queryset = field.queryset.filter(memberships__account__in=account_ids).distinct()
+        if isinstance(field.widget, widgets.ForeignKeyRawIdWidget):
+            raw = field.widget
+            field.widget = ScopedRawIdWidget(raw.rel, raw.admin_site, field.queryset, attrs=raw.attrs, using=raw.db)
         return field
 
     def save_model(self, request, obj, form, change):
-        if not request.user.is_superuser and getattr(obj, f"{self.account_field}_id") not in member_account_ids(request.user):
+        if not request.user.is_superuser and getattr(obj, f"{self.account_field}_id") not in self.account_ids(request):
             raise PermissionDenied("Not your account.")
         super().save_model(request, obj, form, change)
 
@@ -45,32 +94,44 @@ class AccountScopedAdmin(admin.ModelAdmin):
 @admin.register(Account)
 class AccountAdmin(AccountScopedAdmin):
     account_field = "pk"
+    admin_roles = MANAGER_ROLES
     list_display = ["name", "slug", "currency", "timezone", "created_at"]
     search_fields = ["name", "slug"]
     prepopulated_fields = {"slug": ["name"]}
 
     def get_queryset(self, request):
         queryset = admin.ModelAdmin.get_queryset(self, request)
-        return queryset if request.user.is_superuser else queryset.filter(pk__in=member_account_ids(request.user))
+        return queryset if request.user.is_superuser else queryset.filter(pk__in=self.account_ids(request))
 
     def save_model(self, request, obj, form, change):
-        if not request.user.is_superuser and (not change or obj.pk not in member_account_ids(request.user)):
+        if not request.user.is_superuser and (not change or obj.pk not in self.account_ids(request)):
             raise PermissionDenied("Only superusers create accounts.")
         admin.ModelAdmin.save_model(self, request, obj, form, change)
 
 
 @admin.register(Membership)
 class MembershipAdmin(AccountScopedAdmin):
+    admin_roles = MANAGER_ROLES  # roles are privileges: a marketing member must not grant himself ceo
     list_display = ["user", "account", "role", "created_at"]
     list_filter = ["role"]
 
 
 class OpportunityInline(admin.TabularInline):
+    """The lead's opportunities, read-only: each opens in its own form, which sets the account and
+    checks the closed-stage constraint (an inline row would be saved without its account)."""
+
     model = Opportunity
     extra = 0
     fields = ["title", "stage", "amount", "currency", "closed_at"]
-    readonly_fields = ["closed_at"]
+    readonly_fields = fields
     show_change_link = True
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
 
 
 @admin.register(Lead)
@@ -112,6 +173,7 @@ class SaleAdmin(AccountScopedAdmin):
 
 @admin.register(SystemEvent)
 class SystemEventAdmin(AccountScopedAdmin):
+    admin_roles = MANAGER_ROLES  # the audit trail (who did what, from which address) is the managers'
     list_display = ["created_at", "account", "actor", "action", "target_type", "target_id", "ip"]
     list_filter = ["action"]
 

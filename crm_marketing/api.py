@@ -46,9 +46,13 @@ class EnvelopePagination(LimitOffsetPagination):
         }
 
 
+# The largest id or offset a query may carry: a signed 64-bit integer, SQLite's and PostgreSQL's limit.
+MAX_DB_INTEGER = 2**63 - 1
+
+
 class _PageParams(serializers.Serializer):
     limit = serializers.IntegerField(min_value=1, max_value=EnvelopePagination.max_limit, required=False)
-    offset = serializers.IntegerField(min_value=0, required=False)
+    offset = serializers.IntegerField(min_value=0, max_value=MAX_DB_INTEGER - EnvelopePagination.max_limit, required=False)
 
 
 def _scoping(func):
@@ -81,6 +85,15 @@ class AccountScopedMixin:
             enforce_rate_limit(request, group=self.rate_limit_group)
         super().initial(request, *args, **kwargs)  # permissions, DRF throttles
         request.account, request.membership = resolve_account(request, self.allowed_roles)
+        _refuse_nul_in_url(request)
+
+
+def _refuse_nul_in_url(request) -> None:
+    """A NUL in the path or query can only be an attack or a bug, and PostgreSQL refuses it in any
+    text it is compared with: a 400 here instead of a 500 from whichever query meets it first."""
+    query = request.query_params
+    if "\x00" in request.path or any("\x00" in key or any("\x00" in v for v in query.getlist(key)) for key in query):
+        raise exceptions.ParseError("The URL contains a NUL character.")
 
 
 class AccountScopedAPIView(AccountScopedMixin, APIView):

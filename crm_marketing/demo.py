@@ -70,7 +70,7 @@ def seed_demo(*, today=None) -> dict[str, int]:
         )
         sellers = []
         for username, role in spec.users:
-            user = _upsert_user(username, group)
+            user = _upsert_user(username, group, staff=role != "seller")
             Membership.objects.update_or_create(user=user, account=account, defaults={"role": role})
             if role == "seller":
                 sellers.append(user)
@@ -78,12 +78,16 @@ def seed_demo(*, today=None) -> dict[str, int]:
     return created
 
 
-def _upsert_user(username: str, group: Group):
+def _upsert_user(username: str, group: Group, *, staff: bool):
+    """Sellers work in the hub and the API; the admin is for ceo, admin and marketing."""
     user, _ = get_user_model().objects.get_or_create(username=username, defaults={"email": f"{username}@demo.invalid"})
-    user.is_staff = True
+    user.is_staff = staff
     user.set_password(DEMO_PASSWORD)
     user.save()
-    user.groups.add(group)
+    if staff:
+        user.groups.add(group)
+    else:
+        user.groups.remove(group)
     return user
 
 

@@ -4,13 +4,15 @@ Kept apart from api.py because DRF imports the renderer and the handler while it
 """
 from __future__ import annotations
 
+import re
 from datetime import datetime, timezone as dt_timezone
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.db import IntegrityError
 from django.http import Http404
 from django_ratelimit.exceptions import Ratelimited
-from rest_framework import exceptions
+from rest_framework import exceptions, parsers
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 
@@ -34,6 +36,44 @@ class EnvelopeRenderer(JSONRenderer):
         if response is not None and response.status_code < 400 and data is not None:
             data = {"success": True, "data": data, "timestamp": utc_timestamp()}
         return super().render(data, accepted_media_type, renderer_context)
+
+
+# Valid JSON that no database column can hold: NUL (PostgreSQL text and jsonb refuse it) and
+# unpaired UTF-16 surrogates (not encodable as UTF-8).
+UNSTORABLE_TEXT = re.compile("[\x00\ud800-\udfff]")
+MAX_JSON_DEPTH = 32
+
+
+def json_problem(data) -> str | None:
+    """Why parsed JSON cannot be taken as it is (unstorable text, nested too deep), or None."""
+    pending = [(data, 1)]
+    while pending:
+        value, depth = pending.pop()
+        if depth > MAX_JSON_DEPTH:
+            return f"nested deeper than {MAX_JSON_DEPTH} levels"
+        if isinstance(value, str):
+            if UNSTORABLE_TEXT.search(value):
+                return "a string holds a NUL character or an unpaired surrogate"
+        elif isinstance(value, dict):
+            pending.extend((item, depth + 1) for pair in value.items() for item in pair)
+        elif isinstance(value, list):
+            pending.extend((item, depth + 1) for item in value)
+    return None
+
+
+class JSONParser(parsers.JSONParser):
+    """DRF's JSON parser that also refuses, as a 400, the JSON that would otherwise end in a 500
+    further in: nesting that exhausts the stack and text no database column can hold."""
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        try:
+            data = super().parse(stream, media_type, parser_context)
+        except RecursionError:
+            raise exceptions.ParseError("JSON parse error - nested too deeply.") from None
+        problem = json_problem(data)
+        if problem:
+            raise exceptions.ParseError(f"JSON parse error - {problem}.")
+        return data
 
 
 _DRF_CODES = {
@@ -73,6 +113,10 @@ def exception_handler(exc, context):
         if getattr(exc, "retry_after", None):  # e.g. Meta throttling: tell the client when to retry
             headers["Retry-After"] = str(max(1, int(exc.retry_after)))
         return Response(error_body(exc.code, exc.message, exc.fields), status=exc.status_code, headers=headers)
+    if isinstance(exc, RequestDataTooBig):
+        return Response(error_body("request_too_large", "The request body is too large."), status=413)
+    if isinstance(exc, SuspiciousOperation):
+        return Response(error_body("malformed_request", "The request is malformed."), status=400)
     if isinstance(exc, IntegrityError):
         return Response(error_body("conflict", "The change conflicts with existing data."), status=409)
     if isinstance(exc, exceptions.ValidationError):

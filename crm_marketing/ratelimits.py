@@ -1,7 +1,11 @@
 """Rate limits on every endpoint (django-ratelimit), keyed per user or per client IP."""
 from __future__ import annotations
 
+import functools
+from typing import Callable
+
 from django.conf import settings
+from django.http import JsonResponse
 from django_ratelimit.core import get_usage
 
 from crm_marketing.errors import DomainError
@@ -34,11 +38,52 @@ def _user_or_ip(group, request) -> str:
     return f"ip:{client_ip(request)}"
 
 
-def enforce_rate_limit(request, *, group: str = "api", rate: str | None = None) -> None:
+def _login_username(group, request) -> str:
+    return "username:" + str(request.POST.get("username") or "")[:150].lower()
+
+
+def enforce_rate_limit(request, *, group: str = "api", rate: str | None = None, key: Callable = _user_or_ip) -> None:
     """Count this request; raise RateLimited with the seconds left in the window when over."""
     user = getattr(request, "user", None)
     if rate is None:
         rate = settings.API_RATE_LIMIT if user is not None and user.is_authenticated else settings.API_ANON_RATE_LIMIT
-    usage = get_usage(request, group=group, key=_user_or_ip, rate=rate, increment=True)
+    usage = get_usage(request, group=group, key=key, rate=rate, increment=True)
     if usage and usage["should_limit"]:
         raise RateLimited(max(1, int(usage["time_left"])))
+
+
+def _too_many(exc: RateLimited) -> JsonResponse:
+    response = JsonResponse({"success": False, "error": {"code": exc.code, "message": exc.message, "fields": {}}}, status=429)
+    response["Retry-After"] = str(exc.retry_after)
+    return response
+
+
+def rate_limited(view, *, group: str = "api"):
+    """A plain Django view (not on the API bases) limited like the API: per user, else per IP."""
+
+    @functools.wraps(view)
+    def limited(request, *args, **kwargs):
+        try:
+            enforce_rate_limit(request, group=group)
+        except RateLimited as exc:
+            return _too_many(exc)
+        return view(request, *args, **kwargs)
+
+    return limited
+
+
+def login_rate_limited(view):
+    """Sign-in attempts: per client IP (API_ANON_RATE_LIMIT) and per username (LOGIN_RATE_LIMIT),
+    so neither one address nor many addresses can guess a password at speed."""
+
+    @functools.wraps(view)
+    def limited(request, *args, **kwargs):
+        if request.method == "POST":
+            try:
+                enforce_rate_limit(request, group="login-ip", rate=settings.API_ANON_RATE_LIMIT, key=lambda g, r: f"ip:{client_ip(r)}")
+                enforce_rate_limit(request, group="login-username", rate=settings.LOGIN_RATE_LIMIT, key=_login_username)
+            except RateLimited as exc:
+                return _too_many(exc)
+        return view(request, *args, **kwargs)
+
+    return limited

@@ -1,19 +1,55 @@
 """Serializers of the CRM API (leads, opportunities, sales) and their list filters."""
 from __future__ import annotations
 
+from datetime import datetime, timezone as dt_timezone
+
 from django.contrib.auth import get_user_model
 from rest_framework import serializers
 
-from crm_marketing.api import AccountScopedRelatedField, QueryFilter, StrictSerializerMixin
+from crm_marketing.api import MAX_DB_INTEGER, AccountScopedRelatedField, QueryFilter, StrictSerializerMixin
 from crm_marketing.models import Lead, Membership, Opportunity, Sale
 
 
 class MemberField(serializers.PrimaryKeyRelatedField):
-    """A user chosen by id among request.account's members (sellers, closers)."""
+    """A user chosen by id among request.account's members (sellers, closers); a seller may only
+    name himself, so he cannot hand a lead to someone else or assign one he will not see."""
 
     def get_queryset(self):
-        account = self.context["request"].account
-        return get_user_model().objects.filter(memberships__account=account)
+        request = self.context["request"]
+        users = get_user_model().objects.filter(memberships__account=request.account)
+        if request.membership.role == Membership.Role.SELLER:
+            users = users.filter(pk=request.user.pk)
+        return users
+
+
+class VisibleLeadField(AccountScopedRelatedField):
+    """A lead of request.account that the caller can see: a seller only his own, so another
+    seller's lead is "does not exist" exactly like another account's."""
+
+    def __init__(self, **kwargs):
+        super().__init__(Lead, **kwargs)
+
+    def get_queryset(self):
+        return seller_scope(super().get_queryset(), self.context["request"].membership, lead_path="")
+
+
+class VisibleOpportunityField(AccountScopedRelatedField):
+    """An opportunity of request.account on a lead the caller can see."""
+
+    def __init__(self, **kwargs):
+        super().__init__(Opportunity, **kwargs)
+
+    def get_queryset(self):
+        return seller_scope(super().get_queryset(), self.context["request"].membership)
+
+
+EARLIEST_CLOSE = datetime(1970, 1, 1, tzinfo=dt_timezone.utc)
+LATEST_CLOSE = datetime(2999, 12, 31, tzinfo=dt_timezone.utc)
+
+
+def _id_filter() -> serializers.IntegerField:
+    """An id in a query string: out of the database's integer range is a 400, not an overflow."""
+    return serializers.IntegerField(required=False, min_value=1, max_value=MAX_DB_INTEGER)
 
 
 class LeadSerializer(StrictSerializerMixin, serializers.ModelSerializer):
@@ -56,7 +92,7 @@ class LeadSerializer(StrictSerializerMixin, serializers.ModelSerializer):
 class LeadFilter(QueryFilter):
     status = serializers.ChoiceField(choices=Lead.Status.choices, required=False)
     lead_source = serializers.ChoiceField(choices=Lead.Source.choices, required=False)
-    seller = serializers.IntegerField(required=False)
+    seller = _id_filter()
     meta_campaign_id = serializers.CharField(required=False)
     created_after = serializers.DateTimeField(required=False)
     created_before = serializers.DateTimeField(required=False)
@@ -67,7 +103,7 @@ class LeadFilter(QueryFilter):
 
 
 class OpportunitySerializer(StrictSerializerMixin, serializers.ModelSerializer):
-    lead = AccountScopedRelatedField(Lead)
+    lead = VisibleLeadField()
     seller = MemberField(required=False, allow_null=True)
     currency = serializers.RegexField(r"^[A-Z]{3}$", required=False)
     amount = serializers.DecimalField(max_digits=14, decimal_places=2, min_value=0, required=False, coerce_to_string=False)
@@ -85,8 +121,8 @@ class OpportunitySerializer(StrictSerializerMixin, serializers.ModelSerializer):
 
 class OpportunityFilter(QueryFilter):
     stage = serializers.ChoiceField(choices=Opportunity.Stage.choices, required=False)
-    lead = serializers.IntegerField(required=False)
-    seller = serializers.IntegerField(required=False)
+    lead = _id_filter()
+    seller = _id_filter()
     created_after = serializers.DateTimeField(required=False)
     created_before = serializers.DateTimeField(required=False)
 
@@ -94,8 +130,8 @@ class OpportunityFilter(QueryFilter):
 
 
 class SaleSerializer(StrictSerializerMixin, serializers.ModelSerializer):
-    lead = AccountScopedRelatedField(Lead)
-    opportunity = AccountScopedRelatedField(Opportunity, required=False, allow_null=True)
+    lead = VisibleLeadField()
+    opportunity = VisibleOpportunityField(required=False, allow_null=True)
     currency = serializers.RegexField(r"^[A-Z]{3}$", required=False)
     amount = serializers.DecimalField(max_digits=14, decimal_places=2, min_value=0, coerce_to_string=False)
 
@@ -105,6 +141,12 @@ class SaleSerializer(StrictSerializerMixin, serializers.ModelSerializer):
         read_only_fields = ["created_at"]
         validators = []
 
+    def validate_closed_at(self, value):
+        # Far-off years are typos that would also push the ROI windows past what dates can hold.
+        if not EARLIEST_CLOSE <= value <= LATEST_CLOSE:
+            raise serializers.ValidationError(f"Enter a moment between {EARLIEST_CLOSE:%Y-%m-%d} and {LATEST_CLOSE:%Y-%m-%d}.")
+        return value
+
     def validate(self, attrs):
         if self.instance is not None and ({"lead", "opportunity", "amount", "currency"} & set(attrs)):
             raise serializers.ValidationError({name: ["Cannot change after the sale is recorded; refund it instead."] for name in {"lead", "opportunity", "amount", "currency"} & set(attrs)})
@@ -113,7 +155,7 @@ class SaleSerializer(StrictSerializerMixin, serializers.ModelSerializer):
 
 class SaleFilter(QueryFilter):
     status = serializers.ChoiceField(choices=Sale.Status.choices, required=False)
-    lead = serializers.IntegerField(required=False)
+    lead = _id_filter()
     closed_after = serializers.DateTimeField(required=False)
     closed_before = serializers.DateTimeField(required=False)
 

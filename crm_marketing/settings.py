@@ -136,12 +136,12 @@ if TRUSTED_PROXY_COUNT:
 REST_FRAMEWORK = {
     # Token first: its authenticate_header makes anonymous calls 401, not 403.
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "crm_marketing.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["crm_marketing.envelope.EnvelopeRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["crm_marketing.envelope.JSONParser"],
     "EXCEPTION_HANDLER": "crm_marketing.envelope.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
@@ -159,6 +159,7 @@ SPECTACULAR_SETTINGS = {
 API_RATE_LIMIT = env.str("API_RATE_LIMIT", default="600/m")
 API_ANON_RATE_LIMIT = env.str("API_ANON_RATE_LIMIT", default="120/m")
 WEBHOOK_RATE_LIMIT = env.str("WEBHOOK_RATE_LIMIT", default="6000/m")
+LOGIN_RATE_LIMIT = env.str("LOGIN_RATE_LIMIT", default="10/m")  # sign-in attempts per username
 RATELIMIT_IP_META_KEY = "crm_marketing.ratelimits.client_ip"
 SILENCED_SYSTEM_CHECKS: list[str] = []
 if not CACHE_IS_SHARED:
@@ -237,6 +238,9 @@ def _refuse_unsafe_production() -> None:
         problems.append("META_TOKEN_KEYS is empty or holds the development key")
     if not CACHE_IS_SHARED:
         problems.append("CACHE_URL must be a shared cache (e.g. redis://...) for rate limits")
+    if META_APP_SECRET in ("", "sandbox-secret"):
+        # It signs Meta's webhooks: the public sandbox value would let anyone forge them.
+        problems.append("META_APP_SECRET is empty or the sandbox's")
     if problems:
         raise ImproperlyConfigured("Refusing to start with DEBUG off: " + "; ".join(problems) + ".")
 

@@ -94,19 +94,18 @@ def resolve_account(request, allowed_roles: frozenset[str]) -> tuple[Account, Me
     user = request.user
     if not user or not user.is_authenticated:
         raise NotAuthenticated()
-    memberships = Membership.objects.select_related("account").filter(user=user)
-    wanted = request.META.get("HTTP_X_ACCOUNT") or (request.session.get("account_slug") if hasattr(request, "session") else None)
-    if wanted:
-        membership = next((m for m in memberships if m.account.slug == wanted), None)
-        if membership is None:
-            raise PermissionDenied("You are not a member of that account.")
-    else:
-        found = list(memberships[:2])
-        if not found:
+    memberships = list(Membership.objects.select_related("account").filter(user=user))
+    asked = request.META.get("HTTP_X_ACCOUNT")
+    remembered = request.session.get("account_slug") if hasattr(request, "session") else None
+    membership = next((m for m in memberships if m.account.slug == (asked or remembered)), None)
+    if asked and membership is None:
+        raise PermissionDenied("You are not a member of that account.")
+    if membership is None:  # nothing asked, or the session remembers an account the user has left
+        if not memberships:
             raise PermissionDenied("You are not a member of any account.")
-        if len(found) > 1:
+        if len(memberships) > 1:
             raise AccountRequired("You belong to several accounts: choose one with the X-Account header.")
-        membership = found[0]
+        membership = memberships[0]
     if membership.role not in allowed_roles:
         raise PermissionDenied(f"The {membership.role} role cannot use this endpoint.")
     return membership.account, membership

@@ -6,6 +6,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
 
 from crm_marketing import pages, webhooks
+from crm_marketing.ratelimits import login_rate_limited, rate_limited
 from crm_marketing.views import LeadViewSet, OpportunityViewSet, SaleViewSet
 
 router = SimpleRouter()
@@ -15,11 +16,12 @@ router.register("opportunities", OpportunityViewSet, basename="opportunity")
 router.register("sales", SaleViewSet, basename="sale")
 
 urlpatterns = [
+    path("admin/login/", login_rate_limited(admin.site.login)),  # ahead of admin.site.urls, which has it too
     path("admin/", admin.site.urls),
-    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    path("accounts/login/", login_rate_limited(auth_views.LoginView.as_view()), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
-    path("crm/schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("crm/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    path("crm/schema/", rate_limited(SpectacularAPIView.as_view()), name="schema"),
+    path("crm/docs/", rate_limited(SpectacularSwaggerView.as_view(url_name="schema")), name="docs"),
     path("crm/marketing/", include("marketing.urls")),
     path("crm/auth/meta/", include("meta_oauth.urls")),
     path("crm/automation/", include("automation.urls")),

@@ -32,8 +32,8 @@ class LeadViewSet(_CrmViewSet):
         return seller_scope(queryset, self.request.membership, lead_path="")
 
     def create_row(self, account, data):
-        if self.request.membership.role == "seller":
-            data.setdefault("seller", self.request.user)
+        if self.request.membership.role == "seller" and data.get("seller") is None:
+            data["seller"] = self.request.user  # a seller's new lead is his, or he could not see it
         return services.create_lead(account, **data, **self.service_kwargs())
 
     def update_row(self, instance, data):

@@ -24,6 +24,7 @@ from datetime import timedelta
 from typing import Any, Callable, Optional
 
 from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -32,13 +33,14 @@ from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
-from crm_marketing.envelope import error_body, utc_timestamp
+from crm_marketing.envelope import MAX_JSON_DEPTH, UNSTORABLE_TEXT, error_body, utc_timestamp
 from crm_marketing.ratelimits import RateLimited, enforce_rate_limit
 from crm_marketing.webhook_models import WebhookEvent
 
 log = logging.getLogger(__name__)
 
 WebhookHandler = Callable[[WebhookEvent], Optional[str]]
+MAX_ENTRY_TIME = 2**63 - 1  # entry.time goes in a bigint column
 MAX_ATTEMPTS = 8
 MAX_BACKOFF = timedelta(hours=6)
 STUCK_AFTER = timedelta(minutes=30)
@@ -111,8 +113,8 @@ def _error(status: int, code: str, message: str, **headers: str) -> JsonResponse
 
 
 def signature_is_valid(body: bytes, header: str | None) -> bool:
-    if not header or not header.startswith("sha256="):
-        return False
+    if not header or not header.startswith("sha256=") or not settings.META_APP_SECRET:
+        return False  # an empty secret would let anyone sign
     expected = hmac.new(settings.META_APP_SECRET.encode(), body, hashlib.sha256).hexdigest()
     return hmac.compare_digest(expected, header[len("sha256="):].strip().lower())
 
@@ -130,7 +132,9 @@ def _changes(body: dict[str, Any]) -> list[dict[str, Any]]:
             continue
         for change in changes:
             if isinstance(change, dict) and isinstance(change.get("field"), str):
-                entry_time = entry.get("time") if isinstance(entry.get("time"), int) else None
+                entry_time = entry.get("time")
+                if isinstance(entry_time, bool) or not isinstance(entry_time, int) or not 0 <= entry_time <= MAX_ENTRY_TIME:
+                    entry_time = None
                 rows.append({"object": str(body.get("object") or "")[:64], "entry_id": str(entry.get("id") or "")[:64],
                              "entry_time": entry_time, "field": change["field"][:64], "payload": change})
     return rows
@@ -172,24 +176,43 @@ def meta_webhook(request: HttpRequest) -> HttpResponse:
         return _error(429, exc.code, exc.message, **{"Retry-After": str(exc.retry_after)})
     if request.method == "GET":
         return _verify_subscription(request)
-    if not signature_is_valid(request.body, request.headers.get("X-Hub-Signature-256")):
+    try:
+        raw = request.body
+    except RequestDataTooBig:
+        return _error(413, "request_too_large", "The body is larger than DATA_UPLOAD_MAX_MEMORY_SIZE.")
+    if not signature_is_valid(raw, request.headers.get("X-Hub-Signature-256")):
         log.warning("webhook with a missing or wrong signature rejected")
         return _error(401, "invalid_signature", "X-Hub-Signature-256 is missing or does not match the body.")
     try:
-        body = json.loads(request.body)
-    except (UnicodeDecodeError, ValueError):
-        return _error(400, "malformed_request", "The body is not JSON.")
+        body = _storable(json.loads(raw))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return _error(400, "malformed_request", "The body is not JSON (or is nested too deeply for a Meta event).")
     if not isinstance(body, dict) or not isinstance(body.get("entry"), list):
         return _error(400, "malformed_request", "Expected a JSON object with an `entry` list.")
     received, new_ids = store_changes(body)
     return JsonResponse({"success": True, "data": {"received": received, "stored": len(new_ids)}, "timestamp": utc_timestamp()})
 
 
+def _storable(value: Any, depth: int = 1) -> Any:
+    """The decoded body with the text PostgreSQL cannot store (NUL, unpaired surrogates) replaced by
+    U+FFFD: Meta relays what users type, and one odd character must not lose the delivery."""
+    if depth > MAX_JSON_DEPTH:
+        raise ValueError("nested too deeply")
+    if isinstance(value, str):
+        return UNSTORABLE_TEXT.sub("\ufffd", value)
+    if isinstance(value, list):
+        return [_storable(item, depth + 1) for item in value]
+    if isinstance(value, dict):
+        return {_storable(key, depth + 1): _storable(item, depth + 1) for key, item in value.items()}
+    return value
+
+
 def _verify_subscription(request: HttpRequest) -> HttpResponse:
     mode = request.GET.get("hub.mode")
     token = request.GET.get("hub.verify_token") or ""
     challenge = request.GET.get("hub.challenge") or ""
-    if mode == "subscribe" and hmac.compare_digest(token.encode(), settings.META_WEBHOOK_VERIFY_TOKEN.encode()):
+    expected = settings.META_WEBHOOK_VERIFY_TOKEN
+    if mode == "subscribe" and expected and hmac.compare_digest(token.encode(), expected.encode()):
         return HttpResponse(challenge, content_type="text/plain")
     return _error(403, "permission_denied", "Wrong verify token.")
 

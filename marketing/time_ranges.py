@@ -10,7 +10,7 @@ account's today):
 - ``lifetime``: the day of the account's earliest lead, insight or sale .. today (today alone
   when the account has none).
 - ``since`` + ``until`` (ISO dates, both required, ``since <= until``, at most MAX_CUSTOM_DAYS
-  days) instead of ``time_range``; the label is then ``custom``.
+  days, both between FIRST_DAY and LAST_DAY) instead of ``time_range``; the label is then ``custom``.
 
 The previous period, for the ``*_change`` figures, is the window of equal length that ends the
 day before ``since``. Anything else is a 400 whose ``fields.time_range`` lists the allowed values.
@@ -30,6 +30,9 @@ ALLOWED = ("7d", "30d", "90d", "last_7d", "last_30d", "last_90d", "this_month", 
 DEFAULT = "30d"
 CUSTOM = "custom"
 MAX_CUSTOM_DAYS = 3660  # ten years: enough for any history, small enough to zero-fill a chart
+# Far from date.min/date.max, so a window, its previous period and its bounds never overflow.
+FIRST_DAY = date(1970, 1, 1)
+LAST_DAY = date(2999, 12, 31)
 
 
 @dataclass(frozen=True)
@@ -65,9 +68,12 @@ def _allowed_message() -> str:
 def _parse_day(params: Mapping, name: str) -> date:
     raw = params.get(name)
     try:
-        return date.fromisoformat(raw)
+        day = date.fromisoformat(raw)
     except (TypeError, ValueError):
         raise ValidationError({name: ["Enter a date as YYYY-MM-DD."]}) from None
+    if not FIRST_DAY <= day <= LAST_DAY:
+        raise ValidationError({name: [f"Enter a date between {FIRST_DAY} and {LAST_DAY}."]})
+    return day
 
 
 def resolve_window(params: Mapping, *, today: date, earliest: Callable[[], date | None], default: str = DEFAULT) -> Window:
@@ -100,5 +106,5 @@ def resolve_window(params: Mapping, *, today: date, earliest: Callable[[], date 
         return Window(today.replace(month=1, day=1), today, label)
     if label == "lifetime":
         first = earliest()
-        return Window(min(first, today) if first else today, today, label)
+        return Window(max(FIRST_DAY, min(first, today)) if first else today, today, label)
     raise ValidationError({"time_range": [_allowed_message()]})

@@ -6,8 +6,8 @@ from django.contrib.auth import get_user_model
 from django.test import Client
 
 from crm_marketing.demo import staff_group
-from crm_marketing.models import Lead
-from tests.conftest import make_lead
+from crm_marketing.models import Lead, Membership, Opportunity
+from tests.conftest import make_lead, make_opportunity, make_user
 
 pytestmark = pytest.mark.django_db
 
@@ -82,3 +82,91 @@ def test_a_superuser_sees_every_account(acme, globex):
 
     assert b"AcmeOnly" in page.content and b"GlobexOnly" in page.content
     assert Lead.objects.count() == 2
+
+
+def test_a_raw_id_field_does_not_label_another_accounts_lead(staff, alice, acme, globex):
+    theirs = make_lead(globex, first_name="GlobexOnly")
+    mine = make_lead(acme, first_name="AcmeOnly")
+    client = admin_client(alice)
+
+    foreign = client.get(f"/admin/crm_marketing/opportunity/add/?lead={theirs.pk}")
+    own = client.get(f"/admin/crm_marketing/sale/add/?lead={mine.pk}")
+
+    assert foreign.status_code == 200 and b"GlobexOnly" not in foreign.content
+    assert b"AcmeOnly" in own.content
+
+
+def test_bob_the_seller_gets_no_rows_in_the_admin_and_cannot_promote_himself(staff, bob, acme):
+    bob.groups.add(staff_group())
+    make_lead(acme, first_name="AcmeOnly")
+    membership = Membership.objects.get(user=bob)
+    client = admin_client(bob)
+
+    leads = client.get("/admin/crm_marketing/lead/")
+    promote = client.post(f"/admin/crm_marketing/membership/{membership.pk}/change/", {"user": bob.pk, "account": acme.pk, "role": "ceo"})
+    rename = client.post(f"/admin/crm_marketing/account/{acme.pk}/change/", {"name": "Pwned", "slug": "acme", "currency": "USD", "timezone": "UTC"})
+
+    assert leads.status_code == 200 and b"AcmeOnly" not in leads.content
+    assert promote.status_code == rename.status_code == 302  # Django admin's answer to an object you cannot see
+    membership.refresh_from_db()
+    acme.refresh_from_db()
+    assert (membership.role, acme.name) == ("seller", "Acme")
+
+
+def test_a_marketing_member_sees_the_leads_but_not_the_memberships(staff, acme):
+    maria = make_user("maria", acme, "marketing", is_staff=True)
+    maria.groups.add(staff_group())
+    make_lead(acme, first_name="AcmeOnly")
+    client = admin_client(maria)
+
+    leads = client.get("/admin/crm_marketing/lead/")
+    memberships = client.get("/admin/crm_marketing/membership/")
+
+    assert b"AcmeOnly" in leads.content
+    assert (memberships.status_code, memberships.context["cl"].result_count) == (200, 0)
+
+
+def test_an_opportunity_cannot_be_tied_to_a_lead_of_the_members_other_account(staff, alice, acme, globex):
+    Membership.objects.create(user=alice, account=globex, role="ceo")
+    globex_lead = make_lead(globex, first_name="GlobexOnly")
+
+    response = admin_client(alice).post("/admin/crm_marketing/opportunity/add/", {
+        "account": acme.pk, "lead": globex_lead.pk, "title": "Cross", "stage": "new", "amount": "5", "currency": "USD",
+        "seller": "", "created_at_0": "2026-11-01", "created_at_1": "10:00:00",
+    })
+
+    assert response.status_code == 200
+    assert response.context["adminform"].form.errors == {"lead": ["Belongs to another account than this row."]}
+    assert not Opportunity.objects.exists()
+
+
+def test_the_opportunities_on_the_lead_page_are_read_only_so_a_save_never_fails(staff, alice, acme):
+    lead = make_lead(acme, first_name="Old", phone="+5491155550001")
+    make_opportunity(lead, title="Existing", stage="proposal")
+    data = {
+        "account": acme.pk, "first_name": "New", "last_name": "", "phone": "+5491155550001", "email": "", "status": "new",
+        "lead_source": "manual", "meta_campaign_id": "", "meta_adset_id": "", "meta_ad_id": "", "meta_form_id": "",
+        "meta_ad_headline": "", "meta_ad_body": "", "ctwa_clid": "", "external_ids": "{}", "seller": "",
+        "created_at_0": "2026-11-01", "created_at_1": "10:00:00",
+        "opportunities-TOTAL_FORMS": "2", "opportunities-INITIAL_FORMS": "1",
+        "opportunities-1-title": "Sneaked in", "opportunities-1-stage": "won", "opportunities-1-amount": "10", "opportunities-1-currency": "USD",
+    }
+
+    response = admin_client(alice).post(f"/admin/crm_marketing/lead/{lead.pk}/change/", data)
+
+    assert response.status_code == 302
+    assert list(Opportunity.objects.values_list("title", "stage")) == [("Existing", "proposal")]
+    assert Lead.objects.get(pk=lead.pk).first_name == "New"
+
+
+def test_the_audit_trail_is_for_ceo_and_admin_only(staff, alice, acme):
+    from crm_marketing.audit import record_event
+
+    maria = make_user("maria", acme, "marketing", is_staff=True)
+    maria.groups.add(staff_group())
+    record_event("meta.connect", account=acme, actor=alice)
+
+    as_maria = admin_client(maria).get("/admin/crm_marketing/systemevent/")
+    as_alice = admin_client(alice).get("/admin/crm_marketing/systemevent/")
+
+    assert (as_maria.context["cl"].result_count, as_alice.context["cl"].result_count) == (0, 1)

@@ -110,3 +110,40 @@ def test_the_openapi_schema_and_docs_are_served(alice_api, alice):
     assert docs.status_code == 200
     assert b"/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js" in docs.content  # works offline
     assert b"cdn.jsdelivr.net" not in docs.content
+
+
+@pytest.mark.parametrize("url", ["/crm/schema/", "/crm/docs/"])
+def test_the_schema_and_docs_are_rate_limited_like_the_api(url, settings):
+    settings.API_ANON_RATE_LIMIT = "2/m"
+    client = Client()
+
+    codes = [client.get(url, REMOTE_ADDR="10.0.0.21").status_code for _ in range(3)]
+
+    limited = client.get(url, REMOTE_ADDR="10.0.0.21")
+    assert codes == [200, 200, 429]
+    assert limited.json()["error"]["code"] == "rate_limited" and int(limited["Retry-After"]) >= 1
+
+
+@pytest.mark.parametrize("login_url", ["/accounts/login/", "/admin/login/"])
+def test_password_guessing_is_limited_per_username_even_from_many_addresses(alice, login_url, settings):
+    settings.LOGIN_RATE_LIMIT = "3/m"
+    client = Client()
+
+    codes = [client.post(login_url, {"username": "alice", "password": "guess"}, REMOTE_ADDR=f"10.0.1.{i}").status_code for i in range(4)]
+    right_password = client.post(login_url, {"username": "alice", "password": "pw-alice"}, REMOTE_ADDR="10.0.2.1")
+    other_user = client.post(login_url, {"username": "bob", "password": "guess"}, REMOTE_ADDR="10.0.2.2")
+
+    assert codes == [200, 200, 200, 429]
+    assert right_password.status_code == 429 and int(right_password["Retry-After"]) >= 1
+    assert other_user.status_code == 200
+    assert "_auth_user_id" not in client.session
+
+
+def test_sign_in_attempts_are_limited_per_address_too(alice, settings):
+    settings.API_ANON_RATE_LIMIT = "3/m"
+    client = Client()
+
+    codes = [client.post("/accounts/login/", {"username": f"user{i}", "password": "guess"}, REMOTE_ADDR="10.0.3.1").status_code for i in range(4)]
+
+    assert codes == [200, 200, 200, 429]
+    assert client.get("/accounts/login/", REMOTE_ADDR="10.0.3.1").status_code == 200  # the page itself still shows

@@ -164,3 +164,89 @@ def test_an_unknown_api_url_is_a_json_404(alice_api, acme, settings, debug):
 
     assert response.status_code == 404
     assert response.json() == {"success": False, "error": {"code": "not_found", "message": "Not found.", "fields": {}}}
+
+
+# -- input that used to reach the database or the stack and come back as a 500 ----------------------------------
+@pytest.mark.parametrize("url", ["/crm/leads?offset=999999999999999999999999999999", "/crm/leads?seller=99999999999999999999",
+                                 "/crm/opportunities?lead=99999999999999999999", "/crm/sales?lead=-5"])
+def test_ids_and_offsets_beyond_the_database_integer_range_are_a_400(alice_api, acme, url):
+    response = alice_api.get(url)
+
+    field = url.split("?")[1].split("=")[0]
+    assert response.status_code == 400
+    assert list(response.json()["error"]["fields"]) == [field]
+
+
+@pytest.mark.parametrize("url", ["/crm/marketing/campaigns/12%0034", "/crm/leads?email=a%00b", "/crm/leads?x%00=1"])
+def test_a_nul_character_in_the_url_is_a_400(alice_api, acme, url):
+    response = alice_api.get(url)
+
+    assert response.status_code == 400
+    assert response.json() == {"success": False, "error": {"code": "malformed_request", "message": "The URL contains a NUL character.", "fields": {}}}
+
+
+@pytest.mark.parametrize("external_ids, problem", [
+    ('{"crm": "a\\u0000b"}', "a string holds a NUL character or an unpaired surrogate"),
+    ('{"a\\u0000": "b"}', "a string holds a NUL character or an unpaired surrogate"),
+    ('{"crm": "\\ud800"}', "a string holds a NUL character or an unpaired surrogate"),
+    ('{"crm": ' + "[" * 40 + "]" * 40 + "}", "nested deeper than 32 levels"),
+])
+def test_json_that_no_database_column_can_hold_is_a_400_and_nothing_is_written(alice_api, acme, external_ids, problem):
+    lead = make_lead(acme)
+    before = snapshot()
+
+    created = alice_api.generic("POST", "/crm/leads", '{"first_name": "Ana", "phone": "+5491155550001", "external_ids": %s}' % external_ids,
+                                content_type="application/json")
+    patched = alice_api.generic("PATCH", f"/crm/leads/{lead.pk}", '{"external_ids": %s}' % external_ids, content_type="application/json")
+
+    expected = {"success": False, "error": {"code": "malformed_request", "message": f"JSON parse error - {problem}.", "fields": {}}}
+    assert (created.status_code, created.json()) == (400, expected)
+    assert (patched.status_code, patched.json()) == (400, expected)
+    assert snapshot() == before
+
+
+def test_json_nested_deeper_than_the_stack_is_a_400(alice_api, acme):
+    response = alice_api.generic("POST", "/crm/leads", "[" * 100_000 + "]" * 100_000, content_type="application/json")
+
+    assert response.status_code == 400
+    assert response.json()["error"] == {"code": "malformed_request", "message": "JSON parse error - nested too deeply.", "fields": {}}
+
+
+def test_a_body_over_the_upload_limit_is_a_413_in_the_envelope(alice_api, acme, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1024
+
+    response = alice_api.post("/crm/leads", {"first_name": "A" * 2000, "phone": "+5491155550001"}, format="json")
+
+    assert response.status_code == 413
+    assert response.json() == {"success": False, "error": {"code": "request_too_large", "message": "The request body is too large.", "fields": {}}}
+    assert Lead.objects.count() == 0
+
+
+@pytest.mark.parametrize("key", ["a\x00b", "f" * 41])
+def test_a_token_no_token_can_have_is_a_401(acme, key):
+    from rest_framework.test import APIClient
+
+    response = APIClient().get("/crm/leads", HTTP_AUTHORIZATION=f"Token {key}")
+
+    assert response.status_code == 401
+    assert response.json()["error"] == {"code": "authentication_failed", "message": "Invalid token.", "fields": {}}
+
+
+@pytest.mark.parametrize("closed_at", ["0001-01-01T00:00:00Z", "9999-12-31T23:59:59Z"])
+def test_a_sale_closed_in_an_impossible_year_is_a_field_error(alice_api, acme, closed_at):
+    lead = make_lead(acme)
+
+    response = alice_api.post("/crm/sales", {"lead": lead.pk, "amount": "10", "closed_at": closed_at}, format="json")
+
+    assert response.status_code == 400
+    assert response.json()["error"]["fields"] == {"closed_at": ["Enter a moment between 1970-01-01 and 2999-12-31."]}
+    assert Sale.objects.count() == 0
+
+
+@pytest.mark.parametrize("query, field", [("since=0001-01-01&until=0001-01-01", "since"), ("since=2026-01-01&until=9999-12-31", "until")])
+def test_stats_dates_at_the_ends_of_the_calendar_are_a_400(alice_api, acme, query, field):
+    for url in ("/crm/marketing/stats", "/crm/marketing/stats/roi", "/crm/marketing/campaigns", "/crm/marketing/stats/timeseries"):
+        response = alice_api.get(f"{url}?{query}")
+
+        assert response.status_code == 400, url
+        assert response.json()["error"]["fields"] == {field: ["Enter a date between 1970-01-01 and 2999-12-31."]}

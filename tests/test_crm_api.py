@@ -164,3 +164,83 @@ def test_opportunity_stage_filter_and_sale_list(alice_api, acme):
     assert [row["stage"] for row in proposals["results"]] == ["proposal"]
     assert (sales["total"], sales["results"][0]["amount"]) == (1, 10.0)
     assert Opportunity.objects.count() == 2
+
+
+def test_bob_cannot_open_an_opportunity_or_record_a_sale_on_a_lead_that_is_not_his(bob_api, acme, bob, alice):
+    alices = make_lead(acme, first_name="Alice's", seller=alice)
+    unassigned = make_lead(acme, first_name="Nobody's")
+    before = (Opportunity.objects.count(), Sale.objects.count(), SystemEvent.objects.count())
+
+    answers = [
+        bob_api.post("/crm/opportunities", {"lead": alices.pk, "title": "Mine now"}, format="json"),
+        bob_api.post("/crm/opportunities", {"lead": unassigned.pk, "title": "Mine now"}, format="json"),
+        bob_api.post("/crm/sales", {"lead": alices.pk, "amount": "10"}, format="json"),
+    ]
+
+    # The same answer as for a lead that does not exist at all: nothing tells bob it is there.
+    assert [(a.status_code, a.json()["error"]["fields"]) for a in answers] == [
+        (400, {"lead": [f'Invalid pk "{alices.pk}" - object does not exist.']}),
+        (400, {"lead": [f'Invalid pk "{unassigned.pk}" - object does not exist.']}),
+        (400, {"lead": [f'Invalid pk "{alices.pk}" - object does not exist.']}),
+    ]
+    assert (Opportunity.objects.count(), Sale.objects.count(), SystemEvent.objects.count()) == before
+
+
+def test_bob_cannot_attach_his_sale_to_an_opportunity_of_someone_elses_lead(bob_api, acme, bob, alice):
+    mine = make_lead(acme, seller=bob)
+    theirs = make_opportunity(make_lead(acme, seller=alice), title="Alice's deal")
+
+    response = bob_api.post("/crm/sales", {"lead": mine.pk, "opportunity": theirs.pk, "amount": "10"}, format="json")
+
+    assert response.status_code == 400
+    assert response.json()["error"]["fields"] == {"opportunity": [f'Invalid pk "{theirs.pk}" - object does not exist.']}
+    assert not Sale.objects.exists()
+
+
+def test_bob_cannot_hand_a_lead_to_another_seller_but_alice_can(bob_api, alice_api, acme, bob, alice):
+    mine = make_lead(acme, seller=bob)
+
+    given_away = bob_api.patch(f"/crm/leads/{mine.pk}", {"seller": alice.pk}, format="json")
+    created_for_alice = bob_api.post("/crm/leads", {"first_name": "Ana", "phone": "+5491155550001", "seller": alice.pk}, format="json")
+    reassigned = alice_api.patch(f"/crm/leads/{mine.pk}", {"seller": alice.pk}, format="json")
+
+    assert given_away.status_code == created_for_alice.status_code == 400
+    assert given_away.json()["error"]["fields"] == {"seller": [f'Invalid pk "{alice.pk}" - object does not exist.']}
+    assert reassigned.status_code == 200
+    assert Lead.objects.get(pk=mine.pk).seller == alice
+    assert not Lead.objects.filter(phone="+5491155550001").exists()
+
+
+def test_a_lead_bob_creates_with_no_seller_is_still_his(bob_api, acme, bob):
+    response = bob_api.post("/crm/leads", {"first_name": "Nuevo", "phone": "+5491155550009", "seller": None}, format="json")
+
+    assert response.status_code == 201
+    assert response.json()["data"]["seller"] == bob.pk
+    assert Lead.objects.get().seller == bob
+
+
+def test_bob_can_still_work_his_own_leads(bob_api, acme, bob):
+    mine = make_lead(acme, seller=bob)
+
+    opportunity = bob_api.post("/crm/opportunities", {"lead": mine.pk, "title": "Plan Pro", "seller": bob.pk}, format="json")
+    sale = bob_api.post("/crm/sales", {"lead": mine.pk, "opportunity": opportunity.json()["data"]["id"], "amount": "10"}, format="json")
+
+    assert (opportunity.status_code, sale.status_code) == (201, 201)
+    assert Sale.objects.get().opportunity.lead == mine
+
+
+def test_a_session_that_remembers_an_account_the_user_left_falls_back_to_the_one_she_has(alice, acme, globex):
+    from django.test import Client
+
+    client = Client()
+    client.force_login(alice)
+    session = client.session
+    session["account_slug"] = "globex"  # chosen on the hub while she still belonged there
+    session.save()
+    make_lead(acme, first_name="Acme lead")
+
+    remembered = client.get("/crm/leads")
+    asked = client.get("/crm/leads", HTTP_X_ACCOUNT="globex")
+
+    assert [row["first_name"] for row in remembered.json()["data"]["results"]] == ["Acme lead"]
+    assert asked.status_code == 403

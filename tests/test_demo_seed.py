@@ -29,6 +29,8 @@ def test_seed_demo_creates_both_accounts_with_every_role_and_prints_the_logins()
     assert Opportunity.objects.exists() and Sale.objects.exists()
     assert f"password {DEMO_PASSWORD}" in out.getvalue() and "alice (ceo)" in out.getvalue()
     assert authenticate(username="alice", password=DEMO_PASSWORD) is not None
+    assert authenticate(username="alice", password=DEMO_PASSWORD).is_staff is True
+    assert authenticate(username="bob", password=DEMO_PASSWORD).is_staff is False  # sellers use the hub, not the admin
 
 
 def test_seed_demo_twice_changes_nothing():

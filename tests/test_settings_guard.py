@@ -51,6 +51,14 @@ def test_debug_off_without_token_keys_refuses_to_boot():
     assert "META_TOKEN_KEYS is empty" in result.stderr
 
 
+def test_debug_off_with_the_sandbox_app_secret_refuses_to_boot():
+    # The app secret signs Meta's webhooks: the sandbox's public value would let anyone forge them.
+    result = manage("check", **production_env(META_APP_SECRET="sandbox-secret"))
+
+    assert result.returncode != 0
+    assert "META_APP_SECRET is empty or the sandbox's" in result.stderr
+
+
 def test_check_deploy_passes_with_production_values():
     result = manage("check", "--deploy", "--fail-level", "WARNING", **production_env())
 

@@ -146,3 +146,20 @@ def test_mallory_cannot_write_into_acme_on_any_route(acme, alice, mallory, mallo
     assert acme_snapshot(acme) == before
     lead.refresh_from_db()
     assert (lead.first_name, lead.status) == (f"{MARKER}Lead", "new")
+
+
+@pytest.mark.django_db
+def test_filters_naming_acme_rows_find_nothing_for_mallory(acme, alice, mallory, mallory_api):
+    rows = acme_dataset(acme)
+    lead, campaign = rows["lead"], rows.get("campaign")
+    queries = [("/crm/opportunities", {"lead": lead.pk}), ("/crm/sales", {"lead": lead.pk}), ("/crm/leads", {"seller": alice.pk}),
+               ("/crm/leads", {"meta_campaign_id": "990001"}), ("/crm/leads", {"email": lead.email}), ("/crm/leads", {"phone": lead.phone})]
+
+    for url, params in queries:
+        response = mallory_api.get(url, params)
+
+        assert (response.status_code, response.json()["data"]["total"]) == (200, 0), (url, params)
+    if campaign is not None:
+        timeseries = mallory_api.get(f"/crm/marketing/stats/timeseries?campaign_id={campaign.meta_campaign_id}")
+        assert timeseries.status_code == 404
+        assert MARKER not in timeseries.content.decode()

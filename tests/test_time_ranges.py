@@ -103,3 +103,7 @@ def test_the_endpoints_answer_400_listing_the_allowed_time_ranges(alice_api, pat
     assert response.json() == {"success": False, "error": {
         "code": "validation_error", "message": "The request has invalid fields.", "fields": {"time_range": [ALLOWED_MESSAGE]},
     }}
+
+
+def test_lifetime_never_starts_before_1970_whatever_the_data_says():
+    assert window({"time_range": "lifetime"}, earliest=lambda: date(1, 1, 1)) == Window(date(1970, 1, 1), TODAY, "lifetime")

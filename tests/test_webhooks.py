@@ -93,6 +93,56 @@ def test_webhooks_are_rate_limited_per_ip_with_retry_after(client, db, settings)
     assert response.json()["error"]["code"] == "rate_limited"
 
 
+def test_a_body_over_the_upload_limit_is_a_413_and_stores_nothing(client, db, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1024
+    payload = {"object": "page", "entry": [{"id": "1", "changes": [{"field": "feed", "value": {"text": "x" * 2000}}]}]}
+
+    response = post_signed(client, payload)
+
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "request_too_large"
+    assert not WebhookEvent.objects.exists()
+
+
+def test_a_signed_body_nested_deeper_than_any_meta_event_is_400(client, db):
+    response = post_signed(client, b'{"entry": ' + b"[" * 100_000 + b"]" * 100_000 + b"}")
+
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "malformed_request"
+    assert not WebhookEvent.objects.exists()
+
+
+def test_without_an_app_secret_no_signature_is_valid(client, db, settings):
+    settings.META_APP_SECRET = ""
+    payload = leadgen_payload("800001", "900001", "700001")
+
+    response = post_signed(client, payload, signature=sign(encode(payload), ""))
+
+    assert response.status_code == 401
+    assert not WebhookEvent.objects.exists()
+
+
+def test_without_a_verify_token_the_subscription_check_is_forbidden(client, settings):
+    settings.META_WEBHOOK_VERIFY_TOKEN = ""
+
+    response = client.get("/webhooks/meta", {**CHALLENGE, "hub.verify_token": ""})
+
+    assert response.status_code == 403
+
+
+def test_text_no_database_can_store_and_an_impossible_time_are_kept_as_near_as_possible(client, db):
+    # Meta relays what people type; a NUL or half an emoji must not cost the whole delivery.
+    body = (b'{"object": "whatsapp_business_account", "entry": [{"id": "WABA\\u0000", "time": 100000000000000000000000, "changes": ['
+            b'{"field": "feed", "value": {"text": "hola\\u0000 \\ud83d", "k\\u0000": 1}}]}]}')
+
+    response = post_signed(client, body)
+
+    assert response.status_code == 200
+    event = WebhookEvent.objects.get()
+    assert (event.entry_id, event.entry_time) == ("WABA\ufffd", None)
+    assert event.payload == {"field": "feed", "value": {"text": "hola\ufffd \ufffd", "k\ufffd": 1}}
+
+
 # -- storage, dedupe and processing ------------------------------------------------------------------------------
 def test_a_change_of_an_unknown_field_is_stored_as_ignored_with_a_log_line(client, db, caplog, django_capture_on_commit_callbacks):
     caplog.set_level(logging.INFO, logger="crm_marketing.webhooks")
