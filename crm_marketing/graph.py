@@ -129,14 +129,14 @@ def _never_sent(exc: requests.RequestException) -> bool:
 
 class GraphClient:
     def __init__(self, access_token: str | None = None, *, base_url: str | None = None, version: str | None = None,
-                 timeout: float | None = None, max_retries: int | None = None,
+                 timeout: float | None = None, max_retries: int | None = None, max_backoff: float | None = None,
                  sleep: Callable[[float], None] = time.sleep, session: requests.Session | None = None) -> None:
         self._token = access_token
         self.base_url = (base_url or _setting("META_GRAPH_URL", "https://graph.facebook.com")).rstrip("/")
         self.version = version or _setting("META_GRAPH_API_VERSION", "v26.0")
         self.timeout = timeout if timeout is not None else float(_setting("META_HTTP_TIMEOUT", 10))
         self.max_retries = max_retries if max_retries is not None else int(_setting("META_MAX_RETRIES", 3))
-        self.max_backoff = float(_setting("META_MAX_BACKOFF_SECONDS", 30))
+        self.max_backoff = max_backoff if max_backoff is not None else float(_setting("META_MAX_BACKOFF_SECONDS", 30))
         self._sleep = sleep
         self.session = session or requests.Session()
         self.last_usage: Usage | None = None

@@ -199,6 +199,8 @@ META_TOKEN_KEYS = env.list("META_TOKEN_KEYS", default=[DEV_TOKEN_KEY] if DEBUG e
 META_HTTP_TIMEOUT = env.float("META_HTTP_TIMEOUT", default=10.0)
 META_MAX_RETRIES = env.int("META_MAX_RETRIES", default=3)
 META_MAX_BACKOFF_SECONDS = env.float("META_MAX_BACKOFF_SECONDS", default=30.0)
+# Calls made while a person waits (hub endpoints) retry once and wait at most this long.
+META_INTERACTIVE_MAX_WAIT_SECONDS = env.float("META_INTERACTIVE_MAX_WAIT_SECONDS", default=5.0)
 META_SYNC_INTERVAL_HOURS = env.int("META_SYNC_INTERVAL_HOURS", default=4)
 # Seconds between the first polls of an insights report run (grows 1.5x per poll, capped at 15 s).
 META_INSIGHTS_POLL_SECONDS = env.float("META_INSIGHTS_POLL_SECONDS", default=2.0)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Iterator
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -50,8 +51,12 @@ def connection_flags(connection: MetaConnection | None) -> tuple[bool, bool]:
     return connected, not connected
 
 
-def client_for_account(account: Account) -> GraphClient:
-    """A Graph client with the account's token; NotConnected (503) when there is none usable."""
+def client_for_account(account: Account, *, interactive: bool = False) -> GraphClient:
+    """A Graph client with the account's token; NotConnected (503) when there is none usable.
+
+    ``interactive``: for calls made while a person waits on an HTTP request: one retry and short
+    waits (META_INTERACTIVE_MAX_WAIT_SECONDS), so a throttled Meta answers 502 + Retry-After at once
+    instead of holding the request for minutes; tasks keep the patient defaults."""
     connection = connection_for(account)
     if connection is None or not connection.is_usable:
         raise NotConnected("Meta is not connected for this account (or needs to be reconnected).")
@@ -60,6 +65,8 @@ def client_for_account(account: Account) -> GraphClient:
     except TokenDecryptionError:
         log.error("Meta token of account %s cannot be decrypted with META_TOKEN_KEYS", account.pk)
         raise ReconnectRequired("The stored Meta token cannot be read (check META_TOKEN_KEYS) - reconnect Meta.") from None
+    if interactive:
+        return GraphClient(token, max_retries=1, max_backoff=settings.META_INTERACTIVE_MAX_WAIT_SECONDS)
     return GraphClient(token)
 
 

@@ -197,6 +197,17 @@ def test_meta_throttling_is_a_502_that_passes_on_retry_after(meta_sandbox, alice
     assert response["Retry-After"] == "120"
 
 
+def test_a_throttled_meta_answers_the_hub_at_once_instead_of_waiting_out_retry_after(meta_sandbox, alice_api, acme):
+    connect_meta(acme, meta_sandbox)
+    meta_sandbox.fail_next(3, status=429, code=17, retry_after=30)  # 30 s > META_INTERACTIVE_MAX_WAIT_SECONDS
+
+    response = alice_api.get("/crm/marketing/meta-accounts")
+
+    assert error_of(response) == (502, "meta_error", {})
+    assert response["Retry-After"] == "30"
+    assert graph_paths(meta_sandbox) == ["/me/adaccounts"]  # asked once: no waiting out the throttle in the request
+
+
 def test_without_a_connection_portfolios_accounts_and_connect_are_503(meta_sandbox, alice_api):
     for response in (alice_api.get("/crm/marketing/meta-portfolios"), alice_api.get("/crm/marketing/meta-accounts"),
                      alice_api.post("/crm/marketing/connect", {"account_id": "act_300001"}, format="json")):

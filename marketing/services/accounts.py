@@ -93,7 +93,7 @@ def token_status(account: Account) -> TokenStatus:
     businesses = ad_accounts = None
     if connected:
         try:
-            client = client_for_account(account)
+            client = client_for_account(account, interactive=True)
         except DomainError:  # the stored token cannot be read with META_TOKEN_KEYS
             connected, needs_reconnect = False, True
         else:
@@ -116,7 +116,7 @@ def token_status(account: Account) -> TokenStatus:
 
 def list_portfolios(account: Account) -> list[Portfolio]:
     """The Business Managers the token sees, each with how many ad accounts it owns."""
-    client = client_for_account(account)
+    client = client_for_account(account, interactive=True)
     with closing(client), graph_errors(account):
         businesses = client.get_all("me/businesses", {"fields": "id,name", "limit": PAGE_SIZE})
         return [Portfolio(id=str(b["id"]), name=str(b.get("name") or ""),
@@ -132,7 +132,7 @@ def _ad_account_view(row: dict[str, Any]) -> MetaAdAccount:
 
 def list_ad_accounts(account: Account, *, portfolio_id: str | None = None) -> list[MetaAdAccount]:
     """Every ad account (all pages) of one portfolio, or every one the token sees."""
-    client = client_for_account(account)
+    client = client_for_account(account, interactive=True)
     path = f"{portfolio_id}/owned_ad_accounts" if portfolio_id else "me/adaccounts"
     with closing(client):
         try:
@@ -154,7 +154,7 @@ def _is_inaccessible(error: GraphError) -> bool:
 def connect_ad_account(account: Account, *, meta_ad_account_id: str, account_name: str = "", actor=None,
                        request=None) -> AdAccount:
     """Check with Meta that the token sees the ad account, then make it the selected one."""
-    client = client_for_account(account)
+    client = client_for_account(account, interactive=True)
     with closing(client):
         try:
             data = client.get(meta_ad_account_id, {"fields": AD_ACCOUNT_FIELDS + ",business{id}"})
