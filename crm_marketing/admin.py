@@ -12,6 +12,7 @@ from django.contrib.admin import widgets
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import models
 
+from crm_marketing import events, services
 from crm_marketing.models import Account, Lead, LeadTouch, Membership, Opportunity, Sale, SystemEvent, WebhookEvent
 from crm_marketing.tenancy import MANAGER_ROLES, MARKETING_ROLES
 
@@ -85,9 +86,12 @@ class AccountScopedAdmin(admin.ModelAdmin):
             field.widget = ScopedRawIdWidget(raw.rel, raw.admin_site, field.queryset, attrs=raw.attrs, using=raw.db)
         return field
 
-    def save_model(self, request, obj, form, change):
+    def check_account(self, request, obj) -> None:
         if not request.user.is_superuser and getattr(obj, f"{self.account_field}_id") not in self.account_ids(request):
             raise PermissionDenied("Not your account.")
+
+    def save_model(self, request, obj, form, change):
+        self.check_account(request, obj)
         super().save_model(request, obj, form, change)
 
 
@@ -144,6 +148,18 @@ class LeadAdmin(AccountScopedAdmin):
     inlines = [OpportunityInline]
     list_select_related = ["seller"]
 
+    def save_model(self, request, obj, form, change):
+        """A status change goes through the CRM service: who and when, and lead_status_changed."""
+        if not change or "status" not in form.changed_data:
+            super().save_model(request, obj, form, change)
+            if not change:
+                events.publish(events.LEAD_CREATED, account_id=obj.account_id, lead_id=obj.pk)
+            return
+        self.check_account(request, obj)
+        fields = {name: form.cleaned_data[name] for name in form.changed_data if name != "account"}
+        services.update_lead(Lead.objects.get(pk=obj.pk), actor=request.user, request=request, **fields)
+        obj.refresh_from_db()
+
 
 @admin.register(LeadTouch)
 class LeadTouchAdmin(AccountScopedAdmin):
@@ -152,13 +168,51 @@ class LeadTouchAdmin(AccountScopedAdmin):
     raw_id_fields = ["lead"]
 
 
+class OpportunityAdminForm(AccountScopedForm):
+    """The API's stage rules, as form errors: open on creation, no change once won or lost, an
+    amount to close as won."""
+
+    class Meta:
+        model = Opportunity
+        fields = "__all__"
+
+    def clean(self):
+        data = super().clean()
+        stage, amount = data.get("stage"), data.get("amount")
+        original = Opportunity.objects.filter(pk=self.instance.pk).first() if self.instance.pk else None
+        if original is None and stage in Opportunity.CLOSED_STAGES:
+            self.add_error("stage", "A new opportunity starts open; close it afterwards.")
+        elif original is not None and original.is_closed and self.changed_data:
+            self.add_error(None, f"The opportunity is already {original.stage}; it cannot change.")
+        elif stage == Opportunity.Stage.WON and (amount is None or amount <= 0):
+            self.add_error("amount", "Required and above 0 to close as won.")
+        return data
+
+
 @admin.register(Opportunity)
 class OpportunityAdmin(AccountScopedAdmin):
+    """Stage changes go through the CRM service, so closing as won records the sale and publishes
+    the same events as the API."""
+
+    form = OpportunityAdminForm
     list_display = ["__str__", "lead", "stage", "amount", "currency", "seller", "created_at", "closed_at"]
     list_filter = ["stage"]
     search_fields = ["title", "lead__first_name", "lead__last_name", "lead__phone"]
     raw_id_fields = ["lead"]
+    readonly_fields = ["closed_at", "stage_changed_at", "stage_changed_by"]
     list_select_related = ["lead", "seller"]
+
+    def save_model(self, request, obj, form, change):
+        if not change or "stage" not in form.changed_data:
+            super().save_model(request, obj, form, change)
+            if not change:
+                events.publish(events.OPPORTUNITY_CREATED, account_id=obj.account_id, opportunity_id=obj.pk, lead_id=obj.lead_id)
+            return
+        self.check_account(request, obj)
+        fields = {name: form.cleaned_data[name] for name in form.changed_data if name not in ("stage", "amount", "lead", "account")}
+        services.update_opportunity(Opportunity.objects.get(pk=obj.pk), stage=form.cleaned_data["stage"],
+                                    amount=form.cleaned_data["amount"], actor=request.user, request=request, **fields)
+        obj.refresh_from_db()
 
 
 @admin.register(Sale)

@@ -1,6 +1,8 @@
 """Django admin is scoped per account: staff see and edit only their accounts' rows."""
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client
@@ -70,7 +72,8 @@ def test_alice_edits_an_acme_lead_in_the_admin(staff, alice, acme):
 
     assert response.status_code == 302, response.context["adminform"].form.errors if response.context else response
     lead.refresh_from_db()
-    assert (lead.first_name, lead.status) == ("New", "contacted")
+    assert (lead.first_name, lead.status, lead.status_changed_by) == ("New", "contacted", alice)  # through the service
+    assert lead.status_changed_at is not None
 
 
 def test_a_superuser_sees_every_account(acme, globex):
@@ -170,3 +173,43 @@ def test_the_audit_trail_is_for_ceo_and_admin_only(staff, alice, acme):
     as_alice = admin_client(alice).get("/admin/crm_marketing/systemevent/")
 
     assert (as_maria.context["cl"].result_count, as_alice.context["cl"].result_count) == (0, 1)
+
+
+def opportunity_form(opportunity, **changes) -> dict:
+    data = {"account": opportunity.account_id, "lead": opportunity.lead_id, "title": opportunity.title, "stage": opportunity.stage,
+            "amount": str(opportunity.amount), "currency": opportunity.currency, "seller": "",
+            "created_at_0": "2026-11-01", "created_at_1": "10:00:00"}
+    data.update(changes)
+    return data
+
+
+def test_closing_an_opportunity_as_won_in_the_admin_records_the_sale_like_the_api(staff, alice, acme):
+    from crm_marketing.models import Sale, SystemEvent
+    from tests.conftest import make_opportunity
+
+    opportunity = make_opportunity(make_lead(acme), title="Plan Pro", stage="proposal")
+
+    response = admin_client(alice).post(f"/admin/crm_marketing/opportunity/{opportunity.pk}/change/",
+                                        opportunity_form(opportunity, stage="won", amount="900.00"))
+
+    assert response.status_code == 302
+    opportunity.refresh_from_db()
+    assert (opportunity.stage, opportunity.stage_changed_by) == ("won", alice)
+    assert opportunity.closed_at is not None
+    sale = Sale.objects.get()
+    assert (sale.opportunity, sale.amount, sale.status) == (opportunity, Decimal("900.00"), "completed")
+    assert SystemEvent.objects.filter(action="opportunity.update", actor=alice).exists()
+
+
+def test_the_admin_refuses_to_reopen_a_lost_opportunity_and_changes_nothing(staff, alice, acme):
+    from tests.conftest import make_opportunity
+
+    opportunity = make_opportunity(make_lead(acme), title="Plan Pro", stage="lost")
+
+    response = admin_client(alice).post(f"/admin/crm_marketing/opportunity/{opportunity.pk}/change/",
+                                        opportunity_form(opportunity, stage="proposal"))
+
+    assert response.status_code == 200  # the form again, with the error
+    assert "already lost" in str(response.context["adminform"].form.non_field_errors())
+    opportunity.refresh_from_db()
+    assert opportunity.stage == "lost"
