@@ -1,7 +1,9 @@
 """The CRM API: leads, opportunities and sales as the hub and other systems push them."""
 from __future__ import annotations
 
+from contextlib import contextmanager
 from decimal import Decimal
+from typing import Iterator
 
 import pytest
 
@@ -10,6 +12,18 @@ from crm_marketing.models import Lead, Opportunity, Sale, SystemEvent
 from tests.conftest import make_lead, make_opportunity, make_sale
 
 pytestmark = pytest.mark.django_db
+
+
+@contextmanager
+def events_received(name: str, capture_on_commit) -> Iterator[list]:
+    """Subscribe to ``name`` while the block runs, with on-commit callbacks executed."""
+    received: list = []
+    events.subscribe(name, received.append)
+    try:
+        with capture_on_commit(execute=True):
+            yield received
+    finally:
+        events.unsubscribe(name, received.append)
 
 
 def body_without_timestamp(response) -> dict:
@@ -59,13 +73,8 @@ def test_leads_can_be_filtered_by_source_and_status(alice_api, acme):
 
 def test_changing_a_lead_status_records_who_and_when_and_publishes_an_event_after_commit(alice_api, acme, alice, django_capture_on_commit_callbacks):
     lead = make_lead(acme)
-    received = []
-    events.subscribe(events.LEAD_STATUS_CHANGED, received.append)
-    try:
-        with django_capture_on_commit_callbacks(execute=True):
-            response = alice_api.patch(f"/crm/leads/{lead.pk}", {"status": "contacted"}, format="json")
-    finally:
-        events.unsubscribe(events.LEAD_STATUS_CHANGED, received.append)
+    with events_received(events.LEAD_STATUS_CHANGED, django_capture_on_commit_callbacks) as received:
+        response = alice_api.patch(f"/crm/leads/{lead.pk}", {"status": "contacted"}, format="json")
 
     assert response.status_code == 200
     lead.refresh_from_db()
@@ -76,13 +85,8 @@ def test_changing_a_lead_status_records_who_and_when_and_publishes_an_event_afte
 
 def test_no_event_is_published_when_the_change_is_rejected(alice_api, acme, django_capture_on_commit_callbacks):
     lead = make_lead(acme)
-    received = []
-    events.subscribe(events.LEAD_STATUS_CHANGED, received.append)
-    try:
-        with django_capture_on_commit_callbacks(execute=True):
-            response = alice_api.patch(f"/crm/leads/{lead.pk}", {"status": "teleported"}, format="json")
-    finally:
-        events.unsubscribe(events.LEAD_STATUS_CHANGED, received.append)
+    with events_received(events.LEAD_STATUS_CHANGED, django_capture_on_commit_callbacks) as received:
+        response = alice_api.patch(f"/crm/leads/{lead.pk}", {"status": "teleported"}, format="json")
 
     assert response.status_code == 400
     assert received == []
@@ -91,13 +95,8 @@ def test_no_event_is_published_when_the_change_is_rejected(alice_api, acme, djan
 def test_closing_an_opportunity_as_won_creates_the_sale_and_publishes_won(alice_api, acme, alice, django_capture_on_commit_callbacks):
     lead = make_lead(acme)
     opportunity = make_opportunity(lead, amount=Decimal("0"))
-    received = []
-    events.subscribe(events.OPPORTUNITY_WON, received.append)
-    try:
-        with django_capture_on_commit_callbacks(execute=True):
-            response = alice_api.patch(f"/crm/opportunities/{opportunity.pk}", {"stage": "won", "amount": "1500.50"}, format="json")
-    finally:
-        events.unsubscribe(events.OPPORTUNITY_WON, received.append)
+    with events_received(events.OPPORTUNITY_WON, django_capture_on_commit_callbacks) as received:
+        response = alice_api.patch(f"/crm/opportunities/{opportunity.pk}", {"stage": "won", "amount": "1500.50"}, format="json")
 
     assert response.status_code == 200, response.json()
     data = response.json()["data"]
