@@ -33,7 +33,8 @@ class Command(BaseCommand):
             "worker": manage + ["qcluster"],
             "web": manage + ["runserver", f"127.0.0.1:{port}", "--noreload"],
         }
-        processes = {name: subprocess.Popen(cmd, env=env) for name, cmd in commands.items()}
+        # Each in its own process group, so stopping one also stops the processes it forked (qcluster's workers).
+        processes = {name: subprocess.Popen(cmd, env=env, start_new_session=True) for name, cmd in commands.items()}
         self.stdout.write(self.style.SUCCESS(f"\nCRM Ventas Marketing demo: http://127.0.0.1:{port}/  (admin: http://127.0.0.1:{port}/admin/)"))
         self.stdout.write(f"Meta sandbox: {sandbox_url}   Logins (password {DEMO_PASSWORD}):")
         for spec in DEMO_ACCOUNTS:
@@ -48,15 +49,22 @@ class Command(BaseCommand):
             self.stdout.write("\nStopping the demo...")
         finally:
             for p in processes.values():
-                if p.poll() is None:
-                    p.terminate()
+                _signal_group(p, signal.SIGTERM)
             deadline = time.monotonic() + 10
             for p in processes.values():
                 try:
                     p.wait(timeout=max(0.1, deadline - time.monotonic()))
                 except subprocess.TimeoutExpired:
-                    p.kill()
+                    pass
+                _signal_group(p, signal.SIGKILL)  # whatever is left of the group, forked children included
 
 
 def _stop(signum, frame):
     raise KeyboardInterrupt
+
+
+def _signal_group(process: subprocess.Popen, signum: int) -> None:
+    try:
+        os.killpg(process.pid, signum)
+    except ProcessLookupError:
+        pass
