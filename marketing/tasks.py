@@ -4,6 +4,7 @@ from __future__ import annotations
 from crm_marketing.models import Account
 from marketing.models import SyncRun
 from marketing.services import rollups
+from marketing.services.leads_backfill import backfill_connected_accounts
 from marketing.services.runs import queue_due_syncs
 from marketing.services.sync import perform_queued_run
 
@@ -43,3 +44,9 @@ def rebuild_recent_roi_rollups() -> str:
     results = rollups.rebuild_recent()
     return (f"ROI rollup, last 35 days of {len(results)} account(s): {sum(r.rows_written for r in results)} rows written, "
             f"{sum(r.sales_reattributed for r in results)} sale(s) re-attributed")
+
+
+def backfill_recent_leads() -> str:
+    """Nightly: record the last week's Lead Ads leads of every connected account that no webhook brought."""
+    outcome = backfill_connected_accounts()
+    return "; ".join(f"{slug}: {text}" for slug, text in outcome.items()) or "no connected account"

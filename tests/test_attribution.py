@@ -329,6 +329,29 @@ def test_backfill_with_a_rejected_token_marks_the_connection_for_reconnect(acme,
     assert MetaConnection.objects.get().status == "needs_reconnect"
 
 
+def test_the_nightly_backfill_records_missed_leads_of_every_connected_account_and_keeps_going_past_failures(
+        acme, acme_meta, globex, meta_sandbox):
+    from django_q.models import Schedule
+
+    from marketing.tasks import backfill_recent_leads
+
+    make_lead(acme, first_name="Ya", meta_form_id="900002", lead_source="meta_lead_ads")
+    meta_sandbox.add_lead("900002", "700003", full_name="Nora Díaz", phone="+5491155558888",
+                          created_time=timezone.now() - dt.timedelta(days=1))
+    # globex is connected too, but its token was revoked at Meta: its failure must not stop acme's pass.
+    revoked = MetaConnection(account=globex, status="connected")
+    revoked.set_token("EAArevokedToken")
+    revoked.save()
+    make_lead(globex, meta_form_id="900001", lead_source="meta_lead_ads")
+
+    result = backfill_recent_leads()
+
+    assert result.startswith("acme: 1 new lead(s) from 1 form(s); globex: failed:")
+    assert Lead.objects.filter(account=acme, first_name="Nora", meta_form_id="900002").exists()
+    assert MetaConnection.objects.get(account=globex).status == "needs_reconnect"
+    assert Schedule.objects.get(name="marketing.backfill_recent_leads").func == "marketing.tasks.backfill_recent_leads"
+
+
 # -- phones -------------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("raw, international, expected", [
     ("+54 9 11 5555-0001", False, "+5491155550001"),

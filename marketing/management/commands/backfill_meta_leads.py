@@ -1,19 +1,13 @@
 """manage.py backfill_meta_leads --account acme [--since 2026-11-01] [--form 900001]: fetch the Lead Ads
 leads of every form we have seen and record the ones whose webhook Meta never delivered."""
 import datetime as dt
-from zoneinfo import ZoneInfo
 
 from django.core.management.base import BaseCommand, CommandError
-from django.utils import timezone
 
-from crm_marketing.audit import record_event
 from crm_marketing.errors import NotConnected
 from crm_marketing.graph import GraphError
 from crm_marketing.models import Account
-from marketing.services.attribution import backfill_form_leads
-from meta_oauth.services import client_for_account, note_graph_error
-
-DEFAULT_DAYS = 7  # Meta keeps leads for 90 days and retries a leadgen webhook for up to 36 h
+from marketing.services.leads_backfill import DEFAULT_DAYS, backfill_account_leads
 
 
 def _date(value: str) -> dt.date:
@@ -35,19 +29,11 @@ class Command(BaseCommand):
         target = Account.objects.filter(slug=account).first()
         if target is None:
             raise CommandError(f"No account with slug {account!r}.")
-        tz = ZoneInfo(target.timezone)
-        day = since or (timezone.now().astimezone(tz).date() - dt.timedelta(days=DEFAULT_DAYS))
-        start = dt.datetime.combine(day, dt.time.min, tz)
         try:
-            client = client_for_account(target)
+            day, result = backfill_account_leads(target, since=since, form_ids=forms)
         except NotConnected as exc:
             raise CommandError(exc.message) from None
-        try:
-            result = backfill_form_leads(target, client=client, since=start, form_ids=forms)
         except GraphError as error:
-            note_graph_error(target, error)
             raise CommandError(f"Meta failed: {error}") from None
-        record_event("leads.backfill", account=target, since=day.isoformat(), forms=result.forms, fetched=result.fetched,
-                     leads_created=result.leads_created)
         self.stdout.write(f"{target.slug}: {result.forms} form(s), {result.fetched} lead(s) fetched since {day}, "
                           f"{result.leads_created} new lead(s), {result.touches_created} new touch(es)")
