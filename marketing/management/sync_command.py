@@ -12,6 +12,14 @@ from marketing.services.sync import SyncResult, sync_ad_account
 from meta_oauth.services import client_for_account
 
 
+def since_date(value: str) -> dt.date:
+    """argparse type of every marketing command's --since."""
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise CommandError(f"--since must be YYYY-MM-DD, not {value!r}.") from None
+
+
 def _plain(text: str) -> str:
     return text
 

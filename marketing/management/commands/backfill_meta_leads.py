@@ -1,20 +1,14 @@
 """manage.py backfill_meta_leads --account acme [--since 2026-11-01] [--form 900001]: fetch the Lead Ads
 leads of every form we have seen and record the ones whose webhook Meta never delivered."""
-import datetime as dt
 
 from django.core.management.base import BaseCommand, CommandError
 
 from crm_marketing.errors import NotConnected
 from crm_marketing.graph import GraphError
 from crm_marketing.models import Account
+from marketing.management.sync_command import since_date
 from marketing.services.leads_backfill import DEFAULT_DAYS, backfill_account_leads
 
-
-def _date(value: str) -> dt.date:
-    try:
-        return dt.date.fromisoformat(value)
-    except ValueError:
-        raise CommandError(f"--since wants a date like 2026-11-01, not {value!r}.") from None
 
 
 class Command(BaseCommand):
@@ -22,7 +16,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--account", required=True, help="account slug")
-        parser.add_argument("--since", type=_date, help=f"first day (account timezone); default {DEFAULT_DAYS} days ago")
+        parser.add_argument("--since", type=since_date, help=f"first day (account timezone); default {DEFAULT_DAYS} days ago")
         parser.add_argument("--form", action="append", dest="forms", help="a form id (repeatable); default every form seen")
 
     def handle(self, *args, account, since, forms, **options):

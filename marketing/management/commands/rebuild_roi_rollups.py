@@ -1,21 +1,14 @@
 """Re-derive the ROI rollup (CampaignDay) from the leads, opportunities, sales and insights."""
 from __future__ import annotations
 
-import datetime as dt
 import time
 
 from django.core.management.base import BaseCommand, CommandError
 
 from crm_marketing.tenancy import Account
-from marketing.management.sync_command import ProgressBar
+from marketing.management.sync_command import ProgressBar, since_date
 from marketing.services import rollups
 
-
-def _date(value: str) -> dt.date:
-    try:
-        return dt.date.fromisoformat(value)
-    except ValueError:
-        raise CommandError(f"--since must be YYYY-MM-DD, not {value!r}.") from None
 
 
 class Command(BaseCommand):
@@ -24,7 +17,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--account", help="Account slug (default: every account)")
-        parser.add_argument("--since", type=_date, help="First day to re-derive, YYYY-MM-DD (default: all history)")
+        parser.add_argument("--since", type=since_date, help="First day to re-derive, YYYY-MM-DD (default: all history)")
 
     def handle(self, *args, **options) -> None:
         accounts = Account.objects.order_by("pk")

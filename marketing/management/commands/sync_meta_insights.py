@@ -1,19 +1,8 @@
 """Sync daily ad insights: the 28-day restatement window plus the history backfill, or from --since."""
 from __future__ import annotations
 
-import datetime as dt
-
-from django.core.management.base import CommandError
-
-from marketing.management.sync_command import SyncCommand
+from marketing.management.sync_command import SyncCommand, since_date
 from marketing.models import SyncRun
-
-
-def _date(value: str) -> dt.date:
-    try:
-        return dt.date.fromisoformat(value)
-    except ValueError:
-        raise CommandError(f"--since must be YYYY-MM-DD, not {value!r}.") from None
 
 
 class Command(SyncCommand):
@@ -24,7 +13,7 @@ class Command(SyncCommand):
 
     def add_arguments(self, parser) -> None:
         super().add_arguments(parser)
-        parser.add_argument("--since", type=_date, help="First day to sync (ad account timezone), YYYY-MM-DD")
+        parser.add_argument("--since", type=since_date, help="First day to sync (ad account timezone), YYYY-MM-DD")
 
     def handle(self, *args, **options) -> None:
         results = self.run_syncs(options["account"], since=options["since"])
