@@ -30,6 +30,7 @@ class DomainEvent:
     name: str
     account_id: int
     payload: dict[str, Any] = field(default_factory=dict)
+    id: int | None = None  # the outbox row's id once events are durable: subscribers key idempotency on it
 
 
 Handler = Callable[[DomainEvent], None]

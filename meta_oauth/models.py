@@ -75,3 +75,62 @@ class OAuthState(AccountOwned):
 
     def __str__(self) -> str:
         return f"OAuth state for {self.account} by user {self.user_id} ({'used' if self.used_at else 'open'})"
+
+
+class WhatsAppChannel(AccountOwned):
+    """A WhatsApp Business phone number (of a WABA) that the account sends from and receives on.
+
+    ``meta_phone_number_id`` is unique across accounts: a status or inbound-message webhook names
+    the phone number id and finds its account by this row, never by trying tokens.
+    """
+
+    meta_waba_id = models.CharField(max_length=32, help_text="WhatsApp Business Account id")
+    meta_phone_number_id = models.CharField(max_length=32, unique=True)
+    display_phone_number = models.CharField(max_length=32, blank=True)
+    verified_name = models.CharField(max_length=200, blank=True)
+    quality_rating = models.CharField(max_length=16, blank=True, help_text="GREEN, YELLOW, RED or UNKNOWN, as Meta sends it")
+    messaging_limit_tier = models.CharField(max_length=32, blank=True, help_text="TIER_250, TIER_1K, ..., TIER_UNLIMITED")
+    throughput_mps = models.PositiveIntegerField(default=80, help_text="Messages per second Meta allows this number")
+    is_selected = models.BooleanField(default=True, help_text="The number automation sends from")
+    subscribed_at = models.DateTimeField(null=True, blank=True, help_text="When the app was subscribed to the WABA's webhooks")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "WhatsApp channel"
+        constraints = [
+            models.UniqueConstraint(fields=["account"], condition=Q(is_selected=True), name="whatsappchannel_one_selected_per_account"),
+            models.CheckConstraint(condition=Q(throughput_mps__gte=1), name="whatsappchannel_throughput_positive"),
+        ]
+        indexes = [models.Index(fields=["account", "meta_waba_id"], name="whatsappchannel_account_waba")]
+
+    def __str__(self) -> str:
+        return f"{self.verified_name or self.display_phone_number} ({self.meta_phone_number_id})"
+
+
+class MetaPage(AccountOwned):
+    """A Facebook Page whose Lead Ads forms feed the account; ``meta_page_id`` routes leadgen webhooks."""
+
+    meta_page_id = models.CharField(max_length=32, unique=True)
+    name = models.CharField(max_length=200, blank=True)
+    # Fernet ciphertext of the page access token (crm_marketing.crypto); never serialized or shown.
+    page_token_ciphertext = models.TextField(blank=True, editable=False)
+    subscribed_at = models.DateTimeField(null=True, blank=True, help_text="When leadgen was subscribed for this page")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "Meta page"
+
+    def __str__(self) -> str:
+        return f"{self.name or 'Page'} ({self.meta_page_id})"
+
+    @property
+    def is_subscribed(self) -> bool:
+        return self.subscribed_at is not None
+
+    def set_page_token(self, token: str) -> None:
+        self.page_token_ciphertext = encrypt_token(token) if token else ""
+
+    def get_page_token(self) -> str:
+        return decrypt_token(self.page_token_ciphertext) if self.page_token_ciphertext else ""
