@@ -2,7 +2,7 @@
 per 6 s, held across every worker and host.
 
 Redis when ``Q_BROKER_URL`` or ``CACHE_URL`` is a Redis URL (``INCR`` + ``EXPIRE`` per
-``{phone_number_id}:{epoch second}``, ``SET NX EX 6`` per recipient), the database otherwise (one
+``{phone_number_id}:{epoch second}``, a compare-and-set script per recipient), the database otherwise (one
 atomic ``INSERT ... ON CONFLICT DO UPDATE ... WHERE`` on ``ThroughputSlot``, on PostgreSQL and
 SQLite alike). A denied send is not slept on: the caller re-queues it for ``retry_at``.
 """
@@ -85,14 +85,21 @@ def _redis_rate(url: str, phone_number_id: str, second: int, limit: int) -> bool
     return int(count) <= limit
 
 
+# Atomic: the key holds the epoch time the recipient frees up; take it when that time has passed.
+_PAIR_SCRIPT = """
+local free_at = tonumber(redis.call('GET', KEYS[1]) or '0')
+if free_at > tonumber(ARGV[1]) then return tostring(free_at) end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return '0'
+"""
+
+
 def _redis_pair(url: str, phone_number_id: str, recipient: str, now: float) -> float:
     """0 when the recipient's slot was taken now, else the epoch time it frees up."""
-    client = _redis(url)
     key = f"crm:automation:pair:{phone_number_id}:{recipient}"
-    if client.set(key, f"{now:.3f}", nx=True, px=int(PAIR_SECONDS * 1000)):
-        return 0.0
-    ttl_ms = client.pttl(key)
-    return now + (max(ttl_ms, 1) / 1000.0 if ttl_ms and ttl_ms > 0 else PAIR_SECONDS)
+    answer = _redis(url).eval(_PAIR_SCRIPT, 1, key, f"{now:.6f}", f"{now + PAIR_SECONDS:.6f}",
+                              int((PAIR_SECONDS + 1) * 1000))
+    return float(answer)
 
 
 # -- the database ---------------------------------------------------------------------------------------
