@@ -31,6 +31,7 @@ migrate: setup
 
 demo: setup migrate
 	$(PY) manage.py seed_demo
+	$(PY) manage.py seed_automation_demo
 	$(PY) manage.py run_demo
 
 test: setup browsers test-postgres test-sqlite
