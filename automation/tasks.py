@@ -4,19 +4,21 @@ from __future__ import annotations
 from crm_marketing.models import Account
 
 
-def run_send_pass(account_id: int | None = None) -> str:
+def run_send_pass(account_id: int | None = None, budget_seconds: float | None = None) -> str:
     """Claim and send due sends until none is due (queued on commit after planning, and by dispatch)."""
     from automation.engine.passes import run_pass
 
-    return "send pass: " + run_pass(account_id=account_id).summary()
+    return "send pass: " + run_pass(account_id=account_id, budget_seconds=budget_seconds).summary()
 
 
 def dispatch_due_sends() -> str:
     """Scheduled every minute: queue as many send passes as the due sends need (they run in parallel)."""
     from django_q.tasks import async_task
 
+    from automation.engine.claiming import expire_abandoned
     from automation.engine.passes import passes_needed
 
+    expire_abandoned()
     count = passes_needed()
     for _ in range(count):
         async_task("automation.tasks.run_send_pass", task_name="automation-send-pass")

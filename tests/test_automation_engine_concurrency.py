@@ -129,8 +129,8 @@ def test_a_worker_killed_mid_send_and_its_pass_run_again_sends_the_message_once(
         worker.wait()
     wait_for(lambda: len(meta_sandbox.sent_messages) == 1)  # Meta got it although the worker never heard back
 
-    run_pass(budget_seconds=1)  # the task re-delivered: the row is still claimed, nothing is sent again
-    claiming.expire_abandoned(now=timezone.now() + claiming.LEASE + claiming.LEASE)
+    run_pass(budget_seconds=1)  # the task re-delivered: the send may have reached Meta, so it is not sent again
+    claiming.expire_abandoned(now=timezone.now() + 2 * claiming.lease())
     run_pass(budget_seconds=1)
     assert MessageSend.objects.values_list("status", flat=True).get() == "unknown"
     wamid = meta_sandbox.sent_messages[0]["wamid"]
@@ -139,6 +139,19 @@ def test_a_worker_killed_mid_send_and_its_pass_run_again_sends_the_message_once(
     assert response.status_code == 200
     assert callback_counts(meta_sandbox) == Counter({str(send.pk): 1})
     assert MessageSend.objects.values_list("status", "meta_message_id").get() == ("delivered", wamid)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_sends_a_dead_worker_claimed_but_never_posted_go_back_to_the_queue_after_the_lease(acme, acme_live, meta_sandbox):
+    sends = plan_leads(acme, acme_live, 3)
+    assert len(claiming.claim_due(limit=10)) == 3  # ... and the worker dies before its first POST
+
+    run_pass(budget_seconds=1)  # within the lease: still its
+    assert callback_counts(meta_sandbox) == Counter()
+    assert claiming.expire_abandoned(now=timezone.now() + 2 * claiming.lease()) == 3
+    run_pass(budget_seconds=5)
+
+    assert callback_counts(meta_sandbox) == Counter({str(s.pk): 1 for s in sends})
 
 
 # -- the limiter -------------------------------------------------------------------------------------------------

@@ -3,13 +3,15 @@
 A claim moves ``queued -> sending`` and stamps ``claimed_at``. On PostgreSQL a batch is picked
 with ``select_for_update(skip_locked=True)`` so concurrent workers take disjoint rows; elsewhere
 each row is taken with its own conditional update (exactly one worker's update matches).
-A ``sending`` row whose lease ran out may have reached Meta: it becomes ``unknown`` (never re-sent),
-to be settled by a status webhook or, after ``UNCONFIRMED_AFTER``, failed as unconfirmed.
+Just before its POST a send turns ``unknown`` (it may reach Meta from then on): a worker killed
+after that leaves it ``unknown``, settled by a status webhook or, after ``UNCONFIRMED_AFTER``,
+failed as unconfirmed, never re-sent. A ``sending`` row whose lease ran out never left: re-queued.
 """
 from __future__ import annotations
 
 import datetime as dt
 
+from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
@@ -51,14 +53,21 @@ def release(send_id: int, claimed_at: dt.datetime, *, retry_at: dt.datetime, cou
     changes = {"status": Status.QUEUED, "next_attempt_at": retry_at, "claimed_at": None, "updated_at": timezone.now(), **fields}
     if count_attempt:
         changes["attempts"] = F("attempts") + 1
-    return bool(MessageSend.objects.filter(pk=send_id, status=Status.SENDING, claimed_at=claimed_at).update(**changes))
+    # SENDING: the request never left; UNKNOWN: Meta answered with an error, so it did not take it.
+    return bool(MessageSend.objects.filter(pk=send_id, status__in=(Status.SENDING, Status.UNKNOWN),
+                                           claimed_at=claimed_at).update(**changes))
+
+
+def lease() -> dt.timedelta:
+    return dt.timedelta(seconds=float(getattr(settings, "AUTOMATION_SEND_LEASE_SECONDS", LEASE.total_seconds())))
 
 
 def expire_abandoned(*, now: dt.datetime | None = None) -> int:
-    """``sending`` rows past their lease (the worker died or hung): ``unknown``, never re-sent."""
+    """``sending`` rows past their lease: the worker died or hung before its request left (the row
+    turns ``unknown`` just before the POST), so they go back to the queue."""
     now = now or timezone.now()
-    return MessageSend.objects.filter(status=Status.SENDING, claimed_at__lt=now - LEASE).update(
-        status=Status.UNKNOWN, error_title="worker stopped during the send; waiting for Meta's status", updated_at=now)
+    return MessageSend.objects.filter(status=Status.SENDING, claimed_at__lt=now - lease()).update(
+        status=Status.QUEUED, claimed_at=None, next_attempt_at=None, updated_at=now)
 
 
 def fail_unconfirmed(*, now: dt.datetime | None = None) -> int:

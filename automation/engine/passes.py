@@ -34,10 +34,11 @@ class PassResult:
         return f"{self.claimed} claimed" + (f": {parts}" if parts else "")
 
 
-def run_pass(*, account_id: int | None = None, batch: int = BATCH, budget_seconds: float | None = None,
+def run_pass(*, account_id: int | None = None, batch: int | None = None, budget_seconds: float | None = None,
              progress: Callable[[PassResult], None] | None = None) -> PassResult:
     budget = budget_seconds if budget_seconds is not None else float(getattr(settings, "AUTOMATION_PASS_SECONDS", 50))
     deadline = time.monotonic() + budget
+    batch = batch or int(getattr(settings, "AUTOMATION_PASS_BATCH", BATCH))
     heartbeat = EnginePass.objects.create()
     result, session = PassResult(), SendSession()
     try:
@@ -87,7 +88,7 @@ def passes_needed(*, batch: int = BATCH, max_parallel: int | None = None) -> int
 
 
 def reconcile() -> str:
-    """Abandoned ``sending`` rows become ``unknown``; ``unknown`` rows older than a day fail as unconfirmed."""
+    """Abandoned ``sending`` rows go back to the queue; ``unknown`` rows older than a day fail as unconfirmed."""
     abandoned = claiming.expire_abandoned()
     unconfirmed = claiming.fail_unconfirmed()
-    return f"{abandoned} abandoned send(s) now unknown, {unconfirmed} unconfirmed send(s) failed"
+    return f"{abandoned} abandoned send(s) queued again, {unconfirmed} unconfirmed send(s) failed"

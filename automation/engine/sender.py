@@ -132,7 +132,11 @@ def send_claimed(send_id: int, session: SendSession, *, now: dt.datetime | None 
     body = {"messaging_product": "whatsapp", "recipient_type": "individual", "to": recipient, "type": "template",
             "template": {"name": send.template.name, "language": {"code": send.template.language}, "components": components},
             "biz_opaque_callback_data": str(send.pk)}
-    MessageSend.objects.filter(pk=send.pk).update(channel=channel, parameters=components)
+    # From here on the request may reach Meta: a worker that dies now leaves the row unknown (never
+    # re-sent); one that died before this line left it sending, which is safe to queue again.
+    if not MessageSend.objects.filter(pk=send.pk, status=Status.SENDING, claimed_at=claim).update(
+            status=Status.UNKNOWN, channel=channel, parameters=components, updated_at=timezone.now()):
+        return "lost"
     try:
         answer = client.post(f"{channel.meta_phone_number_id}/messages", body)
     except GraphError as error:
@@ -147,8 +151,8 @@ def _after_error(send: MessageSend, claim: dt.datetime, error: GraphError, now: 
     if error.network:
         if not error.sent:  # the connection never opened: Meta cannot have seen it
             return _retry_or_fail(send, claim, now + _backoff(send.attempts), "network error before the request left")
-        MessageSend.objects.filter(pk=send.pk, status=Status.SENDING, claimed_at=claim).update(
-            status=Status.UNKNOWN, error_title="no answer from Meta (timeout or dropped connection)", updated_at=timezone.now())
+        MessageSend.objects.filter(pk=send.pk, status=Status.UNKNOWN, claimed_at=claim).update(
+            error_title="no answer from Meta (timeout or dropped connection)", updated_at=timezone.now())
         return "unknown"
     code = error.code
     if error.is_token_invalid:
