@@ -67,8 +67,8 @@ class SendSession:
                 client.close()
 
 
-def skip_reason(send: MessageSend, now: dt.datetime) -> str:
-    """Why this send must not go out now (a SkipReason value), or ''."""
+def skip_reason(send: MessageSend, now: dt.datetime, opportunities: list[Opportunity] | None = None) -> str:
+    """Why this send must not go out now (a SkipReason value), or ''. ``opportunities``: the lead's."""
     rule, lead = send.rule, send.lead
     if rule is None or send.step_id is None or not rule.is_active:
         return Skip.RULE_INACTIVE
@@ -78,8 +78,10 @@ def skip_reason(send: MessageSend, now: dt.datetime) -> str:
         return Skip.OPTED_OUT
     if rule.exit_on_reply and lead.last_inbound_at is not None and lead.last_inbound_at > send.created_at:
         return Skip.LEAD_REPLIED
+    if opportunities is None:
+        opportunities = list(Opportunity.objects.filter(lead_id=lead.pk))
     if rule.exit_on_won and rule.trigger_type != AutomationRule.Trigger.OPPORTUNITY_WON \
-            and Opportunity.objects.filter(lead_id=lead.pk, stage=Opportunity.Stage.WON).exists():
+            and any(o.stage == Opportunity.Stage.WON for o in opportunities):
         return Skip.OPPORTUNITY_WON
     if not lead.phone:
         return Skip.NO_PHONE
@@ -99,11 +101,12 @@ def _sent_today(send: MessageSend, now: dt.datetime) -> int:
 def send_claimed(send_id: int, session: SendSession, *, now: dt.datetime | None = None) -> str:
     """Handle one send this worker claimed; returns what happened (sent, skipped, retry, unknown, failed, lost)."""
     now = now or timezone.now()
-    send = (MessageSend.objects.select_related("account", "rule", "template", "lead").filter(pk=send_id).first())
+    send = MessageSend.objects.select_related("account", "rule", "step", "template", "lead").filter(pk=send_id).first()
     if send is None or send.status != Status.SENDING or send.claimed_at is None:
         return "lost"
     claim = send.claimed_at
-    reason = skip_reason(send, now)
+    opportunities = list(Opportunity.objects.filter(lead_id=send.lead_id).order_by("-created_at", "-id")[:50])
+    reason = skip_reason(send, now, opportunities)
     if reason:
         advance(send.pk, Status.SKIPPED, skip_reason=reason, at=now)
         return "skipped"
@@ -126,7 +129,7 @@ def send_claimed(send_id: int, session: SendSession, *, now: dt.datetime | None 
         retry_at = dt.datetime.fromtimestamp(decision.retry_at + random.random() * 0.2, tz=dt.timezone.utc)
         claiming.release(send.pk, claim, retry_at=retry_at, count_attempt=False)
         return "retry"
-    opportunity = Opportunity.objects.filter(lead_id=send.lead_id).order_by("-created_at", "-id").first()
+    opportunity = opportunities[0] if opportunities else None
     values = values_for(send.step.variables if send.step else {}, SendContext(send.account, send.lead, opportunity))
     components = graph_components(send.template.components, send.template.parameter_format, values)
     body = {"messaging_product": "whatsapp", "recipient_type": "individual", "to": recipient, "type": "template",

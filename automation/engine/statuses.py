@@ -34,8 +34,6 @@ def advance(send_id: int, new_status: str, *, at: dt.datetime | None = None, wam
             pricing_category: str = "", billable: bool | None = None, skip_reason: str = "") -> Outcome:
     """Move the send to ``new_status`` if that is forward; store what the status carries either way."""
     at = at or timezone.now()
-    if wamid:
-        _store_wamid(send_id, wamid)
     extra = {}
     if pricing_category:
         extra["pricing_category"] = pricing_category[:32]
@@ -44,21 +42,29 @@ def advance(send_id: int, new_status: str, *, at: dt.datetime | None = None, wam
     if extra:
         MessageSend.objects.filter(pk=send_id).update(**extra)
     for _ in range(5):  # compare-and-swap: retried only when another writer moved the row meanwhile
-        current = MessageSend.objects.filter(pk=send_id).values("status", "rule_id", "template_id").first()
+        current = MessageSend.objects.filter(pk=send_id).values("status", "rule_id", "template_id", "meta_message_id").first()
         if current is None:
             return Outcome(False, "", "")
         previous = current["status"]
         changes, counters = _transition(previous, new_status, at)
         if changes is None:
+            if wamid and not current["meta_message_id"]:
+                _store_wamid(send_id, wamid)
             return Outcome(False, previous, previous)
+        if wamid and not current["meta_message_id"]:
+            changes["meta_message_id"] = wamid[:128]
         if new_status == Status.FAILED:
             changes.update(error_code=error_code, error_title=error_title[:255], error_details=error_details)
         if new_status == Status.SKIPPED:
             changes["skip_reason"] = skip_reason
-        with transaction.atomic():
-            if MessageSend.objects.filter(pk=send_id, status=previous).update(**changes, updated_at=timezone.now()):
-                _bump(current["template_id"], current["rule_id"], counters)
-                return Outcome(True, previous, new_status)
+        try:
+            with transaction.atomic():
+                if MessageSend.objects.filter(pk=send_id, status=previous).update(**changes, updated_at=timezone.now()):
+                    _bump(current["template_id"], current["rule_id"], counters)
+                    return Outcome(True, previous, new_status)
+        except IntegrityError:  # the wamid is another send's: keep the first holder, move this one without it
+            changes.pop("meta_message_id", None)
+            wamid = ""
     return Outcome(False, previous, previous)
 
 
