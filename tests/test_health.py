@@ -12,6 +12,8 @@ from django_q.models import OrmQ
 
 from crm_marketing import health
 from crm_marketing.webhook_models import WebhookEvent
+from marketing.models import AdAccount, SyncRun
+from meta_oauth.models import MetaConnection
 from tests.test_run_demo import free_port
 
 HEALTH_REDIS_DB = 12  # a Redis database no other test uses
@@ -51,16 +53,24 @@ def test_healthz_answers_ok_without_touching_the_database(db, django_assert_num_
     assert len(response["X-Request-ID"]) == 32
 
 
+def core_and_marketing(checks: dict) -> dict:
+    """The checks this suite knows; other apps may register more."""
+    return {name: checks[name] for name in ("database", "cache", "broker", "webhook_events", "marketing_syncs")}
+
+
 def test_readyz_answers_ok_with_every_check_and_its_figures(db):
     response = Client().get("/readyz")
 
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "checks": {
+    assert response.json()["status"] == "ok" and "failing" not in response.json()
+    assert core_and_marketing(response.json()["checks"]) == {
         "database": {"ok": True},
         "cache": {"ok": True},
         "broker": {"ok": True, "kind": "orm", "queue_depth": 0},
         "webhook_events": {"ok": True, "pending": 0, "oldest_pending_age_seconds": None},
-    }}
+        "marketing_syncs": {"ok": True, "active": 0, "oldest_active_age_seconds": None, "due_ad_accounts": 0},
+    }
+    assert all(check["ok"] for check in response.json()["checks"].values())
 
 
 def test_readyz_counts_waiting_tasks_and_the_oldest_undelivered_webhook_change(db):
@@ -90,12 +100,15 @@ def test_readyz_is_503_naming_the_cache_when_the_cache_is_unreachable_and_health
         alive = Client().get("/healthz")
 
     assert ready.status_code == 503
-    assert ready.json() == {"status": "unavailable", "failing": ["cache"], "checks": {
+    assert ready.json()["status"] == "unavailable"
+    assert ready.json()["failing"] == ["cache"]
+    assert core_and_marketing(ready.json()["checks"]) == {
         "database": {"ok": True},
         "cache": {"ok": False, "error": "ConnectionError (unreachable or failing)"},
         "broker": {"ok": True, "kind": "orm", "queue_depth": 0},
         "webhook_events": {"ok": True, "pending": 0, "oldest_pending_age_seconds": None},
-    }}
+        "marketing_syncs": {"ok": True, "active": 0, "oldest_active_age_seconds": None, "due_ad_accounts": 0},
+    }
     assert alive.status_code == 200 and alive.json() == {"status": "ok"}
 
 
@@ -123,6 +136,22 @@ def test_readyz_reads_the_queue_depth_from_the_redis_broker_list(db):
 
     assert ready.status_code == 200
     assert ready.json()["checks"]["broker"] == {"ok": True, "kind": "redis", "queue_depth": 3}
+
+
+def test_readyz_shows_marketing_syncs_waiting_or_running_and_ad_accounts_due_but_not_taken(acme, globex):
+    for account, meta_id in ((acme, "act_1"), (globex, "act_2")):
+        connection = MetaConnection(account=account, status=MetaConnection.Status.CONNECTED, meta_user_id="1")
+        connection.set_token("EAAsbxUserHealthTestT0ken")
+        connection.save()
+        AdAccount.objects.create(account=account, meta_ad_account_id=meta_id, name=meta_id, currency="USD")
+    queued = SyncRun.objects.create(account=globex, ad_account=AdAccount.objects.get(account=globex), kind=SyncRun.Kind.FULL)
+    SyncRun.objects.filter(pk=queued.pk).update(created_at=timezone.now() - timedelta(minutes=40))
+
+    checks = Client().get("/readyz").json()["checks"]
+
+    syncs = checks["marketing_syncs"]
+    assert {key: syncs[key] for key in ("ok", "active", "due_ad_accounts")} == {"ok": True, "active": 1, "due_ad_accounts": 1}  # acme's
+    assert 40 * 60 <= syncs["oldest_active_age_seconds"] < 50 * 60
 
 
 def test_checks_registered_by_apps_report_their_figures_and_a_failing_one_makes_readyz_503(db, registered_check):
