@@ -266,6 +266,7 @@ LOGGING = {
         # Django's own default sends "django" to an unfiltered handler of its own: ours replaces it.
         "django": {"handlers": ["console"], "level": "INFO", "propagate": False},
         "django.db.backends": {"level": "WARNING"},
+        "environ": {"level": "WARNING"},  # ".env not found" on every start is not news in production
     },
 }
 

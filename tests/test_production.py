@@ -143,6 +143,7 @@ def test_make_serve_mode_serves_health_readiness_and_static_files_and_sigterm_st
     readyz_line = next(line for line in json_lines if line["logger"] == "crm_marketing.request" and line["request_id"] == "boot-check-1")
     assert {key: readyz_line[key] for key in ("level", "message", "account_id", "method", "path", "status")} == {
         "level": "INFO", "message": "GET /readyz 200", "account_id": None, "method": "GET", "path": "/readyz", "status": 200}
+    assert any(line["logger"] == "gunicorn.error" and line["message"].startswith(f"Listening at: http://127.0.0.1:{port}") for line in json_lines)
     assert "run_production: stopped." in output
     assert server.returncode == 0
     assert wait_until_gone(processes) == []

@@ -46,6 +46,10 @@ class Command(BaseCommand):
         commands = {"web": [sys.executable, "-m", "gunicorn", "crm_marketing.wsgi:application", "--bind", bind,
                             "--workers", str(workers), "--timeout", str(settings.WEB_TIMEOUT),
                             "--graceful-timeout", str(settings.STOP_TIMEOUT), "--no-control-socket"]}
+        if settings.LOG_FORMAT == "json":
+            # gunicorn's own lines (boot, worker restarts) in the same JSON, masked the same way; its
+            # access log stays off (WARNING): the app's request line (LOG_REQUESTS) is the access log.
+            commands["web"] += ["--log-config-json", str(settings.BASE_DIR / "crm_marketing" / "gunicorn_logging.json")]
         commands.update({f"qcluster-{n}": manage + ["qcluster"] for n in range(1, clusters + 1)})
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         processes = {name: subprocess.Popen(cmd, env=env, cwd=settings.BASE_DIR, start_new_session=True)
