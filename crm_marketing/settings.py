@@ -159,7 +159,9 @@ SPECTACULAR_SETTINGS = {
 API_RATE_LIMIT = env.str("API_RATE_LIMIT", default="600/m")
 API_ANON_RATE_LIMIT = env.str("API_ANON_RATE_LIMIT", default="120/m")
 WEBHOOK_RATE_LIMIT = env.str("WEBHOOK_RATE_LIMIT", default="6000/m")
-LOGIN_RATE_LIMIT = env.str("LOGIN_RATE_LIMIT", default="10/m")  # sign-in attempts per username
+LOGIN_RATE_LIMIT = env.str("LOGIN_RATE_LIMIT", default="10/m")  # sign-in attempts per username from one address
+# ... and per username from all addresses together: looser, so an attacker cannot lock the user out for long.
+LOGIN_USERNAME_RATE_LIMIT = env.str("LOGIN_USERNAME_RATE_LIMIT", default="60/10m")
 RATELIMIT_IP_META_KEY = "crm_marketing.ratelimits.client_ip"
 SILENCED_SYSTEM_CHECKS: list[str] = []
 if not CACHE_IS_SHARED:
