@@ -66,6 +66,20 @@ def test_a_session_write_without_the_csrf_token_is_a_403_and_writes_nothing(alic
     assert Lead.objects.count() == 0
 
 
+@pytest.mark.parametrize("method", ["post", "patch", "put", "delete"])
+@pytest.mark.parametrize("signed_in", [False, True])
+def test_a_write_to_an_unknown_crm_path_is_the_json_404_not_a_csrf_page(alice, acme, method, signed_in):
+    client = Client(enforce_csrf_checks=True)
+    if signed_in:
+        client.force_login(alice)
+
+    response = getattr(client, method)("/crm/nope", {"a": 1}, content_type="application/json")
+
+    assert response.status_code == 404
+    assert response.json() == {"success": False, "error": {"code": "not_found", "message": "Not found.", "fields": {}}}
+    assert Lead.objects.count() == 0
+
+
 def test_a_session_write_with_the_csrf_token_is_accepted(alice, acme):
     client = Client(enforce_csrf_checks=True)
     client.force_login(alice)
