@@ -17,7 +17,8 @@ from django.core.exceptions import ValidationError
 
 EARLIEST_MOMENT = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 LATEST_MOMENT = dt.datetime(2999, 12, 31, tzinfo=dt.timezone.utc)
-MOMENT_RANGE_MESSAGE = f"Enter a moment between {EARLIEST_MOMENT:%Y-%m-%d} and {LATEST_MOMENT:%Y-%m-%d}."
+MOMENT_RANGE = f"between {EARLIEST_MOMENT:%Y-%m-%d} and {LATEST_MOMENT:%Y-%m-%d}"
+MOMENT_RANGE_MESSAGE = f"Enter a moment {MOMENT_RANGE}."
 UNSTORABLE_TEXT = re.compile("[\x00\ud800-\udfff]")
 MAX_JSON_DEPTH = 32
 
