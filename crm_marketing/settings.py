@@ -204,6 +204,9 @@ META_MAX_BACKOFF_SECONDS = env.float("META_MAX_BACKOFF_SECONDS", default=30.0)
 # Calls made while a person waits (hub endpoints) retry once and wait at most this long.
 META_INTERACTIVE_MAX_WAIT_SECONDS = env.float("META_INTERACTIVE_MAX_WAIT_SECONDS", default=5.0)
 META_SYNC_INTERVAL_HOURS = env.int("META_SYNC_INTERVAL_HOURS", default=4)
+# A running sync renews its lease as it progresses; silent this long, its worker is taken for dead and the
+# next request or the re-delivered task takes the sync over.
+META_SYNC_LEASE_SECONDS = env.float("META_SYNC_LEASE_SECONDS", default=60.0)
 # Seconds between the first polls of an insights report run (grows 1.5x per poll, capped at 15 s).
 META_INSIGHTS_POLL_SECONDS = env.float("META_INSIGHTS_POLL_SECONDS", default=2.0)
 META_LEAD_ACTION_TYPES = env.list(

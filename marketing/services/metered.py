@@ -53,7 +53,7 @@ class MeteredGraph:
     def __init__(self, client: GraphClient, *, on_call: Callable[[], None] | None = None) -> None:
         self.client = client
         self.calls = 0
-        self._on_call = on_call
+        self.on_call = on_call  # e.g. the sync's lease heartbeat, on every HTTP response
         client.session.hooks.setdefault("response", []).append(self._count)
 
     def close(self) -> None:
@@ -63,8 +63,8 @@ class MeteredGraph:
 
     def _count(self, response: Any, *args: Any, **kwargs: Any) -> Any:
         self.calls += 1
-        if self._on_call is not None:
-            self._on_call()
+        if self.on_call is not None:
+            self.on_call()
         return response
 
     def _check_usage(self) -> None:
