@@ -144,13 +144,37 @@ def connected_ad_accounts(account: Account | None = None):
     return queryset.order_by("pk")
 
 
-def due_ad_accounts(*, now: dt.datetime | None = None):
-    """Selected ad accounts of connected accounts that are not parked, with no run in the last interval
-    (a parked account is due again as soon as its parking ends)."""
+# After a failed run, the next try comes sooner than the interval: 5, 15, then 45 minutes after each failure
+# in a row (rounded up to the 15-minute schedule); from the fourth failure in a row, the normal interval.
+FAILED_RETRY_BACKOFF = (dt.timedelta(minutes=5), dt.timedelta(minutes=15), dt.timedelta(minutes=45))
+
+
+def next_sync_due_at(ad_account: AdAccount, *, interval: dt.timedelta) -> dt.datetime | None:
+    """When the ad account is next due (None: now, it never synced). Parked: when the parking ends. After
+    failed runs in a row: FAILED_RETRY_BACKOFF after the last. Otherwise the interval after the last run."""
+    if ad_account.parked_until:
+        return ad_account.parked_until
+    latest = list(SyncRun.objects.filter(ad_account=ad_account).order_by("-created_at", "-id")
+                  .values_list("status", "created_at", "finished_at")[:len(FAILED_RETRY_BACKOFF) + 1])
+    if not latest:
+        return None
+    status, created_at, finished_at = latest[0]
+    failures = next((n for n, run in enumerate(latest) if run[0] != SyncRun.Status.FAILED), len(latest))
+    if status == SyncRun.Status.FAILED and failures <= len(FAILED_RETRY_BACKOFF):
+        return (finished_at or created_at) + FAILED_RETRY_BACKOFF[failures - 1]
+    return created_at + interval
+
+
+def due_ad_accounts(*, now: dt.datetime | None = None) -> list[AdAccount]:
+    """Selected ad accounts of connected accounts whose next sync is due (see next_sync_due_at)."""
     now = now or timezone.now()
     interval = dt.timedelta(hours=getattr(settings, "META_SYNC_INTERVAL_HOURS", 4))
-    recent = SyncRun.objects.filter(ad_account=OuterRef("pk"), created_at__gt=now - interval)
-    return connected_ad_accounts().filter((Q(parked_until__isnull=True) & ~Exists(recent)) | Q(parked_until__lte=now))
+    due = []
+    for ad_account in connected_ad_accounts():
+        due_at = next_sync_due_at(ad_account, interval=interval)
+        if due_at is None or due_at <= now:
+            due.append(ad_account)
+    return due
 
 
 def queue_due_syncs(*, now: dt.datetime | None = None) -> list[SyncRun]:

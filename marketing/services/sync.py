@@ -20,7 +20,7 @@ from marketing.models import AdAccount, SyncRun
 from marketing.services.entities import EntityCounts, sync_entities
 from marketing.services.insights import (InsightsFailed, InsightsReader, Window, ad_account_today,
                                          restatement_window)
-from marketing.services.metered import MeteredGraph, Throttled
+from marketing.services.metered import MeteredGraph, Throttled, default_park_seconds
 from marketing.services.runs import LeaseLost, beat, claim_run, lease_duration, open_run, take_over_stale_run
 from meta_oauth.services import client_for_account, note_graph_error
 
@@ -205,6 +205,8 @@ def sync_ad_account(ad_account: AdAccount, *, client: GraphClient, kind: str = S
             job.insights(since, until, backfill_seconds=backfill_seconds)
         run.status, run.error = SyncRun.Status.SUCCEEDED, ""
     except Throttled as throttle:
+        if not throttle.hinted:
+            throttle.seconds = default_park_seconds(parks_in_a_row(ad_account))
         parked_until = throttle.until(timezone.now())
         AdAccount.objects.filter(pk=ad_account.pk).update(parked_until=parked_until)
         ad_account.parked_until = parked_until
@@ -234,6 +236,17 @@ def sync_ad_account(ad_account: AdAccount, *, client: GraphClient, kind: str = S
     return SyncResult(ad_account.meta_ad_account_id, run.status, run.pk, run.rows, job.entities.total if job else 0,
                       run.graph_calls, run.since, run.until, run.error, ad_account.parked_until,
                       time.monotonic() - started)
+
+
+def parks_in_a_row(ad_account: AdAccount) -> int:
+    """How many of the ad account's latest finished runs in a row were parked."""
+    count = 0
+    finished = SyncRun.objects.filter(ad_account=ad_account).exclude(status__in=[SyncRun.Status.QUEUED, SyncRun.Status.RUNNING])
+    for status in finished.order_by("-created_at", "-id").values_list("status", flat=True)[:17]:
+        if status != SyncRun.Status.PARKED:
+            break
+        count += 1
+    return count
 
 
 def perform_queued_run(run: SyncRun, *, poll_interval: float | None = None) -> SyncResult | None:
