@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from django.db import connection as db_connection
@@ -111,7 +112,8 @@ def test_a_worker_that_was_only_slow_stops_at_its_next_heartbeat_once_taken_over
 def test_a_sync_killed_mid_run_is_taken_over_by_the_next_request_once_its_heartbeat_is_stale(
         alice_api, ad_account, meta_sandbox, short_lease):  # noqa: F811
     db = db_connection.settings_dict
-    env = dict(os.environ, DATABASE_URL=f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+    credentials = quote(db["USER"]) + (f":{quote(db['PASSWORD'])}" if db.get("PASSWORD") else "")
+    env = dict(os.environ, DATABASE_URL=f"postgres://{credentials}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
                META_GRAPH_URL=meta_sandbox.base_url, META_SYNC_LEASE_SECONDS=str(LEASE_SECONDS), META_HTTP_TIMEOUT="60",
                META_INSIGHTS_POLL_SECONDS="0.001", DEBUG="true")
     meta_sandbox.slow_next(1, seconds=30, path_contains="/insights")  # the report run's POST hangs: mid-sync

@@ -94,8 +94,8 @@ def test_code_80004_without_a_regain_time_parks_5_minutes_then_10_without_retryi
     second_park = ad_account.parked_until - SyncRun.objects.get(pk=second.run_id).finished_at
 
     assert (first.status, second.status) == ("parked", "parked") and "code 80004" in first.error
-    assert dt.timedelta(minutes=4, seconds=59) <= first_park <= dt.timedelta(minutes=5)
-    assert dt.timedelta(minutes=9, seconds=59) <= second_park <= dt.timedelta(minutes=10)
+    assert dt.timedelta(minutes=4, seconds=50) <= first_park <= dt.timedelta(minutes=5)
+    assert dt.timedelta(minutes=9, seconds=50) <= second_park <= dt.timedelta(minutes=10)
     # One throttled call per sync, never hammered with retries: the entity batch (inside which the campaigns
     # listing was throttled), or the batch and the report's POST.
     assert len(meta_sandbox.requests) == {"act_300001/campaigns": 2, "act_300001/insights": 4}[path]
@@ -109,7 +109,7 @@ def test_a_regain_time_from_meta_still_sets_the_park(ad_account, client, meta_sa
     ad_account.refresh_from_db()
     park = ad_account.parked_until - SyncRun.objects.get(pk=result.run_id).finished_at
     assert result.status == "parked"
-    assert dt.timedelta(minutes=29, seconds=59) <= park <= dt.timedelta(minutes=30)
+    assert dt.timedelta(minutes=29, seconds=50) <= park <= dt.timedelta(minutes=30)
 
 
 # -- appsecret_proof -----------------------------------------------------------------------------------------
