@@ -15,6 +15,7 @@ from django.db import models
 from crm_marketing import events, services
 from crm_marketing.models import Account, Lead, LeadTouch, Membership, Opportunity, Sale, SystemEvent, WebhookEvent
 from crm_marketing.tenancy import MANAGER_ROLES, MARKETING_ROLES
+from crm_marketing.validation import StorableJSONFormField, validate_json_object
 
 
 def member_account_ids(user, roles=MARKETING_ROLES) -> list[int]:
@@ -59,6 +60,8 @@ class AccountScopedAdmin(admin.ModelAdmin):
     account_field = "account"
     admin_roles = MARKETING_ROLES  # the roles that get an account's rows in this admin
     form = AccountScopedForm
+    # JSON too deep or unstorable is a form error (the model's clean_fields checks dates and JSON too).
+    formfield_overrides = {models.JSONField: {"form_class": StorableJSONFormField}}
 
     def account_ids(self, request) -> list[int]:
         return member_account_ids(request.user, self.admin_roles)
@@ -138,8 +141,22 @@ class OpportunityInline(admin.TabularInline):
         return False
 
 
+class LeadAdminForm(AccountScopedForm):
+    """The API's rules for a lead's fields (crm_marketing.validation)."""
+
+    class Meta:
+        model = Lead
+        fields = "__all__"
+
+    def clean_external_ids(self):
+        value = self.cleaned_data.get("external_ids")
+        validate_json_object(value)
+        return value
+
+
 @admin.register(Lead)
 class LeadAdmin(AccountScopedAdmin):
+    form = LeadAdminForm
     list_display = ["name", "phone", "email", "status", "lead_source", "meta_campaign_id", "seller", "created_at"]
     list_filter = ["status", "lead_source"]
     search_fields = ["first_name", "last_name", "phone", "email", "meta_campaign_id", "meta_ad_id"]

@@ -79,6 +79,21 @@ class AccountOwned(models.Model):
     class Meta:
         abstract = True
 
+    def clean_fields(self, exclude=None) -> None:
+        """Django's field checks plus ours (crm_marketing.validation): dates in the API's range and
+        storable JSON, for every tenant row a ModelForm (the admin) validates."""
+        from crm_marketing.validation import clean_model_fields
+
+        errors = {}
+        try:
+            super().clean_fields(exclude=exclude)
+        except ValidationError as error:
+            errors = error.update_error_dict(errors)
+        for name, problems in clean_model_fields(self, set(exclude or ()) | set(errors)).items():
+            errors.setdefault(name, []).extend(problems)
+        if errors:
+            raise ValidationError(errors)
+
 
 class AccountRequired(DomainError):
     status_code = 400

@@ -141,8 +141,12 @@ class SyncRun(AccountOwned):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
-    # Touched on every report poll and page: an active run silent for long was abandoned (worker died).
     updated_at = models.DateTimeField(auto_now=True)
+    # The running worker's lease: it writes heartbeat_at as the sync progresses (every Graph response, page,
+    # poll and slice). A running run whose heartbeat is older than META_SYNC_LEASE_SECONDS lost its worker
+    # (killed): the next request or the re-delivered task takes over. lease_owner fences the old worker out.
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    lease_owner = models.CharField(max_length=32, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]

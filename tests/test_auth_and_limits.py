@@ -66,6 +66,20 @@ def test_a_session_write_without_the_csrf_token_is_a_403_and_writes_nothing(alic
     assert Lead.objects.count() == 0
 
 
+@pytest.mark.parametrize("method", ["post", "patch", "put", "delete"])
+@pytest.mark.parametrize("signed_in", [False, True])
+def test_a_write_to_an_unknown_crm_path_is_the_json_404_not_a_csrf_page(alice, acme, method, signed_in):
+    client = Client(enforce_csrf_checks=True)
+    if signed_in:
+        client.force_login(alice)
+
+    response = getattr(client, method)("/crm/nope", {"a": 1}, content_type="application/json")
+
+    assert response.status_code == 404
+    assert response.json() == {"success": False, "error": {"code": "not_found", "message": "Not found.", "fields": {}}}
+    assert Lead.objects.count() == 0
+
+
 def test_a_session_write_with_the_csrf_token_is_accepted(alice, acme):
     client = Client(enforce_csrf_checks=True)
     client.force_login(alice)
@@ -126,7 +140,7 @@ def test_the_schema_and_docs_are_rate_limited_like_the_api(url, settings):
 
 @pytest.mark.parametrize("login_url", ["/accounts/login/", "/admin/login/"])
 def test_password_guessing_is_limited_per_username_even_from_many_addresses(alice, login_url, settings):
-    settings.LOGIN_RATE_LIMIT = "3/m"
+    settings.LOGIN_USERNAME_RATE_LIMIT = "3/m"
     client = Client()
 
     codes = [client.post(login_url, {"username": "alice", "password": "guess"}, REMOTE_ADDR=f"10.0.1.{i}").status_code for i in range(4)]
@@ -137,6 +151,53 @@ def test_password_guessing_is_limited_per_username_even_from_many_addresses(alic
     assert right_password.status_code == 429 and int(right_password["Retry-After"]) >= 1
     assert other_user.status_code == 200
     assert "_auth_user_id" not in client.session
+
+
+@pytest.mark.parametrize("login_url", ["/accounts/login/", "/admin/login/"])
+@pytest.mark.parametrize("spelling", [" maria", "ｍａｒｉａ", "maria\u00a0", "MARIA", "\tmaria \u3000"])
+def test_ten_wrong_passwords_for_maria_limit_every_spelling_django_signs_in_as_maria(login_url, spelling):
+    from tests.conftest import make_user
+
+    make_user("maria", is_staff=True)
+    attacker = Client()
+    codes = [attacker.post(login_url, {"username": "maria", "password": f"guess{i}"}, REMOTE_ADDR="10.0.4.1").status_code
+             for i in range(10)]
+
+    respelled = attacker.post(login_url, {"username": spelling, "password": "pw-maria"}, REMOTE_ADDR="10.0.4.1")
+
+    assert codes == [200] * 10
+    assert respelled.status_code == 429 and int(respelled["Retry-After"]) >= 1
+    assert "_auth_user_id" not in attacker.session
+
+
+def test_the_spellings_that_stay_limited_are_the_ones_django_signs_in_as_maria(db):
+    from django.contrib.auth import authenticate
+    from django.contrib.auth.forms import AuthenticationForm
+
+    from tests.conftest import make_user
+
+    maria = make_user("maria")
+
+    for spelling in [" maria", "ｍａｒｉａ", "maria\u00a0", "\tmaria \u3000"]:
+        form = AuthenticationForm(data={"username": spelling, "password": "pw-maria"})
+        assert form.is_valid() and form.get_user() == maria, spelling
+    assert authenticate(username="maria", password="pw-maria") == maria
+
+
+def test_maria_still_signs_in_from_her_own_address_while_an_attacker_is_limited_on_her_name(db):
+    from tests.conftest import make_user
+
+    user = make_user("maria")
+    attacker, maria = Client(), Client()
+    for i in range(10):
+        attacker.post("/accounts/login/", {"username": "maria", "password": f"guess{i}"}, REMOTE_ADDR="10.0.5.1")
+    limited = attacker.post("/accounts/login/", {"username": "maria", "password": "guess10"}, REMOTE_ADDR="10.0.5.1")
+
+    signed_in = maria.post("/accounts/login/", {"username": "maria", "password": "pw-maria"}, REMOTE_ADDR="10.0.6.1")
+
+    assert limited.status_code == 429
+    assert signed_in.status_code == 302 and signed_in["Location"] == "/hub/marketing"
+    assert maria.session["_auth_user_id"] == str(user.pk)
 
 
 def test_sign_in_attempts_are_limited_per_address_too(alice, settings):

@@ -10,7 +10,6 @@ from marketing.management.sync_command import ProgressBar, since_date
 from marketing.services import rollups
 
 
-
 class Command(BaseCommand):
     help = ("Rebuild the ROI rollup from the source rows (--account <slug>; every account when omitted), from "
             "--since YYYY-MM-DD (account days) or over all history. Safe to run at any time.")
@@ -26,15 +25,24 @@ class Command(BaseCommand):
             if not accounts.exists():
                 raise CommandError(f"No account with slug {options['account']!r}.")
         started = time.monotonic()
-        results = []
-        for account in accounts:
-            bar = ProgressBar(self.stderr, account.slug)
-            try:
-                results.append(rollups.rebuild(account, since=options["since"], progress=bar))
-            finally:
-                bar.close()
+        bars: list[ProgressBar] = []
+
+        def progress(account):
+            if bars:
+                bars[-1].close()
+            bars.append(ProgressBar(self.stderr, account.slug))
+            return bars[-1]
+
+        try:
+            outcome = rollups.rebuild_accounts(accounts, since=lambda account: options["since"], progress=progress)
+        finally:
+            if bars:
+                bars[-1].close()
+        results = outcome.results
         plural = "" if len(results) == 1 else "s"
         self.stdout.write(
             f"Rebuilt the ROI rollup of {len(results)} account{plural}: {sum(r.days for r in results)} days, "
             f"{sum(r.rows_written for r in results)} rows written, {sum(r.sales_reattributed for r in results)} sales "
             f"re-attributed, in {time.monotonic() - started:.1f} s.")
+        if outcome.failures:  # the others were rebuilt; the exit status still says something needs fixing
+            raise CommandError(outcome.failure_line())
