@@ -13,7 +13,6 @@ from django_q.models import OrmQ
 from crm_marketing import health
 from crm_marketing.webhook_models import WebhookEvent
 from marketing.models import AdAccount, SyncRun
-from meta_oauth.models import MetaConnection
 from tests.test_run_demo import free_port
 
 HEALTH_REDIS_DB = 12  # a Redis database no other test uses
@@ -68,7 +67,7 @@ def test_readyz_answers_ok_with_every_check_and_its_figures(db):
         "cache": {"ok": True},
         "broker": {"ok": True, "kind": "orm", "queue_depth": 0},
         "webhook_events": {"ok": True, "pending": 0, "oldest_pending_age_seconds": None},
-        "marketing_syncs": {"ok": True, "active": 0, "oldest_active_age_seconds": None, "due_ad_accounts": 0},
+        "marketing_syncs": {"ok": True, "active": 0, "oldest_active_age_seconds": None, "stale_running": 0},
     }
     assert all(check["ok"] for check in response.json()["checks"].values())
 
@@ -107,7 +106,7 @@ def test_readyz_is_503_naming_the_cache_when_the_cache_is_unreachable_and_health
         "cache": {"ok": False, "error": "ConnectionError (unreachable or failing)"},
         "broker": {"ok": True, "kind": "orm", "queue_depth": 0},
         "webhook_events": {"ok": True, "pending": 0, "oldest_pending_age_seconds": None},
-        "marketing_syncs": {"ok": True, "active": 0, "oldest_active_age_seconds": None, "due_ad_accounts": 0},
+        "marketing_syncs": {"ok": True, "active": 0, "oldest_active_age_seconds": None, "stale_running": 0},
     }
     assert alive.status_code == 200 and alive.json() == {"status": "ok"}
 
@@ -138,19 +137,20 @@ def test_readyz_reads_the_queue_depth_from_the_redis_broker_list(db):
     assert ready.json()["checks"]["broker"] == {"ok": True, "kind": "redis", "queue_depth": 3}
 
 
-def test_readyz_shows_marketing_syncs_waiting_or_running_and_ad_accounts_due_but_not_taken(acme, globex):
-    for account, meta_id in ((acme, "act_1"), (globex, "act_2")):
-        connection = MetaConnection(account=account, status=MetaConnection.Status.CONNECTED, meta_user_id="1")
-        connection.set_token("EAAsbxUserHealthTestT0ken")
-        connection.save()
-        AdAccount.objects.create(account=account, meta_ad_account_id=meta_id, name=meta_id, currency="USD")
-    queued = SyncRun.objects.create(account=globex, ad_account=AdAccount.objects.get(account=globex), kind=SyncRun.Kind.FULL)
-    SyncRun.objects.filter(pk=queued.pk).update(created_at=timezone.now() - timedelta(minutes=40))
+def test_readyz_shows_marketing_syncs_waiting_or_running_and_the_ones_whose_worker_died(acme, globex):
+    now = timezone.now()
+    for account, meta_id, status, heartbeat_ago in ((acme, "act_1", SyncRun.Status.RUNNING, timedelta(minutes=10)),
+                                                    (globex, "act_2", SyncRun.Status.QUEUED, None)):
+        ad_account = AdAccount.objects.create(account=account, meta_ad_account_id=meta_id, name=meta_id, currency="USD")
+        run = SyncRun.objects.create(account=account, ad_account=ad_account, kind=SyncRun.Kind.FULL, status=status,
+                                     started_at=now - timedelta(minutes=40) if heartbeat_ago else None,
+                                     heartbeat_at=now - heartbeat_ago if heartbeat_ago else None)
+        SyncRun.objects.filter(pk=run.pk).update(created_at=now - timedelta(minutes=40 if heartbeat_ago else 5))
 
-    checks = Client().get("/readyz").json()["checks"]
+    syncs = Client().get("/readyz").json()["checks"]["marketing_syncs"]
 
-    syncs = checks["marketing_syncs"]
-    assert {key: syncs[key] for key in ("ok", "active", "due_ad_accounts")} == {"ok": True, "active": 1, "due_ad_accounts": 1}  # acme's
+    # acme's run went silent 10 minutes ago (its worker died); globex's waits for a worker.
+    assert {key: syncs[key] for key in ("ok", "active", "stale_running")} == {"ok": True, "active": 2, "stale_running": 1}
     assert 40 * 60 <= syncs["oldest_active_age_seconds"] < 50 * 60
 
 
