@@ -96,6 +96,19 @@ def _refuse_nul_in_url(request) -> None:
         raise exceptions.ParseError("The URL contains a NUL character.")
 
 
+class UserScopedAPIView(APIView):
+    """For views about the caller only (``/crm/me``): authenticated and rate-limited like the API,
+    answering from the user's own memberships; no account rows, so nothing to scope."""
+
+    def initial(self, request, *args, **kwargs):
+        try:
+            self.perform_authentication(request)
+        finally:
+            enforce_rate_limit(request, group="api")
+        super().initial(request, *args, **kwargs)
+        _refuse_nul_in_url(request)
+
+
 class AccountScopedAPIView(AccountScopedMixin, APIView):
     """For views without a model (stats, actions): use request.account, never a client-given id."""
 

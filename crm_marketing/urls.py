@@ -7,7 +7,7 @@ from rest_framework.routers import SimpleRouter
 
 from crm_marketing import pages, webhooks
 from crm_marketing.ratelimits import login_rate_limited, rate_limited
-from crm_marketing.views import LeadViewSet, OpportunityViewSet, SaleViewSet
+from crm_marketing.views import LeadViewSet, MeView, OpportunityViewSet, SaleViewSet
 
 router = SimpleRouter()
 router.trailing_slash = "/?"  # /crm/leads and /crm/leads/ both work
@@ -25,6 +25,7 @@ urlpatterns = [
     path("crm/marketing/", include("marketing.urls")),
     path("crm/auth/meta/", include("meta_oauth.urls")),
     path("crm/automation/", include("automation.urls")),
+    re_path(r"^crm/me/?$", MeView.as_view(), name="me"),
     path("crm/", include(router.urls)),
     path("webhooks/", include(webhooks.urlpatterns)),
     # Anything else under /crm/ is the JSON 404 of the envelope, with DEBUG on too.
