@@ -17,9 +17,10 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--account", help="Account slug (default: every account)")
-        parser.add_argument("--since", type=since_date, help="First day to re-derive, YYYY-MM-DD (default: all history)")
+        parser.add_argument("--since", help="First day to re-derive, YYYY-MM-DD (default: all history)")
 
     def handle(self, *args, **options) -> None:
+        since = since_date(options["since"])
         accounts = Account.objects.order_by("pk")
         if options["account"]:
             accounts = accounts.filter(slug=options["account"])
@@ -30,7 +31,7 @@ class Command(BaseCommand):
         for account in accounts:
             bar = ProgressBar(self.stderr, account.slug)
             try:
-                results.append(rollups.rebuild(account, since=options["since"], progress=bar))
+                results.append(rollups.rebuild(account, since=since, progress=bar))
             finally:
                 bar.close()
         plural = "" if len(results) == 1 else "s"
