@@ -41,7 +41,7 @@ def test_a_lead_created_through_the_crm_gets_its_welcome_at_once_with_its_send_i
                                     meta_ad_headline="Plan Pro", lead_source="meta_lead_ads")
 
     send = MessageSend.objects.get(lead=lead)
-    assert template_messages(meta_sandbox) == [{
+    assert [{k: v for k, v in m.items() if k != "sent_at"} for m in template_messages(meta_sandbox)] == [{
         "messaging_product": "whatsapp", "recipient_type": "individual", "to": "5491155550001", "type": "template",
         "template": {"name": "seguimiento_lead_v1", "language": {"code": "es"}, "components": [
             {"type": "header", "parameters": [{"type": "text", "text": "María"}]},
@@ -164,21 +164,25 @@ def test_a_paused_template_skips_the_send_with_its_reason_and_nothing_reaches_me
     assert template_messages(meta_sandbox) == []
 
 
-def test_the_daily_cap_per_lead_skips_sends_past_it_in_the_accounts_day(acme, acme_whatsapp, meta_sandbox):
-    make_rule(acme, acme_whatsapp, delays=(0, 0, 0), max_sends_per_lead_per_day=2, name="Three at once")
-    lead = make_lead(acme)
-    planning.plan_for_event(new_lead_event(lead, 1))
+def test_the_daily_cap_per_lead_counts_todays_automatic_messages_in_the_accounts_timezone(acme, acme_whatsapp, meta_sandbox):
+    welcome = make_rule(acme, acme_whatsapp, name="Welcome", max_sends_per_lead_per_day=2, allow_reentry=True)
+    capped, yesterday_only = make_lead(acme), make_lead(acme)
+    now = timezone.now()
+    zone = planning.account_zone(acme)
+    local_midnight = dt.datetime.combine(now.astimezone(zone).date(), dt.time.min, tzinfo=zone)
+    history = [(capped, local_midnight + dt.timedelta(seconds=1)), (capped, now),
+               (yesterday_only, local_midnight - dt.timedelta(seconds=1)), (yesterday_only, now)]
+    for n, (lead, sent_at) in enumerate(history):
+        planning.plan_sends(lead, "lead_created", f"earlier:{n}", at=now - dt.timedelta(days=1), rules=[welcome])
+        MessageSend.objects.filter(trigger_key=f"earlier:{n}").update(status="delivered", sent_at=sent_at)
+    for lead in (capped, yesterday_only):
+        planning.plan_for_event(new_lead_event(lead, 500 + lead.pk))
 
-    # The sandbox's 6-second pair rate is ours too: the 2nd send waits; make it due again by hand.
-    for _ in range(3):
-        one_pass()
-        MessageSend.objects.filter(status="queued").update(next_attempt_at=None)
-        from automation.engine.models import ThroughputSlot
-        ThroughputSlot.objects.all().delete()
+    one_pass()
 
-    assert sorted(MessageSend.objects.values_list("status", "skip_reason")) == [
-        ("sent", ""), ("sent", ""), ("skipped", "cap_reached")]
-    assert len(template_messages(meta_sandbox)) == 2
+    assert dict(MessageSend.objects.filter(trigger_key__startswith="event:").values_list("lead_id", "skip_reason")) == {
+        capped.pk: "cap_reached", yesterday_only.pk: ""}
+    assert [m["to"] for m in template_messages(meta_sandbox)] == [yesterday_only.phone[1:]]
 
 
 def test_a_won_opportunity_ends_the_leads_pending_follow_ups(acme, acme_whatsapp, meta_sandbox):

@@ -50,7 +50,6 @@ class Command(BaseCommand):
         if connection is None:
             connection = MetaConnection(account=target, status=MetaConnection.Status.CONNECTED, meta_user_id="10001",
                                         meta_user_name="Sandbox manager", connected_at=timezone.now(),
-                                        waba_id=WABA_ID, phone_number_id=PHONE_NUMBER_ID,
                                         scopes=["whatsapp_business_management", "whatsapp_business_messaging"])
             connection.set_token(SANDBOX_TOKEN)
             connection.save()
