@@ -22,11 +22,22 @@ PAIR_SECONDS = 6.0
 DEFAULT_HEADROOM = 0.95
 
 
+# A slot is good for the wall-clock second it was taken in; a request that could not leave before
+# this much of the second is left over waits for the next one instead of landing there uncounted.
+SECOND_GUARD = 0.1
+
+
 @dataclass(frozen=True)
 class Decision:
     allowed: bool
     retry_at: float = 0.0  # epoch seconds when trying again makes sense
     reason: str = ""
+    second: int = 0  # the wall-clock second the slot belongs to
+
+    def still_valid(self, now: float | None = None) -> bool:
+        """True while the request can still arrive within the slot's second."""
+        now = time.time() if now is None else now
+        return self.allowed and now < self.second + 1 - SECOND_GUARD
 
 
 def per_second_limit(throughput_mps: int) -> int:
@@ -66,13 +77,15 @@ def acquire(phone_number_id: str, throughput_mps: int, recipient: str, *, now: f
         allowed_rate = _db_rate(phone_number_id, second, limit, now)
     if not allowed_rate:
         return Decision(False, float(second + 1), "throughput")
+    if time.time() >= second + 1 - SECOND_GUARD:  # too late to arrive within this second: the slot is wasted
+        return Decision(False, float(second + 1), "late")
     if url:
         until = _redis_pair(url, phone_number_id, recipient, now)
     else:
         until = _db_pair(phone_number_id, recipient, now)
     if until:
         return Decision(False, until, "pair_rate")
-    return Decision(True)
+    return Decision(True, second=second)
 
 
 # -- Redis ----------------------------------------------------------------------------------------------
@@ -132,6 +145,17 @@ def _db_pair(phone_number_id: str, recipient: str, now: float) -> float:
         cursor.execute(f"SELECT expires_epoch FROM {table} WHERE \"key\" = %s AND bucket = 0", [key])
         row = cursor.fetchone()
     return float(row[0]) if row else now + PAIR_SECONDS
+
+
+def forget_pair(phone_number_id: str, recipient: str) -> None:
+    """Give back a recipient's slot that was taken but not used (the request never left)."""
+    url = redis_url()
+    if url:
+        _redis(url).delete(f"crm:automation:pair:{phone_number_id}:{recipient}")
+        return
+    from automation.engine.models import ThroughputSlot
+
+    ThroughputSlot.objects.filter(key=f"pair:{phone_number_id}:{recipient}", bucket=0).delete()
 
 
 def forget_old_slots(*, now: float | None = None) -> int:

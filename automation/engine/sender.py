@@ -124,17 +124,22 @@ def send_claimed(send_id: int, session: SendSession, *, now: dt.datetime | None 
     if client is None:
         return _retry_or_fail(send, claim, now + NOT_CONNECTED_RETRY, "Meta is not connected (or needs reconnecting)")
     recipient = "".join(ch for ch in send.lead.phone if ch.isdigit())
-    decision = limiter.acquire(channel.meta_phone_number_id, channel.throughput_mps, recipient)
-    if not decision.allowed:
-        retry_at = dt.datetime.fromtimestamp(decision.retry_at + random.random() * 0.2, tz=dt.timezone.utc)
-        claiming.release(send.pk, claim, retry_at=retry_at, count_attempt=False)
-        return "retry"
     opportunity = opportunities[0] if opportunities else None
     values = values_for(send.step.variables if send.step else {}, SendContext(send.account, send.lead, opportunity))
     components = graph_components(send.template.components, send.template.parameter_format, values)
     body = {"messaging_product": "whatsapp", "recipient_type": "individual", "to": recipient, "type": "template",
             "template": {"name": send.template.name, "language": {"code": send.template.language}, "components": components},
             "biz_opaque_callback_data": str(send.pk)}
+    decision = limiter.acquire(channel.meta_phone_number_id, channel.throughput_mps, recipient)
+    if decision.allowed and not decision.still_valid():
+        limiter.forget_pair(channel.meta_phone_number_id, recipient)
+        decision = limiter.Decision(False, float(decision.second + 1), "late")
+    if not decision.allowed:
+        retry_at = decision.retry_at
+        log.debug("send %s waits for the limiter (%s) until %.3f", send.pk, decision.reason, retry_at)
+        claiming.release(send.pk, claim, retry_at=dt.datetime.fromtimestamp(retry_at + random.random() * 0.2, tz=dt.timezone.utc),
+                         count_attempt=False)
+        return "retry"
     # From here on the request may reach Meta: a worker that dies now leaves the row unknown (never
     # re-sent); one that died before this line left it sending, which is safe to queue again.
     if not MessageSend.objects.filter(pk=send.pk, status=Status.SENDING, claimed_at=claim).update(
