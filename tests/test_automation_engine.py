@@ -15,7 +15,7 @@ from automation.models import AutomationRule, MessageSend, MessageTemplate
 from crm_marketing import events, services
 from crm_marketing.models import Lead
 from tests.conftest import make_lead, make_opportunity
-from tests.fixtures.automation import acme_whatsapp, make_rule, make_template, statuses  # noqa: F401
+from tests.fixtures.automation import _no_second_guard, acme_whatsapp, make_rule, make_template, statuses  # noqa: F401
 
 UTC = dt.timezone.utc
 

@@ -8,6 +8,7 @@ from django.core.management import call_command
 from automation.models import AutomationRule, MessageSend
 from crm_marketing import services
 from crm_marketing.models import Account
+from tests.fixtures.automation import _no_second_guard  # noqa: F401
 
 
 def test_the_automation_demo_seed_gives_acme_two_rules_and_a_new_meta_lead_gets_its_welcome_at_once(

@@ -15,7 +15,7 @@ from crm_marketing.models import Lead
 from crm_marketing.sandbox.webhooks import plain_message_payload, status_event, statuses_payload, user_preferences_payload
 from crm_marketing.webhook_models import WebhookEvent
 from tests.conftest import make_lead
-from tests.fixtures.automation import acme_whatsapp, make_rule  # noqa: F401
+from tests.fixtures.automation import _no_second_guard, acme_whatsapp, make_rule  # noqa: F401
 from tests.fixtures.webhooks import post_signed
 
 

@@ -36,8 +36,15 @@ class Decision:
 
     def still_valid(self, now: float | None = None) -> bool:
         """True while the request can still arrive within the slot's second."""
+        guard = second_guard()
+        if guard <= 0:
+            return self.allowed
         now = time.time() if now is None else now
-        return self.allowed and now < self.second + 1 - SECOND_GUARD
+        return self.allowed and now < self.second + 1 - guard
+
+
+def second_guard() -> float:
+    return float(getattr(settings, "AUTOMATION_SECOND_GUARD", SECOND_GUARD))
 
 
 def per_second_limit(throughput_mps: int) -> int:
@@ -77,7 +84,8 @@ def acquire(phone_number_id: str, throughput_mps: int, recipient: str, *, now: f
         allowed_rate = _db_rate(phone_number_id, second, limit, now)
     if not allowed_rate:
         return Decision(False, float(second + 1), "throughput")
-    if time.time() >= second + 1 - SECOND_GUARD:  # too late to arrive within this second: the slot is wasted
+    guard = second_guard()
+    if guard > 0 and time.time() >= second + 1 - guard:  # too late to arrive within this second: the slot is wasted
         return Decision(False, float(second + 1), "late")
     if url:
         until = _redis_pair(url, phone_number_id, recipient, now)

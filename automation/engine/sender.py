@@ -151,7 +151,8 @@ def send_claimed(send_id: int, session: SendSession, *, now: dt.datetime | None 
         return _after_error(send, claim, error, now)
     messages = answer.get("messages") if isinstance(answer, dict) else None
     wamid = str(messages[0].get("id") or "") if messages and isinstance(messages[0], dict) else ""
-    advance(send.pk, Status.SENT, wamid=wamid, at=timezone.now())
+    advance(send.pk, Status.SENT, wamid=wamid, at=timezone.now(), expected=Status.UNKNOWN,
+            template_id=send.template_id, rule_id=send.rule_id)
     return "sent"
 
 

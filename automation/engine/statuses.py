@@ -31,7 +31,8 @@ class Outcome:
 
 def advance(send_id: int, new_status: str, *, at: dt.datetime | None = None, wamid: str = "",
             error_code: int | None = None, error_title: str = "", error_details: str = "",
-            pricing_category: str = "", billable: bool | None = None, skip_reason: str = "") -> Outcome:
+            pricing_category: str = "", billable: bool | None = None, skip_reason: str = "",
+            expected: str | None = None, template_id: int | None = None, rule_id: int | None = None) -> Outcome:
     """Move the send to ``new_status`` if that is forward; store what the status carries either way."""
     at = at or timezone.now()
     extra = {}
@@ -41,6 +42,16 @@ def advance(send_id: int, new_status: str, *, at: dt.datetime | None = None, wam
         extra["billable"] = billable
     if extra:
         MessageSend.objects.filter(pk=send_id).update(**extra)
+    if expected is not None and extra == {} and wamid:  # the sender's own move: one update when nobody raced it
+        changes, counters = _transition(expected, new_status, at)
+        try:
+            with transaction.atomic():
+                if changes is not None and MessageSend.objects.filter(pk=send_id, status=expected, meta_message_id="").update(
+                        **changes, meta_message_id=wamid[:128], updated_at=timezone.now()):
+                    _bump(template_id, rule_id, counters)
+                    return Outcome(True, expected, new_status)
+        except IntegrityError:  # another send holds the wamid: the general path below sorts it out
+            pass
     for _ in range(5):  # compare-and-swap: retried only when another writer moved the row meanwhile
         current = MessageSend.objects.filter(pk=send_id).values("status", "rule_id", "template_id", "meta_message_id").first()
         if current is None:
