@@ -1,16 +1,93 @@
-"""Plain Django pages: the home redirect and JSON-or-HTML error pages."""
+"""Plain Django pages: the hub shell, the home redirect and JSON-or-HTML error pages.
+
+The hub is a React app built by Vite into static/hub/ (frontend/). Django serves one shell page for
+/hub/ and every client route under it; the shell reads the Vite manifest for the entry's files, sets
+the CSRF cookie and inlines the user's memberships (the same shape as GET /crm/me) so the first page
+needs no extra round trip. It reads nothing from the apps.
+"""
 from __future__ import annotations
 
+import json
+from functools import lru_cache
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib.auth.decorators import login_required
 from django.http import HttpResponseRedirect, JsonResponse
+from django.shortcuts import render
+from django.views.decorators.csrf import ensure_csrf_cookie
+from django.views.decorators.http import require_GET
 from django.views.defaults import page_not_found, server_error as html_server_error
 
 from crm_marketing.envelope import error_body
+from crm_marketing.tenancy import Membership
 
 API_PREFIXES = ("/crm/", "/webhooks/")
+HUB_ENTRY = "index.html"
 
 
 def home(request):
-    return HttpResponseRedirect("/hub/marketing" if request.user.is_authenticated else "/accounts/login/")
+    return HttpResponseRedirect("/hub/" if request.user.is_authenticated else "/accounts/login/")
+
+
+def _read_manifest(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+@lru_cache(maxsize=4)
+def _cached_manifest(path: Path, mtime: float) -> dict | None:
+    return _read_manifest(path)
+
+
+def hub_entry_files() -> tuple[list[str], list[str]] | None:
+    """(scripts, stylesheets) of the hub's entry, relative to STATIC_URL; None when not built."""
+    path = Path(settings.HUB_BUILD_DIR) / ".vite" / "manifest.json"
+    try:
+        mtime = path.stat().st_mtime
+    except OSError:
+        return None
+    manifest = _cached_manifest(path, mtime)
+    entry = (manifest or {}).get(HUB_ENTRY)
+    if not entry:
+        return None
+    css = list(entry.get("css", []))
+    for name in entry.get("imports", []):  # static imports of the entry carry their own css
+        css.extend(manifest.get(name, {}).get("css", []))
+    return [f"hub/{entry['file']}"], [f"hub/{name}" for name in dict.fromkeys(css)]
+
+
+def me_payload(user) -> dict:
+    """What GET /crm/me answers, without a chosen account (the client picks one and sends X-Account)."""
+    memberships = Membership.objects.select_related("account").filter(user=user).order_by("account__name")
+    rows = [{
+        "account_id": m.account_id, "name": m.account.name, "slug": m.account.slug, "role": m.role,
+        "currency": m.account.currency, "timezone": m.account.timezone,
+    } for m in memberships]
+    return {
+        "user": {"id": user.pk, "username": user.get_username(), "name": user.get_full_name() or user.get_username(),
+                 "email": user.email, "is_staff": user.is_staff},
+        "memberships": rows,
+        "account": rows[0] if len(rows) == 1 else None,
+        "language": "es",
+    }
+
+
+@require_GET
+@login_required
+@ensure_csrf_cookie
+def hub(request, route: str = ""):
+    """The shell of the React hub for /hub/ and every client route under it."""
+    files = hub_entry_files()
+    context = {
+        "scripts": files[0] if files else [],
+        "stylesheets": files[1] if files else [],
+        "built": files is not None,
+        "bootstrap": {"me": me_payload(request.user)},
+    }
+    return render(request, "hub/index.html", context, status=200 if files else 503)
 
 
 def not_found(request, exception=None):
