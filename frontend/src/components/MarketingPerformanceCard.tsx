@@ -26,7 +26,7 @@ export function MarketingPerformanceCard({ label, value, change, higherIsBetter 
       <p className="kpi-value">{value}</p>
       {hasChange && (
         <p className={`kpi-change ${good}`} title={changeTitle}>
-          <Icon size={16} aria-hidden="true" />
+          {change !== null && <Icon size={16} aria-hidden="true" />}
           <span>{formatPercentage(change ?? null, i18n.language, true)}</span>
           <span className="sr-only">{changeTitle}</span>
         </p>

@@ -7,6 +7,7 @@ import { ApiError } from "../api/client";
 import { marketingApi } from "../api/marketing";
 import type { MetaAdAccount } from "../types/marketing";
 import { ErrorMessage, Loading } from "./States";
+import { announceSyncStarted } from "./SyncControls";
 
 export type WizardStep = "connect" | "portfolio" | "adaccount" | "whatsapp" | "pages" | "done";
 const STEPS: WizardStep[] = ["connect", "portfolio", "adaccount", "whatsapp", "pages", "done"];
@@ -108,7 +109,7 @@ function AdAccountStep({ portfolio, onBack, onNext }: { portfolio: string; onBac
   const connect = useMutation({
     mutationFn: (account: MetaAdAccount) => marketingApi.connectMetaAccount(account.id, account.name),
     onSuccess: () => {
-      sessionStorage.setItem("hub.syncStartedAt", new Date().toISOString());
+      announceSyncStarted();
       void queryClient.invalidateQueries();
       onNext();
     },

@@ -10,6 +10,13 @@ import { useFormat } from "../session";
 import { ErrorMessage } from "./States";
 
 const SYNC_KEY = "hub.syncStartedAt";
+const SYNC_EVENT = "hub:sync-started";
+
+/** Marks a sync as started (POST sync, or connecting an ad account, which starts one). */
+export function announceSyncStarted(): void {
+  sessionStorage.setItem(SYNC_KEY, new Date().toISOString());
+  window.dispatchEvent(new Event(SYNC_EVENT));
+}
 export const SYNC_POLL_MS = 2000;
 const GIVE_UP_MS = 15 * 60 * 1000;
 const CLOCK_SLACK_MS = 60 * 1000;
@@ -17,10 +24,11 @@ const CLOCK_SLACK_MS = 60 * 1000;
 /** When the user started a sync (this tab), until last_synced_at shows a run that began after it. */
 export function useSyncProgress(lastSyncedAt: string | null | undefined) {
   const [startedAt, setStartedAt] = useState<string | null>(() => sessionStorage.getItem(SYNC_KEY));
-  const start = useCallback(() => {
-    const now = new Date().toISOString();
-    sessionStorage.setItem(SYNC_KEY, now);
-    setStartedAt(now);
+  const start = useCallback(() => announceSyncStarted(), []);
+  useEffect(() => {
+    const follow = () => setStartedAt(sessionStorage.getItem(SYNC_KEY));
+    window.addEventListener(SYNC_EVENT, follow);
+    return () => window.removeEventListener(SYNC_EVENT, follow);
   }, []);
   useEffect(() => {
     if (!startedAt) return;

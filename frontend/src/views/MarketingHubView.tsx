@@ -85,7 +85,7 @@ export function MarketingHubView() {
       {canManage && connected && status && !showWizard && (
         <MetaConnectionBar adAccountName={status.ad_account?.name ?? null} onChange={() => setWizardStep("portfolio")} />
       )}
-      {showWizard && <MetaConnectionWizard initialStep={connected ? (wizardStep ?? "portfolio") : "connect"} onDone={closeWizard} />}
+      {showWizard && <MetaConnectionWizard key={connected ? "connected" : "not-connected"} initialStep={connected ? (wizardStep ?? "portfolio") : "connect"} onDone={closeWizard} />}
 
       {stats.isPending && <Loading label={t("hub.loadingStats")} />}
       {stats.isError && <ErrorMessage error={stats.error} onRetry={() => stats.refetch()} />}
