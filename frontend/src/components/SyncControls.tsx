@@ -9,37 +9,57 @@ import { formatDateTime } from "../lib/format";
 import { useFormat } from "../session";
 import { ErrorMessage } from "./States";
 
-const SYNC_KEY = "hub.syncStartedAt";
+const SYNC_KEY = "hub.syncStarted";
 const SYNC_EVENT = "hub:sync-started";
-
-/** Marks a sync as started (POST sync, or connecting an ad account, which starts one). */
-export function announceSyncStarted(): void {
-  sessionStorage.setItem(SYNC_KEY, new Date().toISOString());
-  window.dispatchEvent(new Event(SYNC_EVENT));
-}
 export const SYNC_POLL_MS = 2000;
 const GIVE_UP_MS = 15 * 60 * 1000;
-const CLOCK_SLACK_MS = 60 * 1000;
+const CLOCK_SLACK_MS = 5000;
 
-/** When the user started a sync (this tab), until last_synced_at shows a run that began after it. */
+interface SyncMark {
+  startedAt: string;
+  /** last_synced_at when the sync was started; undefined when the starter did not know it. */
+  baseline?: string | null;
+}
+
+function readMark(): SyncMark | null {
+  try {
+    return JSON.parse(sessionStorage.getItem(SYNC_KEY) ?? "null") as SyncMark | null;
+  } catch {
+    return null;
+  }
+}
+
+/** Marks a sync as started (POST sync, or connecting an ad account, which starts one). */
+export function announceSyncStarted(baseline?: string | null): void {
+  const mark: SyncMark = { startedAt: new Date().toISOString(), baseline };
+  sessionStorage.setItem(SYNC_KEY, JSON.stringify(mark));
+  window.dispatchEvent(new Event(SYNC_EVENT));
+}
+
+/** A run has finished once last_synced_at (the start of the last finished run) moved past the mark. */
+export function syncFinished(mark: SyncMark, lastSyncedAt: string | null | undefined): boolean {
+  if (!lastSyncedAt) return false;
+  if (mark.baseline !== undefined) return lastSyncedAt !== mark.baseline;
+  return Date.parse(lastSyncedAt) >= Date.parse(mark.startedAt) - CLOCK_SLACK_MS;
+}
+
+/** Whether a sync this tab started is still running, judged from the stats the page polls. */
 export function useSyncProgress(lastSyncedAt: string | null | undefined) {
-  const [startedAt, setStartedAt] = useState<string | null>(() => sessionStorage.getItem(SYNC_KEY));
-  const start = useCallback(() => announceSyncStarted(), []);
+  const [mark, setMark] = useState<SyncMark | null>(readMark);
+  const start = useCallback(() => announceSyncStarted(lastSyncedAt ?? null), [lastSyncedAt]);
   useEffect(() => {
-    const follow = () => setStartedAt(sessionStorage.getItem(SYNC_KEY));
+    const follow = () => setMark(readMark());
     window.addEventListener(SYNC_EVENT, follow);
     return () => window.removeEventListener(SYNC_EVENT, follow);
   }, []);
   useEffect(() => {
-    if (!startedAt) return;
-    const began = Date.parse(startedAt);
-    const finished = lastSyncedAt && Date.parse(lastSyncedAt) >= began - CLOCK_SLACK_MS;
-    if (finished || Date.now() - began > GIVE_UP_MS) {
+    if (!mark) return;
+    if (syncFinished(mark, lastSyncedAt) || Date.now() - Date.parse(mark.startedAt) > GIVE_UP_MS) {
       sessionStorage.removeItem(SYNC_KEY);
-      setStartedAt(null);
+      setMark(null);
     }
-  }, [startedAt, lastSyncedAt]);
-  return { syncing: startedAt !== null, start };
+  }, [mark, lastSyncedAt]);
+  return { syncing: mark !== null, start };
 }
 
 export function SyncControls({ lastSyncedAt, syncing, onStarted }: { lastSyncedAt: string | null; syncing: boolean; onStarted: () => void }) {

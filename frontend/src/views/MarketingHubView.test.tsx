@@ -147,6 +147,20 @@ describe("MarketingHubView", () => {
     expect(calls.find((c) => c.method === "POST")!.headers["X-Account"]).toBe("acme");
   });
 
+  it("polls while a sync runs and drops the banner once the stats show the finished run", async () => {
+    const routes: Record<string, unknown> = connectedApi({ "POST /crm/marketing/sync": { status: 202, data: { task_id: "abc" } } });
+    stubApi(routes as Parameters<typeof stubApi>[0]);
+    renderAt("/marketing", <MarketingHubView />, { language: "en" });
+    fireEvent.click(await screen.findByRole("button", { name: "Sync now" }));
+    expect(await screen.findByText("Sync in progress: figures are still changing.")).toBeInTheDocument();
+
+    routes["GET /crm/marketing/stats"] = { data: { ...stats, leads: 121, last_synced_at: "2026-11-29T12:30:00Z" } };
+
+    await waitFor(() => expect(screen.queryByText("Sync in progress: figures are still changing.")).not.toBeInTheDocument(), { timeout: 5000 });
+    expect(within(card("Leads")).getByText("121")).toBeInTheDocument();
+    expect(screen.getByRole("button", { name: "Sync now" })).toBeEnabled();
+  });
+
   it("asks for confirmation before disconnecting Meta", async () => {
     const calls = stubApi(connectedApi({ "POST /crm/auth/meta/disconnect": { data: { disconnected: true } } }));
     renderAt("/marketing", <MarketingHubView />, { language: "en" });
