@@ -42,8 +42,8 @@ def _cached_manifest(path: Path, mtime: float) -> dict | None:
     return _read_manifest(path)
 
 
-def hub_entry_files() -> tuple[list[str], list[str]] | None:
-    """(scripts, stylesheets) of the hub's entry, relative to STATIC_URL; None when not built."""
+def hub_entry_files() -> tuple[list[str], list[str], list[str]] | None:
+    """(scripts, stylesheets, module preloads) of the hub's entry, relative to STATIC_URL; None when not built."""
     path = Path(settings.HUB_BUILD_DIR) / ".vite" / "manifest.json"
     try:
         mtime = path.stat().st_mtime
@@ -53,10 +53,13 @@ def hub_entry_files() -> tuple[list[str], list[str]] | None:
     entry = (manifest or {}).get(HUB_ENTRY)
     if not entry:
         return None
-    css = list(entry.get("css", []))
-    for name in entry.get("imports", []):  # static imports of the entry carry their own css
-        css.extend(manifest.get(name, {}).get("css", []))
-    return [f"hub/{entry['file']}"], [f"hub/{name}" for name in dict.fromkeys(css)]
+    css, preloads = list(entry.get("css", [])), []
+    for name in entry.get("imports", []):  # the entry's static imports: preloaded, not found one by one
+        chunk = manifest.get(name, {})
+        css.extend(chunk.get("css", []))
+        if chunk.get("file"):
+            preloads.append(f"hub/{chunk['file']}")
+    return [f"hub/{entry['file']}"], [f"hub/{name}" for name in dict.fromkeys(css)], preloads
 
 
 def me_payload(user) -> dict:
@@ -84,6 +87,7 @@ def hub(request, route: str = ""):
     context = {
         "scripts": files[0] if files else [],
         "stylesheets": files[1] if files else [],
+        "preloads": files[2] if files else [],
         "built": files is not None,
         "bootstrap": {"me": me_payload(request.user)},
     }

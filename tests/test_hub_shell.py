@@ -20,6 +20,7 @@ def built_hub(tmp_path, settings):
         "index.html": {"file": "assets/index-abc123.js", "isEntry": True, "css": ["assets/index-def456.css"],
                        "imports": ["_vendor-1.js"]},
         "_vendor-1.js": {"file": "assets/vendor-1.js", "css": ["assets/vendor-1.css"]},
+        "src/views/Lazy.tsx": {"file": "assets/Lazy-9.js", "isDynamicEntry": True},
     }))
     settings.HUB_BUILD_DIR = tmp_path
     return tmp_path
@@ -49,6 +50,8 @@ def test_alice_gets_the_shell_with_the_built_files_and_a_csrf_cookie_on_every_cl
     assert '<script type="module" src="/static/hub/assets/index-abc123.js"></script>' in html
     assert '<link rel="stylesheet" href="/static/hub/assets/index-def456.css">' in html
     assert '<link rel="stylesheet" href="/static/hub/assets/vendor-1.css">' in html
+    assert '<link rel="modulepreload" href="/static/hub/assets/vendor-1.js">' in html
+    assert "Lazy-9.js" not in html  # a route's chunk loads when the route is visited
     assert response.cookies["csrftoken"].value
 
 

@@ -19,10 +19,20 @@ export function StatusBadge({ status }: { status: CampaignStatus | string }) {
   return <span className={`badge status-${status.toLowerCase()}`}>{t(`campaignStatus.${status}`, { defaultValue: status })}</span>;
 }
 
+export const DEFAULT_ORDERING = "-spend";
+
+/** The first page's query, shared with MarketingHubView's prefetch (started with the stats, not after them). */
+export function firstCampaignPage(range: TimeRange) {
+  return {
+    queryKey: ["campaigns", rangeKey(range), DEFAULT_ORDERING, 0],
+    queryFn: () => marketingApi.getCampaigns({ range, ordering: DEFAULT_ORDERING, limit: PAGE_SIZE, offset: 0 }),
+  };
+}
+
 export function CampaignTable({ range, search, live = false }: { range: TimeRange; search: string; live?: boolean }) {
   const { t } = useTranslation();
   const { language } = useFormat();
-  const [ordering, setOrdering] = useState<string>("-spend");
+  const [ordering, setOrdering] = useState<string>(DEFAULT_ORDERING);
   const [offset, setOffset] = useState(0);
   const campaigns = useQuery({
     queryKey: ["campaigns", rangeKey(range), ordering, offset],

@@ -1,10 +1,10 @@
 /** /hub/marketing: range, KPI cards, spend vs revenue, campaigns, sync, and the Meta connection. */
-import { lazy, Suspense, useState } from "react";
-import { useQuery } from "@tanstack/react-query";
+import { lazy, Suspense, useEffect, useState } from "react";
+import { useQuery, useQueryClient } from "@tanstack/react-query";
 import { useTranslation } from "react-i18next";
 import { useLocation, useSearchParams } from "react-router-dom";
 import { marketingApi } from "../api/marketing";
-import { CampaignTable } from "../components/CampaignTable";
+import { CampaignTable, firstCampaignPage } from "../components/CampaignTable";
 import { KpiGrid } from "../components/KpiGrid";
 import { MetaConnectionBar, MetaConnectionWizard, type WizardStep } from "../components/MetaConnectionWizard";
 import { MetaErrorBanner } from "../components/MetaErrorBanner";
@@ -32,6 +32,10 @@ export function MarketingHubView() {
   const justConnected = params.get("meta") === "connected";
   const [wizardStep, setWizardStep] = useState<WizardStep | null>(justConnected ? "portfolio" : null);
 
+  const queryClient = useQueryClient();
+  useEffect(() => {
+    if (canSeeMarketing) void queryClient.prefetchQuery(firstCampaignPage(range));
+  }, [canSeeMarketing, queryClient, range]);
   const tokenStatus = useQuery({ queryKey: ["token-status"], queryFn: marketingApi.getTokenStatus, enabled: canSeeMarketing });
   const stats = useQuery({ queryKey: ["stats", rangeKey(range)], queryFn: () => marketingApi.getStats(range), enabled: canSeeMarketing });
   const progress = useSyncProgress(stats.data?.last_synced_at);
