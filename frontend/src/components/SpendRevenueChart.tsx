@@ -25,8 +25,8 @@ export default function SpendRevenueChart({ points, currency }: { points: ChartP
             formatter={(value, name) => [formatCurrency(Number(value), currency, language), String(name)]}
           />
           <Legend />
-          <Area type="monotone" dataKey="spend" name={t("chart.spend")} stroke="#dc6b19" fill="#fde7d4" strokeWidth={2} />
-          <Area type="monotone" dataKey="revenue" name={t("chart.revenue")} stroke="#1a7f5a" fill="#d6f2e6" strokeWidth={2} />
+          <Area type="monotone" dataKey="spend" name={t("chart.spend")} stroke="#dc6b19" fill="#fde7d4" strokeWidth={2} isAnimationActive={false} />
+          <Area type="monotone" dataKey="revenue" name={t("chart.revenue")} stroke="#1a7f5a" fill="#d6f2e6" strokeWidth={2} isAnimationActive={false} />
         </AreaChart>
       </ResponsiveContainer>
     </div>

@@ -140,7 +140,7 @@ const en: Messages = {
   },
   apiError: {
     network_error: "The server could not be reached.",
-    not_found: "Not found (this feature may not be available on the server yet).",
+    not_found: "Not found: it does not exist or belongs to another account.",
     meta_not_connected: "Meta is not connected.",
     sync_in_progress: "A sync is already running.",
     permission_denied: "You are not allowed to do this.",

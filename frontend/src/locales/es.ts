@@ -138,7 +138,7 @@ const es = {
   },
   apiError: {
     network_error: "No hay conexión con el servidor.",
-    not_found: "No se encontró (puede que esta función todavía no esté disponible en el servidor).",
+    not_found: "No se encontró: no existe o no pertenece a esta cuenta.",
     meta_not_connected: "Meta no está conectado.",
     sync_in_progress: "Ya hay una sincronización en curso.",
     permission_denied: "No tenés permiso para esto.",

@@ -80,7 +80,7 @@ export function CampaignView() {
               <SpendRevenueChart points={insights.data.insights} currency={currency} />
             </Suspense>
             <p className="muted small">{t("campaign.attribution", { window: insights.data.attribution_window })}</p>
-            <div className="table-wrap">
+            <div className="table-wrap scroll-y">
               <table className="data-table">
                 <thead>
                   <tr>
