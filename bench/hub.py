@@ -102,7 +102,7 @@ def main() -> None:
                 page.wait_for_function(READY, timeout=60_000, polling="raf")
                 elapsed = page.evaluate("performance.now()") / 1000
                 try:  # the lazy chart chunk belongs to the first page's bytes too
-                    page.wait_for_selector(".chart .recharts-surface", timeout=30_000)
+                    page.wait_for_selector(".chart canvas", timeout=30_000)
                 except Exception:
                     pass
                 page.wait_for_load_state("networkidle")

@@ -1,7 +1,10 @@
-/** Spend vs revenue over time (Recharts; loaded lazily so the KPI cards don't wait for it). */
-import { Area, AreaChart, CartesianGrid, Legend, ResponsiveContainer, Tooltip, XAxis, YAxis } from "recharts";
+/** Spend vs revenue over time, drawn with uPlot (a ~20 KB time-series library) and loaded lazily so the
+ * KPI cards never wait for it. The hover legend under the chart shows each day's figures. */
+import { useEffect, useRef } from "react";
+import uPlot from "uplot";
+import "uplot/dist/uPlot.min.css";
 import { useTranslation } from "react-i18next";
-import { formatCurrency, formatDate } from "../lib/format";
+import { formatCurrency, formatDate, localeTag } from "../lib/format";
 
 export interface ChartPoint {
   date: string;
@@ -9,26 +12,57 @@ export interface ChartPoint {
   revenue: number | null;
 }
 
+const HEIGHT = 260;
+const SPEND = "#dc6b19";
+const REVENUE = "#1a7f5a";
+
+function epochSeconds(isoDate: string): number {
+  return Date.parse(`${isoDate.slice(0, 10)}T00:00:00Z`) / 1000;
+}
+
+function isoDay(seconds: number): string {
+  return new Date(seconds * 1000).toISOString().slice(0, 10);
+}
+
 export default function SpendRevenueChart({ points, currency }: { points: ChartPoint[]; currency: string }) {
   const { t, i18n } = useTranslation();
   const language = i18n.language;
-  const compact = new Intl.NumberFormat(language.startsWith("en") ? "en-US" : "es-AR", { notation: "compact", maximumFractionDigits: 1 });
-  return (
-    <div className="chart" role="img" aria-label={t("chart.label")}>
-      <ResponsiveContainer width="100%" height={260}>
-        <AreaChart data={points} margin={{ top: 8, right: 16, bottom: 0, left: 0 }}>
-          <CartesianGrid strokeDasharray="3 3" stroke="#e5e7eb" />
-          <XAxis dataKey="date" tickFormatter={(d: string) => formatDate(d, language)} tick={{ fontSize: 12 }} minTickGap={24} />
-          <YAxis tickFormatter={(v: number) => compact.format(v)} tick={{ fontSize: 12 }} width={56} />
-          <Tooltip
-            labelFormatter={(d) => formatDate(String(d), language)}
-            formatter={(value, name) => [formatCurrency(Number(value), currency, language), String(name)]}
-          />
-          <Legend />
-          <Area type="monotone" dataKey="spend" name={t("chart.spend")} stroke="#dc6b19" fill="#fde7d4" strokeWidth={2} isAnimationActive={false} />
-          <Area type="monotone" dataKey="revenue" name={t("chart.revenue")} stroke="#1a7f5a" fill="#d6f2e6" strokeWidth={2} isAnimationActive={false} />
-        </AreaChart>
-      </ResponsiveContainer>
-    </div>
-  );
+  const box = useRef<HTMLDivElement>(null);
+
+  useEffect(() => {
+    const element = box.current;
+    if (!element) return;
+    const tick = new Intl.DateTimeFormat(localeTag(language), { day: "numeric", month: "short", timeZone: "UTC" });
+    const compact = new Intl.NumberFormat(localeTag(language), { notation: "compact", maximumFractionDigits: 1 });
+    const money = (_: uPlot, value: number | null) => formatCurrency(value, currency, language);
+    const data: uPlot.AlignedData = [
+      points.map((p) => epochSeconds(p.date)),
+      points.map((p) => p.spend),
+      points.map((p) => p.revenue),
+    ];
+    const options: uPlot.Options = {
+      width: Math.max(element.clientWidth, 320),
+      height: HEIGHT,
+      tzDate: (ts) => uPlot.tzDate(new Date(ts * 1000), "UTC"), // the API's dates are calendar days
+      scales: { x: { time: true } },
+      series: [
+        { label: t("metric.date"), value: (_, v) => (v == null ? "—" : formatDate(isoDay(v), language)) },
+        { label: t("chart.spend"), stroke: SPEND, fill: "rgba(220,107,25,.12)", width: 2, value: money, points: { show: false } },
+        { label: t("chart.revenue"), stroke: REVENUE, fill: "rgba(26,127,90,.12)", width: 2, value: money, points: { show: false } },
+      ],
+      axes: [
+        { values: (_, ticks) => ticks.map((v) => tick.format(new Date(v * 1000))), space: 70, grid: { stroke: "#eef0f3" }, stroke: "#5b6576" },
+        { values: (_, ticks) => ticks.map((v) => compact.format(v)), grid: { stroke: "#eef0f3" }, stroke: "#5b6576", size: 60 },
+      ],
+    };
+    const chart = new uPlot(options, data, element);
+    const resize = new ResizeObserver(() => chart.setSize({ width: Math.max(element.clientWidth, 320), height: HEIGHT }));
+    resize.observe(element);
+    return () => {
+      resize.disconnect();
+      chart.destroy();
+    };
+  }, [points, currency, language, t]);
+
+  return <div className="chart" ref={box} role="img" aria-label={t("chart.label")} />;
 }
