@@ -86,7 +86,7 @@ def main() -> None:
             state = login.storage_state()
             login.close()
 
-            times, assets = [], {}
+            times, timelines, assets = [], [], {}
             for number in range(args.loads + 2):  # two warm-up loads, not counted
                 context = browser.new_context(base_url=base, storage_state=state, viewport={"width": 1360, "height": 900})
                 page = context.new_page()
@@ -101,6 +101,8 @@ def main() -> None:
                 page.goto(args.path, wait_until="commit")
                 page.wait_for_function(READY, timeout=60_000, polling="raf")
                 elapsed = page.evaluate("performance.now()") / 1000
+                timeline = page.evaluate("""() => [['document', performance.getEntriesByType('navigation')[0].responseEnd],
+                  ...performance.getEntriesByType('resource').map(e => [e.name.replace(location.origin, ''), e.responseEnd])]""")
                 try:  # the lazy chart chunk belongs to the first page's bytes too
                     page.wait_for_selector(".chart canvas", timeout=30_000)
                 except Exception:
@@ -108,6 +110,7 @@ def main() -> None:
                 page.wait_for_load_state("networkidle")
                 if number >= 2:
                     times.append(elapsed)
+                    timelines.append((elapsed, timeline))
                     assets = dict(loaded)
                 context.close()
             browser.close()
@@ -124,6 +127,11 @@ def main() -> None:
     print(f"JS+CSS of the first page: {len(assets)} files, {raw / 1024:.1f} KB raw, {gzipped / 1024:.1f} KB gzip")
     for url, body in sorted(assets.items()):
         print(f"  {url.rsplit('/', 1)[-1]:<40} {len(gzip.compress(body, 6)) / 1024:7.1f} KB gzip")
+    median_load = sorted(timelines, key=lambda item: item[0])[len(timelines) // 2]
+    print(f"the median load ({median_load[0]:.3f} s), when each response ended (ms since navigation start):")
+    for name, ended in median_load[1]:
+        if ended <= median_load[0] * 1000:
+            print(f"  {ended:7.0f}  {name[:90]}")
     print("load average before: {:.2f} {:.2f} {:.2f}; after: {:.2f} {:.2f} {:.2f}".format(*load_before, *load_after))
 
 

@@ -36,8 +36,9 @@ export function MarketingHubView() {
   useEffect(() => {
     if (canSeeMarketing) void queryClient.prefetchQuery(firstCampaignPage(range));
   }, [canSeeMarketing, queryClient, range]);
-  const tokenStatus = useQuery({ queryKey: ["token-status"], queryFn: marketingApi.getTokenStatus, enabled: canSeeMarketing });
   const stats = useQuery({ queryKey: ["stats", rangeKey(range)], queryFn: () => marketingApi.getStats(range), enabled: canSeeMarketing });
+  // token-status asks Meta for live counts: it waits for the figures instead of competing with them.
+  const tokenStatus = useQuery({ queryKey: ["token-status"], queryFn: marketingApi.getTokenStatus, enabled: canSeeMarketing && !stats.isPending });
   const progress = useSyncProgress(stats.data?.last_synced_at);
   const polling = progress.syncing ? SYNC_POLL_MS : false;
   const timeseries = useQuery({
@@ -46,7 +47,6 @@ export function MarketingHubView() {
   });
   // While a sync runs, every figure on the page is refreshed until the run shows up as finished.
   useQuery({ queryKey: ["stats", rangeKey(range)], queryFn: () => marketingApi.getStats(range), enabled: progress.syncing, refetchInterval: polling });
-  useQuery({ queryKey: ["token-status"], queryFn: marketingApi.getTokenStatus, enabled: progress.syncing, refetchInterval: polling && SYNC_POLL_MS * 2 });
 
   if (!canSeeMarketing) return <div data-testid="marketinghubview-container"><NoAccess /></div>;
 
@@ -58,7 +58,7 @@ export function MarketingHubView() {
   }
 
   const status: MetaTokenStatus | undefined = tokenStatus.data;
-  const connected = stats.data?.meta_connected ?? status?.connected ?? false;
+  const connected = stats.data?.meta_connected ?? false;
   const needsAdAccount = connected && status !== undefined && status.ad_account === null;
   const showWizard = canManage && (wizardStep !== null || needsAdAccount);
 
