@@ -15,12 +15,14 @@ from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.http import HttpResponseRedirect, JsonResponse
 from django.shortcuts import render
-from django.views.decorators.csrf import ensure_csrf_cookie
+from django.views.decorators.csrf import csrf_exempt, ensure_csrf_cookie
 from django.views.decorators.http import require_GET
 from django.views.defaults import page_not_found, server_error as html_server_error
 
 from crm_marketing.envelope import error_body
-from crm_marketing.tenancy import Membership
+from crm_marketing.serializers import MeSerializer
+from crm_marketing.tenancy import choose_membership, memberships_of
+from crm_marketing.views import hub_language
 
 API_PREFIXES = ("/crm/", "/webhooks/")
 HUB_ENTRY = "index.html"
@@ -62,20 +64,11 @@ def hub_entry_files() -> tuple[list[str], list[str], list[str]] | None:
     return [f"hub/{entry['file']}"], [f"hub/{name}" for name in dict.fromkeys(css)], preloads
 
 
-def me_payload(user) -> dict:
-    """What GET /crm/me answers, without a chosen account (the client picks one and sends X-Account)."""
-    memberships = Membership.objects.select_related("account").filter(user=user).order_by("account__name")
-    rows = [{
-        "account_id": m.account_id, "name": m.account.name, "slug": m.account.slug, "role": m.role,
-        "currency": m.account.currency, "timezone": m.account.timezone,
-    } for m in memberships]
-    return {
-        "user": {"id": user.pk, "username": user.get_username(), "name": user.get_full_name() or user.get_username(),
-                 "email": user.email, "is_staff": user.is_staff},
-        "memberships": rows,
-        "account": rows[0] if len(rows) == 1 else None,
-        "language": "es",
-    }
+def me_payload(request) -> dict:
+    """What GET /crm/me answers without X-Account (the client picks an account and sends it)."""
+    memberships = memberships_of(request.user)
+    return MeSerializer({"user": request.user, "memberships": memberships, "account": choose_membership(memberships, None),
+                         "language": hub_language(request)}).data
 
 
 @require_GET
@@ -89,7 +82,7 @@ def hub(request, route: str = ""):
         "stylesheets": files[1] if files else [],
         "preloads": files[2] if files else [],
         "built": files is not None,
-        "bootstrap": {"me": me_payload(request.user)},
+        "bootstrap": {"me": me_payload(request)},
     }
     return render(request, "hub/index.html", context, status=200 if files else 503)
 
@@ -100,6 +93,7 @@ def not_found(request, exception=None):
     return page_not_found(request, exception)
 
 
+@csrf_exempt  # it writes nothing: a POST/PATCH to an unknown path is the 404 envelope, not Django's HTML CSRF 403
 def api_not_found(request, *args, **kwargs):
     return JsonResponse(error_body("not_found", "Not found."), status=404)
 

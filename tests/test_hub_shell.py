@@ -102,3 +102,13 @@ def test_the_hub_shell_answers_get_only(built_hub, alice):
     client = APIClient()
     client.force_login(alice)
     assert client.post("/hub/marketing").status_code == 405
+
+
+def test_the_shells_memberships_are_what_crm_me_answers(built_hub, alice, acme):
+    client = APIClient()
+    client.force_login(alice)
+
+    inlined = bootstrap_of(client.get("/hub/", HTTP_ACCEPT_LANGUAGE="en-US,en;q=0.9").content.decode())["me"]
+
+    assert inlined == client.get("/crm/me", HTTP_ACCEPT_LANGUAGE="en-US,en;q=0.9").json()["data"]
+    assert inlined["language"] == "en"

@@ -6,9 +6,11 @@ import es from "./locales/es";
 
 export const LANGUAGES = ["es", "en"] as const;
 
-export function setupI18n(language?: string) {
+/** `language` forces one (tests); else the user's stored choice, else `serverDefault` (GET /crm/me's), else Spanish. */
+export function setupI18n(language?: string, serverDefault?: string) {
   const stored = typeof localStorage !== "undefined" ? localStorage.getItem("hub.language") : null;
-  const lng = language ?? (stored === "en" || stored === "es" ? stored : "es");
+  const known = (value: string | null | undefined) => (value === "en" || value === "es" ? value : null);
+  const lng = language ?? known(stored) ?? known(serverDefault) ?? "es";
   if (!i18n.isInitialized) {
     void i18n.use(initReactI18next).init({
       resources: { es: { translation: es }, en: { translation: en } },

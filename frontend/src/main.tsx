@@ -7,7 +7,8 @@ import { setupI18n } from "./i18n";
 import { readBootstrapMe, SessionProvider } from "./session";
 import "./styles.css";
 
-setupI18n();
+const bootstrapMe = readBootstrapMe();
+setupI18n(undefined, bootstrapMe?.language); // the user's earlier choice, else the language the server picked
 const queryClient = new QueryClient({
   defaultOptions: {
     queries: {
@@ -22,7 +23,7 @@ const queryClient = new QueryClient({
 createRoot(document.getElementById("root")!).render(
   <StrictMode>
     <QueryClientProvider client={queryClient}>
-      <SessionProvider initialMe={readBootstrapMe()}>
+      <SessionProvider initialMe={bootstrapMe}>
         <App />
       </SessionProvider>
     </QueryClientProvider>

@@ -51,7 +51,8 @@ def page(browser, live_server, request) -> Iterator:
     test leaves a full-page screenshot in tests/e2e/artifacts/<test name>.png."""
     from tests.e2e.hub import screenshot_on_failure
 
-    context = browser.new_context(base_url=live_server.url, viewport={"width": 1280, "height": 800})
+    # es-AR: the hub speaks the browser's language (Accept-Language) until the user picks one.
+    context = browser.new_context(base_url=live_server.url, viewport={"width": 1280, "height": 800}, locale="es-AR")
     context.set_default_timeout(15_000)
     page = context.new_page()
     yield page
