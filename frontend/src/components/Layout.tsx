@@ -7,6 +7,12 @@ import { LANGUAGE_KEY, useSession } from "../session";
 
 export function Layout() {
   const { t, i18n } = useTranslation();
+  function chooseLanguage(language: string) {
+    localStorage.setItem(LANGUAGE_KEY, language);
+    // Django's language cookie, which GET /crm/me reads: the next browser starts in this language too.
+    document.cookie = `django_language=${language}; path=/; max-age=31536000; SameSite=Lax`;
+    void i18n.changeLanguage(language);
+  }
   const { me, membership, chooseAccount, canSeeMarketing, canManage } = useSession();
   return (
     <div className="shell">
@@ -39,7 +45,7 @@ export function Layout() {
           <div className="topbar-right">
             <label className="inline">{t("nav.language")}
               <select id="language-switcher" value={i18n.language.startsWith("en") ? "en" : "es"}
-                onChange={(e) => { localStorage.setItem(LANGUAGE_KEY, e.target.value); void i18n.changeLanguage(e.target.value); }}>
+                onChange={(e) => chooseLanguage(e.target.value)}>
                 <option value="es">Español</option>
                 <option value="en">English</option>
               </select>
