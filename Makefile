@@ -44,6 +44,14 @@ demo: setup hub migrate
 	$(PY) manage.py seed_demo
 	$(PY) manage.py run_demo
 
+# Production (docs/production.md): settings from the environment or .env (DEBUG=false, DATABASE_URL,
+# CACHE_URL, Q_BROKER_URL, ...): migrate, build the hub, collect static files, then gunicorn + N qcluster.
+.PHONY: serve
+serve: setup hub
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py collectstatic --noinput -v0
+	$(PY) manage.py run_production
+
 test: setup hub browsers test-frontend test-postgres test-sqlite
 
 test-frontend: frontend/node_modules/.installed

@@ -45,7 +45,10 @@ def _cached_manifest(path: Path, mtime: float) -> dict | None:
 
 
 def hub_entry_files() -> tuple[list[str], list[str], list[str]] | None:
-    """(scripts, stylesheets, module preloads) of the hub's entry, relative to STATIC_URL; None when not built."""
+    """URLs of the hub entry's (scripts, stylesheets, module preloads); None when not built.
+
+    Vite's file names already carry a content hash and its chunks import each other by those names,
+    so they are served as they are (STATIC_URL + hub/...), not through the manifest storage's names."""
     path = Path(settings.HUB_BUILD_DIR) / ".vite" / "manifest.json"
     try:
         mtime = path.stat().st_mtime
@@ -60,8 +63,9 @@ def hub_entry_files() -> tuple[list[str], list[str], list[str]] | None:
         chunk = manifest.get(name, {})
         css.extend(chunk.get("css", []))
         if chunk.get("file"):
-            preloads.append(f"hub/{chunk['file']}")
-    return [f"hub/{entry['file']}"], [f"hub/{name}" for name in dict.fromkeys(css)], preloads
+            preloads.append(chunk["file"])
+    base = f"{settings.STATIC_URL}hub/"
+    return [base + entry["file"]], [base + name for name in dict.fromkeys(css)], [base + name for name in preloads]
 
 
 def me_payload(request) -> dict:
