@@ -16,5 +16,6 @@ export default defineConfig({
     environment: "jsdom",
     setupFiles: ["./src/test/setup.ts"],
     css: false,
+    testTimeout: 30_000, // a machine shared with other suites can be slow; each test still waits only for what it asserts
   },
 });

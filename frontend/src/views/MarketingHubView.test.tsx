@@ -156,7 +156,7 @@ describe("MarketingHubView", () => {
 
     routes["GET /crm/marketing/stats"] = { data: { ...stats, leads: 121, last_synced_at: "2026-11-29T12:30:00Z" } };
 
-    await waitFor(() => expect(screen.queryByText("Sync in progress: figures are still changing.")).not.toBeInTheDocument(), { timeout: 5000 });
+    await waitFor(() => expect(screen.queryByText("Sync in progress: figures are still changing.")).not.toBeInTheDocument(), { timeout: 15_000 });
     expect(within(card("Leads")).getByText("121")).toBeInTheDocument();
     expect(screen.getByRole("button", { name: "Sync now" })).toBeEnabled();
   });
