@@ -12,7 +12,7 @@ from django.contrib.admin import widgets
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import models
 
-from crm_marketing import events, services
+from crm_marketing import services
 from crm_marketing.models import Account, Lead, LeadTouch, Membership, Opportunity, Sale, SystemEvent, WebhookEvent
 from crm_marketing.tenancy import MANAGER_ROLES, MARKETING_ROLES
 
@@ -51,6 +51,13 @@ class AccountScopedForm(forms.ModelForm):
             if name != "account" and account_id is not None and linked_account_id not in (None, account_id):
                 self.add_error(name, "Belongs to another account than this row.")
         return cleaned
+
+
+def adopt_saved(obj: models.Model, saved: models.Model) -> None:
+    """Make the admin's instance the row a service saved (the admin logs and redirects with it)."""
+    obj.pk = saved.pk
+    obj._state.adding = False
+    obj.refresh_from_db()
 
 
 class AccountScopedAdmin(admin.ModelAdmin):
@@ -149,16 +156,16 @@ class LeadAdmin(AccountScopedAdmin):
     list_select_related = ["seller"]
 
     def save_model(self, request, obj, form, change):
-        """A status change goes through the CRM service: who and when, and lead_status_changed."""
-        if not change or "status" not in form.changed_data:
-            super().save_model(request, obj, form, change)
-            if not change:
-                events.publish(events.LEAD_CREATED, account_id=obj.account_id, lead_id=obj.pk)
-            return
+        """Creates and edits go through the CRM services, like the API: the audit row, who changed
+        the status and when, and the domain events (lead_created, lead_status_changed)."""
         self.check_account(request, obj)
-        fields = {name: form.cleaned_data[name] for name in form.changed_data if name != "account"}
-        services.update_lead(Lead.objects.get(pk=obj.pk), actor=request.user, request=request, **fields)
-        obj.refresh_from_db()
+        if not change:
+            fields = {name: form.cleaned_data[name] for name in form.cleaned_data if name != "account"}
+            lead = services.create_lead(obj.account, actor=request.user, request=request, **fields)
+        else:
+            fields = {name: form.cleaned_data[name] for name in form.changed_data}
+            lead = services.update_lead(Lead.objects.get(pk=obj.pk), actor=request.user, request=request, **fields)
+        adopt_saved(obj, lead)
 
 
 @admin.register(LeadTouch)
@@ -191,8 +198,8 @@ class OpportunityAdminForm(AccountScopedForm):
 
 @admin.register(Opportunity)
 class OpportunityAdmin(AccountScopedAdmin):
-    """Stage changes go through the CRM service, so closing as won records the sale and publishes
-    the same events as the API."""
+    """Creates and edits go through the CRM services, so closing as won records the sale and
+    publishes the same events as the API."""
 
     form = OpportunityAdminForm
     list_display = ["__str__", "lead", "stage", "amount", "currency", "seller", "created_at", "closed_at"]
@@ -203,16 +210,16 @@ class OpportunityAdmin(AccountScopedAdmin):
     list_select_related = ["lead", "seller"]
 
     def save_model(self, request, obj, form, change):
-        if not change or "stage" not in form.changed_data:
-            super().save_model(request, obj, form, change)
-            if not change:
-                events.publish(events.OPPORTUNITY_CREATED, account_id=obj.account_id, opportunity_id=obj.pk, lead_id=obj.lead_id)
-            return
         self.check_account(request, obj)
-        fields = {name: form.cleaned_data[name] for name in form.changed_data if name not in ("stage", "amount", "lead", "account")}
-        services.update_opportunity(Opportunity.objects.get(pk=obj.pk), stage=form.cleaned_data["stage"],
-                                    amount=form.cleaned_data["amount"], actor=request.user, request=request, **fields)
-        obj.refresh_from_db()
+        if not change:
+            fields = {name: form.cleaned_data[name] for name in form.cleaned_data if name not in ("account", "lead")}
+            opportunity = services.create_opportunity(obj.account, lead=form.cleaned_data["lead"], actor=request.user,
+                                                      request=request, **fields)
+        else:
+            fields = {name: form.cleaned_data[name] for name in form.changed_data}
+            opportunity = services.update_opportunity(Opportunity.objects.get(pk=obj.pk), actor=request.user,
+                                                      request=request, **fields)
+        adopt_saved(obj, opportunity)
 
 
 @admin.register(Sale)

@@ -195,11 +195,13 @@ def test_whatsapp_dedupe_keys_are_the_message_id_the_status_and_the_preference()
         == "549:stop:1795003000"
 
 
-def _recorder(outcome):
+def _recorder(outcome, name: str = "handler"):
+    """A handler that answers ``outcome``; its ``name`` is its identity in the outcome table."""
     def handler(event):
         if isinstance(outcome, Exception):
             raise outcome
         return outcome
+    handler.__qualname__ = name
     return handler
 
 
@@ -211,7 +213,7 @@ def _recorder(outcome):
     (["did one thing", ValueError("a bug")], ("failed", "did one thing", "ValueError: a bug")),
 ])
 def test_every_handler_registered_for_a_field_gets_the_event(client, db, django_capture_on_commit_callbacks, outcomes, expected):
-    handlers = [_recorder(outcome) for outcome in outcomes]
+    handlers = [_recorder(outcome, f"handler_{n}") for n, outcome in enumerate(outcomes)]
     for handler in handlers:
         webhooks.register_handler("x_test", handler)
     try:
