@@ -13,7 +13,8 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import models
 
 from crm_marketing import services
-from crm_marketing.models import Account, Lead, LeadTouch, Membership, Opportunity, Sale, SystemEvent, WebhookEvent
+from crm_marketing.models import (Account, EventDelivery, Lead, LeadTouch, Membership, Opportunity, OutboxEvent, Sale, SystemEvent,
+                                  WebhookEvent, WebhookHandlerOutcome)
 from crm_marketing.tenancy import MANAGER_ROLES, MARKETING_ROLES
 
 
@@ -245,14 +246,64 @@ class SystemEventAdmin(AccountScopedAdmin):
         return False
 
 
+class ReadOnlyInline(admin.TabularInline):
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+class WebhookHandlerOutcomeInline(ReadOnlyInline):
+    """What each handler made of the change: a retry re-runs only the failed ones."""
+
+    model = WebhookHandlerOutcome
+    fields = ["handler", "status", "result", "error", "attempts", "updated_at"]
+    readonly_fields = fields
+
+
 @admin.register(WebhookEvent)
 class WebhookEventAdmin(admin.ModelAdmin):
     """Raw Meta deliveries: many arrive before their account is known, so superusers only."""
+
+    inlines = [WebhookHandlerOutcomeInline]
 
     list_display = ["received_at", "field", "dedupe_key", "account", "status", "attempts", "result"]
     list_filter = ["status", "field"]
     search_fields = ["dedupe_key", "entry_id"]
     readonly_fields = [f.name for f in WebhookEvent._meta.fields]
+
+    def has_module_permission(self, request):
+        return request.user.is_superuser
+
+    def has_view_permission(self, request, obj=None):
+        return request.user.is_superuser
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+class EventDeliveryInline(ReadOnlyInline):
+    model = EventDelivery
+    fields = ["subscriber", "status", "attempts", "last_error", "next_attempt_at", "delivered_at"]
+    readonly_fields = fields
+
+
+@admin.register(OutboxEvent)
+class OutboxEventAdmin(admin.ModelAdmin):
+    """Published domain events and each subscriber's delivery; an undelivered one with no next
+    attempt used up its retries. Superusers only (the outbox is infrastructure)."""
+
+    list_display = ["created_at", "name", "account", "delivered_at", "next_attempt_at"]
+    list_filter = ["name", ("delivered_at", admin.EmptyFieldListFilter)]
+    readonly_fields = [f.name for f in OutboxEvent._meta.fields]
+    inlines = [EventDeliveryInline]
 
     def has_module_permission(self, request):
         return request.user.is_superuser

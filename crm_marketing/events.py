@@ -1,8 +1,8 @@
 """Domain events, durable: the core publishes, apps subscribe from their AppConfig.ready().
 
 The core never imports an app. ``publish`` writes an ``OutboxEvent`` row in the writer's
-transaction (a rolled-back change publishes nothing); once it commits a django-q2 task delivers the
-event, and a scheduled sweep (``deliver_due``) delivers what no task did (the process died after the
+transaction (a rolled-back change publishes nothing); a django-q2 task that runs once it commits
+delivers the event, and a scheduled sweep (``deliver_due``) delivers what no task did (the process died after the
 commit, the broker was down) and retries failed deliveries with backoff.
 
 Delivery is per (event, subscriber): each subscriber's ``EventDelivery`` row is claimed with one
@@ -24,6 +24,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from crm_marketing.event_models import EventDelivery, OutboxEvent
+from crm_marketing.queueing import enqueue_after_commit
 
 log = logging.getLogger(__name__)
 
@@ -94,15 +95,9 @@ def publish(name: str, *, account_id: int, **payload: Any) -> DomainEvent:
     now = timezone.now()
     record = OutboxEvent.objects.create(name=name, account_id=account_id, payload=payload, created_at=now,
                                         next_attempt_at=now + SWEEP_GRACE)
-    # robust: a broker outage must not undo or fail the write; the sweep delivers the event instead.
-    transaction.on_commit(lambda: queue_delivery(record.pk), robust=True)
+    # A broker outage must not undo or fail the write: the sweep delivers the event instead.
+    enqueue_after_commit(DELIVER_TASK, record.pk, task_name=f"domain-event-{record.pk}")
     return DomainEvent(name, account_id, payload, record.pk)
-
-
-def queue_delivery(event_id: int) -> None:
-    from django_q.tasks import async_task
-
-    async_task(DELIVER_TASK, event_id, task_name=f"domain-event-{event_id}")
 
 
 # -- delivering -------------------------------------------------------------------------------------------

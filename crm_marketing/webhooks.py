@@ -40,6 +40,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
 from crm_marketing.envelope import MAX_JSON_DEPTH, UNSTORABLE_TEXT, error_body, utc_timestamp
+from crm_marketing.queueing import enqueue_after_commit
 from crm_marketing.ratelimits import RateLimited, enforce_rate_limit
 from crm_marketing.events import subscriber_id as handler_id
 from crm_marketing.webhook_models import WebhookEvent, WebhookHandlerOutcome
@@ -47,6 +48,7 @@ from crm_marketing.webhook_models import WebhookEvent, WebhookHandlerOutcome
 log = logging.getLogger(__name__)
 
 WebhookHandler = Callable[[WebhookEvent], Optional[str]]
+PROCESS_EVENTS_TASK = "crm_marketing.tasks.process_webhook_events"
 MAX_ENTRY_TIME = 2**63 - 1  # entry.time goes in a bigint column
 MAX_ATTEMPTS = 8
 MAX_BACKOFF = timedelta(hours=6)
@@ -173,9 +175,8 @@ def store_changes(body: dict[str, Any]) -> tuple[int, list[int]]:
     with transaction.atomic():
         WebhookEvent.objects.bulk_create(candidates.values(), ignore_conflicts=True)
         new_ids = list(WebhookEvent.objects.filter(ours, intake_id=intake).order_by("id").values_list("pk", flat=True))
-        if new_ids:
-            # robust: a broker outage must not turn the stored delivery into a 500; the sweep picks it up.
-            transaction.on_commit(lambda: queue_events(new_ids), robust=True)
+        if new_ids:  # one task for the delivery; a broker outage leaves the rows to the retry sweep
+            enqueue_after_commit(PROCESS_EVENTS_TASK, new_ids, task_name=_task_name(new_ids))
     if len(new_ids) < len(rows):
         log.info("webhook delivery of %s change(s): %s already stored, redelivery ignored", len(rows), len(rows) - len(new_ids))
     return len(rows), new_ids
@@ -187,12 +188,8 @@ def queue_event(event_id: int) -> None:
     async_task("crm_marketing.tasks.process_webhook_event", event_id, task_name=f"webhook-event-{event_id}")
 
 
-def queue_events(event_ids: list[int]) -> None:
-    """One task for the changes of one delivery."""
-    from django_q.tasks import async_task
-
-    name = f"webhook-events-{event_ids[0]}" + (f"-and-{len(event_ids) - 1}-more" if len(event_ids) > 1 else "")
-    async_task("crm_marketing.tasks.process_webhook_events", list(event_ids), task_name=name)
+def _task_name(event_ids: list[int]) -> str:
+    return f"webhook-events-{event_ids[0]}" + (f"-and-{len(event_ids) - 1}-more" if len(event_ids) > 1 else "")
 
 
 @csrf_exempt

@@ -272,3 +272,23 @@ def test_alice_adds_an_opportunity_in_the_admin_and_opportunity_created_is_publi
     opportunity = lead.opportunities.get()
     assert [e.payload for e in created.calls] == [{"opportunity_id": opportunity.pk, "lead_id": lead.pk}]
     assert SystemEvent.objects.filter(action="opportunity.create", actor=alice, target_id=str(opportunity.pk)).count() == 1
+
+
+def test_a_superuser_sees_each_subscribers_delivery_in_the_admin_and_staff_do_not(alice_admin, acme):
+    from django.contrib.auth import get_user_model
+
+    broken = subscriber("broken_subscriber", fail_times=1)
+    with subscribed(events.LEAD_CREATED, broken):
+        services.create_lead(acme, first_name="Ana")
+        events.deliver_due(now=after_the_grace())
+    event = OutboxEvent.objects.get()
+    root = Client()
+    root.force_login(get_user_model().objects.create_superuser("root", "root@example.com", "pw"))
+
+    page = root.get(f"/admin/crm_marketing/outboxevent/{event.pk}/change/")
+
+    assert page.status_code == 200
+    assert "tests.test_events_outbox.broken_subscriber" in page.content.decode()
+    assert "RuntimeError: broken_subscriber is down" in page.content.decode()
+    assert root.get("/admin/crm_marketing/outboxevent/?delivered_at__isempty=1").status_code == 200
+    assert alice_admin.get(f"/admin/crm_marketing/outboxevent/{event.pk}/change/").status_code in (302, 403)
