@@ -30,6 +30,6 @@ def retry_webhook_events() -> str:
     """Scheduled: queue the failed events whose retry time has come and the ones never processed."""
     event_ids = webhooks.due_event_ids()
     webhooks.release_stuck(event_ids)
-    for event_id in event_ids:
-        webhooks.queue_event(event_id)
+    if event_ids:
+        webhooks.queue_events(event_ids)
     return f"queued {len(event_ids)} webhook event(s)"

@@ -182,10 +182,11 @@ def store_changes(body: dict[str, Any]) -> tuple[int, list[int]]:
     return len(rows), new_ids
 
 
-def queue_event(event_id: int) -> None:
+def queue_events(event_ids: list[int]) -> None:
+    """One task for these stored events (the retry sweep's batch), queued now."""
     from django_q.tasks import async_task
 
-    async_task("crm_marketing.tasks.process_webhook_event", event_id, task_name=f"webhook-event-{event_id}")
+    async_task(PROCESS_EVENTS_TASK, list(event_ids), task_name=_task_name(event_ids))
 
 
 def _task_name(event_ids: list[int]) -> str:
