@@ -125,7 +125,7 @@ def _claim(record: OutboxEvent, key: str, now: datetime) -> tuple[str, int] | No
     """Take the delivery for this worker (one conditional update); None when it is not claimable."""
     claimable = (Q(status=EventDelivery.Status.PENDING)
                  | Q(status=EventDelivery.Status.FAILED, next_attempt_at__lte=now)
-                 | Q(status=EventDelivery.Status.RUNNING, claimed_at__lte=now - CLAIM_LEASE))
+                 | Q(status=EventDelivery.Status.RUNNING, claimed_at__lte=now - CLAIM_LEASE, attempts__lt=MAX_ATTEMPTS))
     token = uuid.uuid4().hex
     taken = EventDelivery.objects.filter(claimable, event=record, subscriber=key).update(
         status=EventDelivery.Status.RUNNING, claim_token=token, claimed_at=timezone.now(), attempts=F("attempts") + 1)
@@ -165,10 +165,11 @@ def _backoff(attempts: int) -> timedelta:
 def _settle(record: OutboxEvent, handlers: dict[str, Handler], now: datetime) -> None:
     """Mark the event delivered when every known subscriber has it, else say when to look again."""
     waiting: list[datetime | None] = []
-    for status, retry_at, claimed_at in EventDelivery.objects.filter(event=record, subscriber__in=list(handlers)).exclude(
-            status=EventDelivery.Status.DELIVERED).values_list("status", "next_attempt_at", "claimed_at"):
-        if status == EventDelivery.Status.RUNNING:
-            waiting.append((claimed_at or now) + CLAIM_LEASE)
+    for status, retry_at, claimed_at, attempts in EventDelivery.objects.filter(event=record, subscriber__in=list(handlers)).exclude(
+            status=EventDelivery.Status.DELIVERED).values_list("status", "next_attempt_at", "claimed_at", "attempts"):
+        if status == EventDelivery.Status.RUNNING:  # a handler that killed its worker every time is given up too
+            lease_ends = (claimed_at or now) + CLAIM_LEASE
+            waiting.append(None if attempts >= MAX_ATTEMPTS and lease_ends <= now else lease_ends)
         elif status == EventDelivery.Status.FAILED:
             waiting.append(retry_at)  # None: every retry used up, left for a person to look at
         else:
