@@ -383,3 +383,16 @@ def test_a_ctwa_message_fired_with_a_wrong_secret_is_rejected_over_http(live_ser
 
     assert answer.status_code == 401
     assert not WebhookEvent.objects.exists()
+
+
+def test_a_superuser_sees_what_each_handler_made_of_an_event_in_the_admin(client, db, django_capture_on_commit_callbacks):
+    from django.contrib.auth import get_user_model
+
+    with django_capture_on_commit_callbacks(execute=True):
+        post_signed(client, statuses_payload(status_event("wamid.S9", "read", "5491155550001")))
+    client.force_login(get_user_model().objects.create_superuser("root", "root@example.com", "pw"))
+
+    page = client.get(f"/admin/crm_marketing/webhookevent/{WebhookEvent.objects.get().pk}/change/")
+
+    assert page.status_code == 200
+    assert "marketing.handlers.handle_messages" in page.content.decode()
