@@ -2,12 +2,13 @@
 the on-commit task or the sweep, a failing subscriber retried alone."""
 from __future__ import annotations
 
+import threading
 from contextlib import contextmanager
 from datetime import timedelta
 from typing import Iterator
 
 import pytest
-from django.db import transaction
+from django.db import connection, transaction
 from django.test import Client
 from django.utils import timezone
 from django_q.conf import Conf
@@ -172,6 +173,33 @@ def test_the_sweep_racing_a_worker_mid_handler_does_not_run_the_subscriber_again
     assert racing == ["1 due event(s): 0 now delivered, 1 still pending"]  # it found the claim and left it
     assert first == f"event {event_id} (lead_created): 1 delivered"
     assert OutboxEvent.objects.get().delivered_at is not None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_workers_delivering_the_same_event_at_once_run_each_subscriber_once(acme):
+    services.create_lead(acme, first_name="Ana")  # autocommit here: committed, its task ran inline
+    event = OutboxEvent.objects.get()
+    OutboxEvent.objects.filter(pk=event.pk).update(delivered_at=None)  # as if the task had not run
+    rollups, automation = subscriber("rollups_racing"), subscriber("automation_racing")
+    start, results = threading.Barrier(2), []
+
+    def worker() -> None:
+        try:
+            start.wait()
+            results.append(tasks.deliver_event(event.pk))
+        finally:
+            connection.close()
+
+    with subscribed(events.LEAD_CREATED, rollups, automation):
+        threads = [threading.Thread(target=worker) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    assert (len(rollups.calls), len(automation.calls)) == (1, 1)
+    assert sorted(EventDelivery.objects.values_list("status", "attempts")) == [("delivered", 1), ("delivered", 1)]
+    assert len(results) == 2
 
 
 def test_a_delivery_abandoned_by_a_killed_worker_is_run_again_after_the_lease(acme):
