@@ -85,10 +85,6 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         {"timeout": 20, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL;"}
     )
 DATABASES["default"]["ATOMIC_REQUESTS"] = False
-# Persistent connections (checked before reuse) outside development: without them every request
-# connects twice, as django-q2's ORM broker closes "old" connections before it enqueues.
-DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=0 if DEBUG else 60)
-DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://crm-marketing")}
@@ -112,7 +108,7 @@ USE_TZ = True
 
 STATIC_URL = "/static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT = BASE_DIR / env.str("STATIC_ROOT", default="staticfiles")  # an absolute path stays as it is
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
@@ -163,7 +159,9 @@ SPECTACULAR_SETTINGS = {
 API_RATE_LIMIT = env.str("API_RATE_LIMIT", default="600/m")
 API_ANON_RATE_LIMIT = env.str("API_ANON_RATE_LIMIT", default="120/m")
 WEBHOOK_RATE_LIMIT = env.str("WEBHOOK_RATE_LIMIT", default="6000/m")
-LOGIN_RATE_LIMIT = env.str("LOGIN_RATE_LIMIT", default="10/m")  # sign-in attempts per username
+LOGIN_RATE_LIMIT = env.str("LOGIN_RATE_LIMIT", default="10/m")  # sign-in attempts per username from one address
+# ... and per username from all addresses together: looser, so an attacker cannot lock the user out for long.
+LOGIN_USERNAME_RATE_LIMIT = env.str("LOGIN_USERNAME_RATE_LIMIT", default="60/10m")
 RATELIMIT_IP_META_KEY = "crm_marketing.ratelimits.client_ip"
 SILENCED_SYSTEM_CHECKS: list[str] = []
 if not CACHE_IS_SHARED:
@@ -206,6 +204,9 @@ META_MAX_BACKOFF_SECONDS = env.float("META_MAX_BACKOFF_SECONDS", default=30.0)
 # Calls made while a person waits (hub endpoints) retry once and wait at most this long.
 META_INTERACTIVE_MAX_WAIT_SECONDS = env.float("META_INTERACTIVE_MAX_WAIT_SECONDS", default=5.0)
 META_SYNC_INTERVAL_HOURS = env.int("META_SYNC_INTERVAL_HOURS", default=4)
+# A running sync renews its lease as it progresses; silent this long, its worker is taken for dead and the
+# next request or the re-delivered task takes the sync over.
+META_SYNC_LEASE_SECONDS = env.float("META_SYNC_LEASE_SECONDS", default=60.0)
 # Seconds between the first polls of an insights report run (grows 1.5x per poll, capped at 15 s).
 META_INSIGHTS_POLL_SECONDS = env.float("META_INSIGHTS_POLL_SECONDS", default=2.0)
 META_LEAD_ACTION_TYPES = env.list(
@@ -225,13 +226,54 @@ SOCIAL_AUTH_META_KEY = META_APP_ID
 SOCIAL_AUTH_META_SECRET = META_APP_SECRET
 SOCIAL_AUTH_REDIRECT_IS_HTTPS = env.bool("SOCIAL_AUTH_REDIRECT_IS_HTTPS", default=not DEBUG)
 
+# --- Production run mode and observability ----------------------------------------------------
+# `manage.py run_production` (make serve): gunicorn and QCLUSTER_PROCESSES qcluster processes.
+WEB_BIND = env.str("WEB_BIND", default="127.0.0.1:8000")
+WEB_CONCURRENCY = env.int("WEB_CONCURRENCY", default=2)  # gunicorn worker processes
+WEB_TIMEOUT = env.int("WEB_TIMEOUT", default=30)  # seconds before gunicorn restarts a stuck worker
+QCLUSTER_PROCESSES = env.int("QCLUSTER_PROCESSES", default=2)  # each runs Q_WORKERS task workers
+STOP_TIMEOUT = env.int("STOP_TIMEOUT", default=30)  # seconds a graceful stop may take before SIGKILL
+HEALTH_RATE_LIMIT = env.str("HEALTH_RATE_LIMIT", default="300/m")  # /healthz and /readyz, per address
+# Load balancer probes come over plain HTTP straight to the host: no redirect to https for them.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+if not DEBUG:
+    # gunicorn's sync workers serve many requests each: keep the connection, check it before use
+    # (without it a webhook connects twice: django-q2's ORM broker closes "old" connections to enqueue).
+    DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+if CACHES["default"]["BACKEND"] == "django_redis.cache.RedisCache":
+    # A dead Redis fails a request (and /readyz) in seconds instead of hanging a worker.
+    CACHES["default"].setdefault("OPTIONS", {}).update({"SOCKET_CONNECT_TIMEOUT": 2, "SOCKET_TIMEOUT": 2})
+
+# Logs: one JSON object per line in production (LOG_FORMAT=json), with the request id and the
+# account id; tokens, credentials and phone numbers are masked whatever the format.
+LOG_FORMAT = env.str("LOG_FORMAT", default="") or ("plain" if DEBUG else "json")
+if LOG_FORMAT not in ("plain", "json"):
+    raise ImproperlyConfigured(f"LOG_FORMAT must be plain or json, not {LOG_FORMAT!r}.")
+LOG_REQUESTS = env.bool("LOG_REQUESTS") if env.str("LOG_REQUESTS", default="") else not DEBUG  # one line per request (method, path, status, ms)
+MIDDLEWARE.insert(0, "crm_marketing.logging.RequestIdMiddleware")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {
+        "request_context": {"()": "crm_marketing.logging.RequestContextFilter"},
+        "redact_secrets": {"()": "crm_marketing.logging.RedactSecretsFilter"},
+    },
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s %(account_id)s] %(message)s"},
+        "json": {"()": "crm_marketing.logging.JsonFormatter"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT,
+                    "filters": ["request_context", "redact_secrets"]},
+    },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        # Django's own default sends "django" to an unfiltered handler of its own: ours replaces it.
+        "django": {"handlers": ["console"], "level": "INFO", "propagate": False},
+        "django.db.backends": {"level": "WARNING"},
+        "environ": {"level": "WARNING"},  # ".env not found" on every start is not news in production
+    },
 }
 
 

@@ -21,7 +21,7 @@ def drop_sweep_schedule(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('crm_marketing', '0003_sale_attribution'),
+        ('crm_marketing', '0004_admin_labels'),
     ]
 
     operations = [
