@@ -194,7 +194,7 @@ def test_user_preferences_and_template_updates_emit_their_webhooks(meta_sandbox,
         "message_template_language": "es", "message_template_category": "MARKETING", "reason": None,
         "other_info": {"title": "FIRST_PAUSE", "description": "Your template has been paused for 3 hours due to low quality."}}}
     assert [t["status"] for t in graph.get_all("1200001/message_templates") if t["id"] == "1100001"] == ["PAUSED"]
-    assert send_error(graph, "5491155550009") == 132001
+    assert send_error(graph, "5491155550009") == 132015
 
 
 def test_with_a_webhook_url_the_sandbox_posts_status_webhooks_signed(meta_sandbox, graph, receiver):

@@ -56,10 +56,16 @@ def _template_of(state: Any, waba_id: str, body: dict[str, Any]) -> dict[str, An
     template = body.get("template")
     template = json.loads(template) if isinstance(template, str) else template or {}
     language = (template.get("language") or {}).get("code")
-    for candidate in state.wabas[waba_id].get("message_templates", []):
-        if candidate["name"] == template.get("name") and (language is None or candidate["language"] == language) \
-                and candidate["status"] == "APPROVED":
+    matches = [t for t in state.wabas[waba_id].get("message_templates", [])
+               if t["name"] == template.get("name") and (language is None or t["language"] == language)]
+    for candidate in matches:
+        if candidate["status"] == "APPROVED":
             return candidate
+    for candidate in matches:
+        if candidate["status"] in ("PAUSED", "DISABLED"):
+            code = 132015 if candidate["status"] == "PAUSED" else 132016
+            raise _fault(code, f"(#{code}) Template is {candidate['status'].lower()}",
+                         f"Template {candidate['name']} is {candidate['status'].lower()} because of low quality.")
     details = f"template name ({template.get('name')}) does not exist in {language}"
     raise _fault(132001, "(#132001) Template name does not exist in the translation", details)
 
