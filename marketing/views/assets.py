@@ -51,6 +51,9 @@ class _AssetsView(AccountScopedAPIView):
 
 
 class WhatsAppChannelsView(_AssetsView):
+    """GET: every phone number of every WABA the token sees (``id`` null until stored), then stored
+    numbers Meta no longer lists. POST {phone_number_id}: select it and subscribe the app to its WABA."""
+
     serializer_class = WhatsAppChannelSerializer
 
     @extend_schema(responses=WhatsAppChannelSerializer(many=True))
@@ -67,6 +70,9 @@ class WhatsAppChannelsView(_AssetsView):
 
 
 class MetaPagesView(_AssetsView):
+    """GET: the pages the token manages (``id`` null until stored), then stored pages Meta no longer
+    lists. POST {page_id}: store it with its page token (encrypted) and subscribe its leadgen webhooks."""
+
     serializer_class = MetaPageSerializer
 
     @extend_schema(responses=MetaPageSerializer(many=True))
