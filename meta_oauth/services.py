@@ -17,7 +17,7 @@ from crm_marketing.crypto import TokenDecryptionError
 from crm_marketing.errors import DomainError, NotConnected, UpstreamFailed
 from crm_marketing.graph import GraphClient, GraphError
 from crm_marketing.tenancy import Account
-from meta_oauth.models import MetaConnection
+from meta_oauth.models import MetaConnection, MetaPage
 
 log = logging.getLogger(__name__)
 
@@ -132,8 +132,10 @@ def save_connection(account: Account, *, token: str, details: TokenDetails, meta
 
 
 def disconnect(account: Account, *, actor, request=None) -> MetaConnection | None:
-    """Forget the token (status disconnected); ad accounts, campaigns and insights stay."""
+    """Forget the token and the page tokens it gave (status disconnected); ad accounts, campaigns,
+    insights and the chosen channel and pages (which route webhooks) stay."""
     with transaction.atomic():
+        MetaPage.objects.filter(account=account).exclude(page_token_ciphertext="").update(page_token_ciphertext="")
         connection = MetaConnection.objects.select_for_update().filter(account=account).first()
         if connection is not None:
             connection.token_ciphertext = ""
