@@ -20,7 +20,7 @@ from crm_marketing.webhook_models import WebhookEvent
 from crm_marketing.webhooks import EventFailed, IgnoreEvent, RetryLater
 from marketing.services import attribution
 from marketing.services.attribution import AdPath, Touch
-from meta_oauth.services import client_for_account, note_graph_error
+from meta_oauth.services import account_for_page_id, account_for_phone_number_id, client_for_account, note_graph_error
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def handle_leadgen(event: WebhookEvent) -> str:
     if not leadgen_id:
         raise IgnoreEvent("leadgen change without a leadgen_id")
     page_id = str(value.get("page_id") or event.entry_id or "")
-    account = attribution.account_for_page_id(page_id)
+    account = account_for_page_id(page_id)
     if account is None:
         raise IgnoreEvent(f"no account has the Facebook page {page_id or '(none)'} (leadgen {leadgen_id})")
     event.account = account
@@ -62,7 +62,7 @@ def handle_messages(event: WebhookEvent) -> str | None:
     if not messages:
         return None  # a statuses change: automation's business
     phone_number_id = (value.get("metadata") or {}).get("phone_number_id")
-    account = attribution.account_for_phone_number_id(phone_number_id)
+    account = account_for_phone_number_id(phone_number_id)
     if account is None:
         raise IgnoreEvent(f"no account has the WhatsApp phone number id {phone_number_id}")
     event.account = account

@@ -21,7 +21,6 @@ from crm_marketing.errors import Conflict
 from crm_marketing.graph import GraphClient
 from crm_marketing.models import E164, Account, Lead, LeadTouch
 from marketing.models import Ad, AdAccount, AdSet, Campaign
-from meta_oauth.models import MetaPage, WhatsAppChannel
 from meta_oauth.services import client_for_account
 
 log = logging.getLogger(__name__)
@@ -213,23 +212,6 @@ def note_inbound(lead: Lead, at: dt.datetime) -> bool:
 def publish_replied(lead: Lead, *, message_id: str, at: dt.datetime) -> None:
     events.publish(events.LEAD_REPLIED, account_id=lead.account_id, lead_id=lead.pk, message_id=message_id,
                    replied_at=at.isoformat())
-
-
-# -- accounts behind Meta ids ---------------------------------------------------------------------------------
-def account_for_phone_number_id(phone_number_id: str | None) -> Account | None:
-    """The account whose stored WhatsApp channel is this phone number id (unique), or None."""
-    if not phone_number_id:
-        return None
-    channel = WhatsAppChannel.objects.select_related("account").filter(meta_phone_number_id=str(phone_number_id)).first()
-    return channel.account if channel else None
-
-
-def account_for_page_id(page_id: str | None) -> Account | None:
-    """The account whose stored Facebook page this is (unique), or None."""
-    if not page_id:
-        return None
-    page = MetaPage.objects.select_related("account").filter(meta_page_id=str(page_id)).first()
-    return page.account if page else None
 
 
 # -- ads ------------------------------------------------------------------------------------------------------
