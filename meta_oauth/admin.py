@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.contrib import admin
 
 from crm_marketing.admin import AccountScopedAdmin
+from crm_marketing.admin_display import local_time_column
 from crm_marketing.tenancy import MANAGER_ROLES
 from meta_oauth.models import MetaConnection, MetaPage, WhatsAppChannel
 
@@ -14,11 +15,13 @@ VISIBLE_FIELDS = ["account", "status", "meta_user_id", "meta_user_name", "token_
 
 @admin.register(MetaConnection)
 class MetaConnectionAdmin(AccountScopedAdmin):
-    list_display = ["account", "status", "meta_user_name", "token_expires_at", "connected_by", "connected_at"]
+    list_display = ["account", "status", "meta_user_name", "token_expires_at_local", "connected_by", "connected_at_local"]
     list_filter = ["status"]
     fields = VISIBLE_FIELDS
     readonly_fields = VISIBLE_FIELDS
     list_select_related = ["account", "connected_by"]
+    token_expires_at_local = local_time_column("token_expires_at", description="Token expires at")
+    connected_at_local = local_time_column("connected_at", description="Connected at")
 
     def has_add_permission(self, request):
         return False
@@ -38,13 +41,14 @@ class WhatsAppChannelAdmin(AccountScopedAdmin):
     admin_roles = MANAGER_ROLES
 
     list_display = ["__str__", "account", "meta_waba_id", "meta_phone_number_id", "display_phone_number", "quality_rating",
-                    "messaging_limit_tier", "throughput_mps", "is_selected", "subscribed_at"]
+                    "messaging_limit_tier", "throughput_mps", "is_selected", "subscribed_at_local"]
     list_filter = ["is_selected", "quality_rating"]
     search_fields = ["meta_phone_number_id", "display_phone_number", "verified_name"]
     list_select_related = ["account"]
     fields = ["account", "meta_waba_id", "meta_phone_number_id", "display_phone_number", "verified_name", "quality_rating",
               "messaging_limit_tier", "throughput_mps", "is_selected", "subscribed_at", "created_at", "updated_at"]
     readonly_fields = [f for f in fields if f != "throughput_mps"]
+    subscribed_at_local = local_time_column("subscribed_at", description="Subscribed at")
 
     def has_add_permission(self, request):
         return False
@@ -59,11 +63,13 @@ class MetaPageAdmin(AccountScopedAdmin):
 
     admin_roles = MANAGER_ROLES
 
-    list_display = ["__str__", "account", "meta_page_id", "subscribed_at", "created_at"]
+    list_display = ["__str__", "account", "meta_page_id", "subscribed_at_local", "created_at_local"]
     search_fields = ["meta_page_id", "name"]
     list_select_related = ["account"]
     fields = ["account", "meta_page_id", "name", "subscribed_at", "created_at", "updated_at"]
     readonly_fields = fields
+    subscribed_at_local = local_time_column("subscribed_at", description="Subscribed at")
+    created_at_local = local_time_column("created_at", description="Created at")
 
     def has_add_permission(self, request):
         return False

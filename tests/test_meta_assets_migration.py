@@ -1,12 +1,12 @@
-"""meta_oauth 0004: the WhatsApp ids a connection held become WhatsAppChannel rows before the fields go."""
+"""meta_oauth 0005: the WhatsApp ids a connection held become WhatsAppChannel rows before the fields go."""
 from __future__ import annotations
 
 import pytest
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 
-BEFORE = [("meta_oauth", "0003_metapage_whatsappchannel")]
-AFTER = [("meta_oauth", "0004_move_whatsapp_ids_to_channels")]
+BEFORE = [("meta_oauth", "0004_admin_labels")]
+AFTER = [("meta_oauth", "0005_move_whatsapp_ids_to_channels")]
 
 
 def migrate(targets):

@@ -174,6 +174,11 @@ class MetaSandbox:
         with self.state.lock:
             self.state.slow_scripts.append(SlowScript(n, seconds, path_contains))
 
+    def require_appsecret_proof(self, required: bool = True) -> None:
+        """Refuse user-token calls without ``appsecret_proof`` (a wrong one is always refused)."""
+        with self.state.lock:
+            self.state.require_appsecret_proof = bool(required)
+
     def expire_token(self, token: str | None = None) -> None:
         """Expire `token`, or every token issued so far; they then get 190 / subcode 463."""
         self.state.expire_token(token)
@@ -329,7 +334,7 @@ class MetaSandbox:
             return self.set_status_plan(args)
         allowed = {"fail_next", "slow_next", "insights_job_plan", "restate", "add_lead", "issue_token",
                    "set_template_status", "add_phone_number", "add_template", "fail_send_next", "opt_out",
-                   "set_status_plan", "user_preferences", "template_status_update"}
+                   "set_status_plan", "user_preferences", "template_status_update", "require_appsecret_proof"}
         if action not in allowed:
             raise ValueError(f"unknown action {action!r}")
         return getattr(self, action)(**kwargs)

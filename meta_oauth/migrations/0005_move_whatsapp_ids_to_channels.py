@@ -28,7 +28,7 @@ def copy_channels_back(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ("meta_oauth", "0003_metapage_whatsappchannel"),
+        ("meta_oauth", "0004_admin_labels"),
     ]
 
     operations = [
