@@ -98,7 +98,7 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 AUTHENTICATION_BACKENDS = ["django.contrib.auth.backends.ModelBackend"]
 LOGIN_URL = "/accounts/login/"
-LOGIN_REDIRECT_URL = "/hub/marketing"
+LOGIN_REDIRECT_URL = "/hub/"
 LOGOUT_REDIRECT_URL = "/accounts/login/"
 
 LANGUAGE_CODE = "en-us"
@@ -109,6 +109,8 @@ USE_TZ = True
 STATIC_URL = "/static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = BASE_DIR / env.str("STATIC_ROOT", default="staticfiles")  # an absolute path stays as it is
+# Where `npm run build` (frontend/) writes the hub; the /hub/ shell reads its Vite manifest.
+HUB_BUILD_DIR = BASE_DIR / "static" / "hub"
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
@@ -237,7 +239,8 @@ HEALTH_RATE_LIMIT = env.str("HEALTH_RATE_LIMIT", default="300/m")  # /healthz an
 # Load balancer probes come over plain HTTP straight to the host: no redirect to https for them.
 SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
 if not DEBUG:
-    # gunicorn's sync workers serve many requests each: keep the connection, check it before use.
+    # gunicorn's sync workers serve many requests each: keep the connection, check it before use
+    # (without it a webhook connects twice: django-q2's ORM broker closes "old" connections to enqueue).
     DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 if CACHES["default"]["BACKEND"] == "django_redis.cache.RedisCache":

@@ -54,7 +54,8 @@ def test_alice_chooses_a_number_which_is_stored_selected_and_its_waba_subscribed
     response = alice_api.post("/crm/marketing/whatsapp-channels", {"phone_number_id": "1300001"}, format="json")
 
     channel = WhatsAppChannel.objects.get()
-    assert data_of(response) == dict(ACME_VENTAS, id=channel.pk, is_selected=True)
+    assert data_of(response) == [dict(ACME_VENTAS, id=channel.pk, is_selected=True), dict(ACME_SOPORTE, id=None, is_selected=False),
+                                 dict(ACME_AGENCY, id=None, is_selected=False)]
     assert (channel.account, channel.meta_waba_id, channel.is_selected, channel.subscribed_at is not None) == (acme, "1200001", True, True)
     assert [(s["object"], s["id"]) for s in meta_sandbox.subscriptions] == [("waba", "1200001")]
     assert list(SystemEvent.objects.values_list("action", "actor", "target_id", "details")) == [
@@ -70,7 +71,10 @@ def test_choosing_another_number_unselects_the_first_and_keeps_its_row(acme, con
 
     response = alice_api.post("/crm/marketing/whatsapp-channels", {"phone_number_id": "1300003"}, format="json")
 
-    assert data_of(response) == dict(ACME_AGENCY, id=WhatsAppChannel.objects.get(meta_phone_number_id="1300003").pk, is_selected=True)
+    first, agency = (WhatsAppChannel.objects.get(meta_phone_number_id=n).pk for n in ("1300001", "1300003"))
+    assert [(c["id"], c["phone_number_id"], c["is_selected"]) for c in data_of(response)] == [
+        (first, "1300001", False), (None, "1300002", False), (agency, "1300003", True)]
+    assert data_of(response)[2] == dict(ACME_AGENCY, id=agency, is_selected=True)
     assert sorted(WhatsAppChannel.objects.values_list("meta_phone_number_id", "is_selected")) == [("1300001", False), ("1300003", True)]
 
 
@@ -153,7 +157,8 @@ def test_alice_subscribes_a_page_with_its_page_token_which_is_stored_encrypted(a
     response = alice_api.post("/crm/marketing/meta-pages", {"page_id": "1500001"}, format="json")
 
     page = MetaPage.objects.get()
-    assert data_of(response) == {"id": page.pk, "page_id": "1500001", "name": "Acme Ventas", "is_subscribed": True}
+    assert data_of(response) == [{"id": page.pk, "page_id": "1500001", "name": "Acme Ventas", "is_subscribed": True},
+                                 {"id": None, "page_id": "1500002", "name": "Acme Promos", "is_subscribed": False}]
     assert no_token_in(response)
     assert page.get_page_token() == "EAAsandboxPageToken1500001"
     assert "EAAsandboxPageToken1500001" not in page.page_token_ciphertext

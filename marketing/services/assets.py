@@ -89,6 +89,10 @@ def list_whatsapp_channels(account: Account) -> list[Channel]:
     client = client_for_account(account, interactive=True)
     with closing(client), graph_errors(account):
         live = list(_live_phone_numbers(client))
+    return _merged_channels(account, live)
+
+
+def _merged_channels(account: Account, live: list[tuple[str, dict[str, Any]]]) -> list[Channel]:
     stored = {row.meta_phone_number_id: row for row in WhatsAppChannel.objects.for_account(account).order_by("pk")}
     channels = []
     for waba_id, phone in live:
@@ -99,13 +103,16 @@ def list_whatsapp_channels(account: Account) -> list[Channel]:
     return channels + [channel_view(row) for row in stored.values()]
 
 
-def select_whatsapp_channel(account: Account, phone_number_id: str, *, actor=None, request=None) -> WhatsAppChannel:
-    """Make the number (which the token must see) the account's channel and subscribe our app to its WABA."""
+def select_whatsapp_channel(account: Account, phone_number_id: str, *, actor=None,
+                            request=None) -> tuple[WhatsAppChannel, list[Channel]]:
+    """Make the number (which the token must see) the account's channel and subscribe our app to its WABA.
+    Returns the row and the list as GET shows it now (from the same answers of Meta)."""
     _refuse_if_taken(WhatsAppChannel.objects.filter(meta_phone_number_id=phone_number_id), account,
                      "This WhatsApp number is already connected to another account.")
     client = client_for_account(account, interactive=True)
     with closing(client), graph_errors(account):
-        found = next(((w, p) for w, p in _live_phone_numbers(client) if str(p["id"]) == phone_number_id), None)
+        live = list(_live_phone_numbers(client))
+        found = next(((w, p) for w, p in live if str(p["id"]) == phone_number_id), None)
         if found is None:
             raise ValidationError({"phone_number_id": ["Meta does not show this phone number to the connected user."]})
         waba_id, phone = found
@@ -123,7 +130,7 @@ def select_whatsapp_channel(account: Account, phone_number_id: str, *, actor=Non
             raise Conflict("This WhatsApp number is already connected to another account.") from None
         record_event("meta.whatsapp_channel.select", account=account, actor=actor, target=channel, request=request,
                      meta_waba_id=waba_id, meta_phone_number_id=phone_number_id)
-    return channel
+    return channel, _merged_channels(account, live)
 
 
 def _refuse_if_taken(rows, account: Account, message: str) -> None:
@@ -141,6 +148,10 @@ def list_meta_pages(account: Account) -> list[Page]:
     client = client_for_account(account, interactive=True)
     with closing(client), graph_errors(account):
         live = client.get_all("me/accounts", {"fields": "id,name", "limit": PAGE_SIZE})
+    return _merged_pages(account, live)
+
+
+def _merged_pages(account: Account, live: list[dict[str, Any]]) -> list[Page]:
     stored = {row.meta_page_id: row for row in MetaPage.objects.for_account(account).order_by("pk")}
     pages = []
     for item in live:
@@ -156,8 +167,9 @@ def _page_client(page_token: str) -> GraphClient:
     return GraphClient(page_token, max_retries=1, max_backoff=settings.META_INTERACTIVE_MAX_WAIT_SECONDS)
 
 
-def subscribe_page(account: Account, page_id: str, *, actor=None, request=None) -> MetaPage:
-    """Store the page with its (encrypted) page token and subscribe its ``leadgen`` webhooks."""
+def subscribe_page(account: Account, page_id: str, *, actor=None, request=None) -> tuple[MetaPage, list[Page]]:
+    """Store the page with its (encrypted) page token and subscribe its ``leadgen`` webhooks. Returns the
+    row and the list as GET shows it now (tokens left out)."""
     _refuse_if_taken(MetaPage.objects.filter(meta_page_id=page_id), account,
                      "This page is already connected to another account.")
     client = client_for_account(account, interactive=True)
@@ -185,4 +197,4 @@ def subscribe_page(account: Account, page_id: str, *, actor=None, request=None) 
             raise Conflict("This page is already connected to another account.") from None
         record_event("meta.page.subscribe", account=account, actor=actor, target=page, request=request,
                      meta_page_id=page_id, subscribed_fields=["leadgen"])
-    return page
+    return page, _merged_pages(account, [{"id": p.get("id"), "name": p.get("name")} for p in live])

@@ -52,7 +52,8 @@ class _AssetsView(AccountScopedAPIView):
 
 class WhatsAppChannelsView(_AssetsView):
     """GET: every phone number of every WABA the token sees (``id`` null until stored), then stored
-    numbers Meta no longer lists. POST {phone_number_id}: select it and subscribe the app to its WABA."""
+    numbers Meta no longer lists. POST {phone_number_id}: select it, subscribe the app to its WABA, and
+    answer the list as GET would (DESIGN.md section 5; the hub's wizard replaces its list with it)."""
 
     serializer_class = WhatsAppChannelSerializer
 
@@ -60,18 +61,19 @@ class WhatsAppChannelsView(_AssetsView):
     def get(self, request):
         return Response(WhatsAppChannelSerializer(assets.list_whatsapp_channels(request.account), many=True).data)
 
-    @extend_schema(request=SelectChannelInput, responses=WhatsAppChannelSerializer)
+    @extend_schema(request=SelectChannelInput, responses=WhatsAppChannelSerializer(many=True))
     def post(self, request):
         body = SelectChannelInput(data=request.data)
         body.is_valid(raise_exception=True)
-        channel = assets.select_whatsapp_channel(request.account, body.validated_data["phone_number_id"],
-                                                 actor=request.user, request=request)
-        return Response(WhatsAppChannelSerializer(assets.channel_view(channel)).data)
+        _, listed = assets.select_whatsapp_channel(request.account, body.validated_data["phone_number_id"],
+                                                   actor=request.user, request=request)
+        return Response(WhatsAppChannelSerializer(listed, many=True).data)
 
 
 class MetaPagesView(_AssetsView):
     """GET: the pages the token manages (``id`` null until stored), then stored pages Meta no longer
-    lists. POST {page_id}: store it with its page token (encrypted) and subscribe its leadgen webhooks."""
+    lists. POST {page_id}: store it with its page token (encrypted), subscribe its leadgen webhooks, and
+    answer the list as GET would."""
 
     serializer_class = MetaPageSerializer
 
@@ -79,12 +81,12 @@ class MetaPagesView(_AssetsView):
     def get(self, request):
         return Response(MetaPageSerializer(assets.list_meta_pages(request.account), many=True).data)
 
-    @extend_schema(request=SubscribePageInput, responses=MetaPageSerializer)
+    @extend_schema(request=SubscribePageInput, responses=MetaPageSerializer(many=True))
     def post(self, request):
         body = SubscribePageInput(data=request.data)
         body.is_valid(raise_exception=True)
-        page = assets.subscribe_page(request.account, body.validated_data["page_id"], actor=request.user, request=request)
-        return Response(MetaPageSerializer(assets.page_view(page)).data)
+        _, listed = assets.subscribe_page(request.account, body.validated_data["page_id"], actor=request.user, request=request)
+        return Response(MetaPageSerializer(listed, many=True).data)
 
 
 urlpatterns = [
