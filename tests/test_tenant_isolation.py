@@ -83,6 +83,15 @@ def acme_dataset(acme: Account) -> dict[str, object]:
             date=date.today(), currency=acme.currency, spend=Decimal("777.77"), impressions=1, clicks=1, synced_at=lead.created_at,
         )
         rows.update({"adaccount": ad_account, "campaign": campaign})
+    if apps.is_installed("meta_oauth"):
+        from meta_oauth.models import MetaPage, WhatsAppChannel
+
+        rows["whatsappchannel"] = WhatsAppChannel.objects.create(
+            account=acme, meta_waba_id="1200001", meta_phone_number_id="1300001", verified_name=f"{MARKER}Channel")
+        page = MetaPage(account=acme, meta_page_id="1500001", name=f"{MARKER}Page")
+        page.set_page_token(f"{MARKER}PageToken")
+        page.save()
+        rows["metapage"] = page
     if apps.is_installed("automation"):
         from automation.models import AutomationRule, MessageSend, MessageTemplate, RuleStep
 
