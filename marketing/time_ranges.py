@@ -37,7 +37,11 @@ LAST_DAY = date(2999, 12, 31)
 
 @dataclass(frozen=True)
 class Window:
-    """An inclusive range of days and the label it was asked for with."""
+    """An inclusive range of days and the label it was asked for with.
+
+    The one day-range type: the stats endpoints resolve it from a request, the insights sync
+    halves and slices it into report runs (a sync's windows carry the ``custom`` label).
+    """
 
     since: date
     until: date
@@ -57,8 +61,26 @@ class Window:
         end = datetime.combine(self.until + timedelta(days=1), time.min, tzinfo=tz)
         return start, end
 
+    def halves(self) -> tuple["Window", "Window"]:
+        """(older, newer) halves."""
+        middle = self.since + timedelta(days=self.days // 2 - 1)
+        return Window(self.since, middle, self.label), Window(middle + timedelta(days=1), self.until, self.label)
+
+    def slices(self, days: int) -> list["Window"]:
+        """Consecutive windows of at most ``days``, newest first."""
+        out, until = [], self.until
+        while until >= self.since:
+            since = max(self.since, until - timedelta(days=days - 1))
+            out.append(Window(since, until, self.label))
+            until = since - timedelta(days=1)
+        return out
+
     def as_dict(self) -> dict:
+        """``{"since": "YYYY-MM-DD", "until": ...}``: a payload's period and Graph's ``time_range``."""
         return {"since": self.since.isoformat(), "until": self.until.isoformat()}
+
+    def __str__(self) -> str:
+        return f"{self.since}..{self.until}"
 
 
 def _allowed_message() -> str:

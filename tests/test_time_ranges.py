@@ -107,3 +107,16 @@ def test_the_endpoints_answer_400_listing_the_allowed_time_ranges(alice_api, pat
 
 def test_lifetime_never_starts_before_1970_whatever_the_data_says():
     assert window({"time_range": "lifetime"}, earliest=lambda: date(1, 1, 1)) == Window(date(1970, 1, 1), TODAY, "lifetime")
+
+
+def test_a_stats_window_splits_into_the_report_windows_the_insights_sync_asks_meta_for():
+    march = Window(date(2025, 3, 1), date(2025, 3, 31), "this_month")
+
+    assert march.halves() == (Window(date(2025, 3, 1), date(2025, 3, 15), "this_month"),
+                              Window(date(2025, 3, 16), date(2025, 3, 31), "this_month"))
+    assert march.slices(10) == [Window(date(2025, 3, 22), date(2025, 3, 31), "this_month"),
+                                Window(date(2025, 3, 12), date(2025, 3, 21), "this_month"),
+                                Window(date(2025, 3, 2), date(2025, 3, 11), "this_month"),
+                                Window(date(2025, 3, 1), date(2025, 3, 1), "this_month")]
+    assert march.as_dict() == {"since": "2025-03-01", "until": "2025-03-31"}
+    assert str(march) == "2025-03-01..2025-03-31"
