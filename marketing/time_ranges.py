@@ -22,7 +22,7 @@ from datetime import date, datetime, time, timedelta
 from typing import Callable, Mapping
 from zoneinfo import ZoneInfo
 
-from rest_framework.exceptions import ValidationError
+from crm_marketing.errors import InvalidInput
 
 RELATIVE_DAYS = {"7d": 7, "30d": 30, "90d": 90}
 ENDING_YESTERDAY = {"last_7d": 7, "last_30d": 30, "last_90d": 90}
@@ -92,9 +92,9 @@ def _parse_day(params: Mapping, name: str) -> date:
     try:
         day = date.fromisoformat(raw)
     except (TypeError, ValueError):
-        raise ValidationError({name: ["Enter a date as YYYY-MM-DD."]}) from None
+        raise InvalidInput({name: ["Enter a date as YYYY-MM-DD."]}) from None
     if not FIRST_DAY <= day <= LAST_DAY:
-        raise ValidationError({name: [f"Enter a date between {FIRST_DAY} and {LAST_DAY}."]})
+        raise InvalidInput({name: [f"Enter a date between {FIRST_DAY} and {LAST_DAY}."]})
     return day
 
 
@@ -106,12 +106,12 @@ def resolve_window(params: Mapping, *, today: date, earliest: Callable[[], date 
     label = params.get("time_range")
     if "since" in params or "until" in params:
         if label not in (None, "", CUSTOM):
-            raise ValidationError({"time_range": ["Give either time_range or since and until, not both."]})
+            raise InvalidInput({"time_range": ["Give either time_range or since and until, not both."]})
         since, until = _parse_day(params, "since"), _parse_day(params, "until")
         if since > until:
-            raise ValidationError({"since": ["since must be on or before until."]})
+            raise InvalidInput({"since": ["since must be on or before until."]})
         if (until - since).days + 1 > MAX_CUSTOM_DAYS:
-            raise ValidationError({"until": [f"The range may span at most {MAX_CUSTOM_DAYS} days."]})
+            raise InvalidInput({"until": [f"The range may span at most {MAX_CUSTOM_DAYS} days."]})
         return Window(since, until, CUSTOM)
     label = label or default
     if label in RELATIVE_DAYS:
@@ -129,4 +129,4 @@ def resolve_window(params: Mapping, *, today: date, earliest: Callable[[], date 
     if label == "lifetime":
         first = earliest()
         return Window(max(FIRST_DAY, min(first, today)) if first else today, today, label)
-    raise ValidationError({"time_range": [_allowed_message()]})
+    raise InvalidInput({"time_range": [_allowed_message()]})
