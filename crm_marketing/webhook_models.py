@@ -10,6 +10,14 @@ from django.utils import timezone
 from crm_marketing.tenancy import Account
 
 
+class WebhookEventStatus(models.TextChoices):
+    RECEIVED = "received"
+    PROCESSING = "processing"
+    PROCESSED = "processed"
+    IGNORED = "ignored"
+    FAILED = "failed"
+
+
 class WebhookEvent(models.Model):
     """A change of a Meta webhook delivery, stored before any processing.
 
@@ -17,12 +25,7 @@ class WebhookEvent(models.Model):
     on arrival (Meta sends page / WABA / phone ids); the app handler that maps the event sets it.
     """
 
-    class Status(models.TextChoices):
-        RECEIVED = "received"
-        PROCESSING = "processing"
-        PROCESSED = "processed"
-        IGNORED = "ignored"
-        FAILED = "failed"
+    Status = WebhookEventStatus
 
     account = models.ForeignKey(Account, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
     object = models.CharField(max_length=64, help_text="page, whatsapp_business_account, ...")
@@ -45,7 +48,7 @@ class WebhookEvent(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["field", "dedupe_key"], name="webhookevent_unique_per_field"),
             models.CheckConstraint(
-                condition=Q(status__in=["received", "processing", "processed", "ignored", "failed"]),
+                condition=Q(status__in=WebhookEventStatus.values),
                 name="webhookevent_status_valid",
             ),
         ]
