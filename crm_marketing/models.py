@@ -145,6 +145,7 @@ class LeadTouch(AccountOwned):
         verbose_name_plural = "lead touches"
         constraints = [
             models.UniqueConstraint(fields=["account", "lead_source", "external_id"], condition=~Q(external_id=""), name="leadtouch_external_unique"),
+            models.CheckConstraint(condition=Q(lead_source__in=LeadSource.values), name="leadtouch_source_valid"),
         ]
 
 
@@ -208,6 +209,7 @@ class Sale(AccountOwned):
             models.CheckConstraint(condition=Q(amount__gte=0), name="sale_amount_not_negative"),
             models.CheckConstraint(condition=Q(currency__regex=CURRENCY), name="sale_currency_iso4217"),
             models.CheckConstraint(condition=Q(status__in=SaleStatus.values), name="sale_status_valid"),
+            models.CheckConstraint(condition=Q(lead_source="") | Q(lead_source__in=LeadSource.values), name="sale_lead_source_valid"),
             models.UniqueConstraint(fields=["opportunity"], condition=Q(opportunity__isnull=False), name="sale_one_per_opportunity"),
         ]
         indexes = [

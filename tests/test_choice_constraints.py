@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from django.db import IntegrityError, transaction
 
-from crm_marketing.models import Lead, Membership, Opportunity, Sale, WebhookEvent
+from crm_marketing.models import Lead, LeadTouch, Membership, Opportunity, Sale, WebhookEvent
 from marketing.models import AdAccount, SyncRun
 from meta_oauth.models import MetaConnection
 from tests.conftest import make_lead, make_opportunity, make_sale
@@ -69,3 +69,14 @@ def test_the_crm_columns_refuse_a_value_outside_their_choices(acme, alice):
     assert (Lead.objects.values_list("status", "lead_source").get(), Opportunity.objects.get().stage, Sale.objects.get().status,
             Membership.objects.get(user=alice).role, WebhookEvent.objects.get().status) == (
         ("new", "manual"), "new", "completed", "ceo", "received")
+
+
+def test_a_touch_or_a_sales_copied_attribution_names_a_known_lead_source(acme):
+    lead = make_lead(acme, lead_source=Lead.Source.META_CTWA)
+    touch = LeadTouch.objects.create(account=acme, lead=lead, lead_source=Lead.Source.META_CTWA, external_id="wamid.1")
+    sale = make_sale(lead, "100.00")
+
+    assert refused(LeadTouch.objects.filter(pk=touch.pk), lead_source="whatsapp")
+    assert refused(Sale.objects.filter(pk=sale.pk), lead_source="whatsapp")
+    assert not refused(Sale.objects.filter(pk=sale.pk), lead_source="")  # blank stays allowed: the empty default before the copy
+    assert (LeadTouch.objects.get().lead_source, Sale.objects.get().lead_source) == ("meta_ctwa", "")
