@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('crm_marketing', '0004_admin_labels'),
+        ('crm_marketing', '0005_outbox_and_webhook_outcomes'),
     ]
 
     operations = [
