@@ -68,15 +68,18 @@ class WebhookEvent(models.Model):
         return value if isinstance(value, dict) else {}
 
 
+class HandlerOutcomeStatus(models.TextChoices):
+    PROCESSED = "processed"  # the handler did something (``result``)
+    SKIPPED = "skipped"  # not its business (returned None)
+    IGNORED = "ignored"  # IgnoreEvent: nothing of ours; ``process_webhook_events --status ignored`` re-runs it
+    FAILED = "failed"  # RetryLater or an error (``error``)
+
+
 class WebhookHandlerOutcome(models.Model):
     """What one handler made of one event. A retry runs only the handlers without a final outcome
     (failed ones, and new handlers), so a RetryLater from one never re-runs another that succeeded."""
 
-    class Status(models.TextChoices):
-        PROCESSED = "processed"  # the handler did something (``result``)
-        SKIPPED = "skipped"  # not its business (returned None)
-        IGNORED = "ignored"  # IgnoreEvent: nothing of ours; ``process_webhook_events --status ignored`` re-runs it
-        FAILED = "failed"  # RetryLater or an error (``error``)
+    Status = HandlerOutcomeStatus
 
     FINAL = (Status.PROCESSED, Status.SKIPPED, Status.IGNORED)
 
@@ -92,7 +95,7 @@ class WebhookHandlerOutcome(models.Model):
         ordering = ["event_id", "id"]
         constraints = [
             models.UniqueConstraint(fields=["event", "handler"], name="webhookoutcome_once_per_handler"),
-            models.CheckConstraint(condition=Q(status__in=["processed", "skipped", "ignored", "failed"]), name="webhookoutcome_status_valid"),
+            models.CheckConstraint(condition=Q(status__in=HandlerOutcomeStatus.values), name="webhookoutcome_status_valid"),
         ]
 
     def __str__(self) -> str:
