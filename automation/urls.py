@@ -1,4 +1,6 @@
-from django.urls import path  # noqa: F401
+"""automation's API, mounted under /crm/marketing/ by the root URLconf (where the seed's client calls
+it), so that ``marketing`` never imports ``automation``."""
+from automation.views import rules, templates
 
 app_name = "automation"
-urlpatterns: list = []
+urlpatterns = templates.urlpatterns + rules.urlpatterns
