@@ -80,6 +80,15 @@ def acme_dataset(acme: Account) -> dict[str, object]:
             date=date.today(), currency=acme.currency, spend=Decimal("777.77"), impressions=1, clicks=1, synced_at=lead.created_at,
         )
         rows.update({"adaccount": ad_account, "campaign": campaign})
+    if apps.is_installed("automation"):
+        from automation.models import AutomationRule, MessageTemplate, RuleStep
+
+        template = MessageTemplate.objects.create(account=acme, meta_template_id="990004", meta_waba_id="990005",
+                                                  name=f"{MARKER}Template", language="es", status="APPROVED",
+                                                  components=[{"type": "BODY", "text": f"{MARKER} {{{{1}}}}"}])
+        rule = AutomationRule.objects.create(account=acme, name=f"{MARKER}Rule", trigger_type="lead_created")
+        RuleStep.objects.create(account=acme, rule=rule, template=template, variables={"1": "lead.first_name"})
+        rows.update({"messagetemplate": template, "automationrule": rule})
     return rows
 
 
