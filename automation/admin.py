@@ -9,14 +9,17 @@ from __future__ import annotations
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db.models import Count, Q
+from django.db.models import Count, OuterRef, Q, Subquery
+from django.db.models.functions import Coalesce
+from django.http import HttpResponseNotAllowed, HttpResponseRedirect
+from django.urls import path, reverse
 from django.forms.models import BaseInlineFormSet, InlineForeignKeyField, construct_instance
 from django.utils.html import format_html
 
 from automation.models import AutomationRule, MessageSend, MessageTemplate, RuleStep
 from automation.rendering import VARIABLE_FIELDS, field_text, rendered_text
 from automation.services import rules as rule_service
-from automation.services.templates import request_template_sync
+from automation.services.templates import request_template_sync, variables_of
 from crm_marketing.admin import AccountScopedAdmin, AccountScopedForm, member_account_ids
 from crm_marketing.errors import DomainError
 from crm_marketing.models import Account, Lead
@@ -36,6 +39,10 @@ def may_manage(request, obj=None) -> bool:
         return True
     accounts = manager_account_ids(request.user)
     return bool(accounts) if obj is None else obj.account_id in accounts
+
+
+class RuleNotSaved(Exception):
+    """The rules service refused the write after the forms validated (a race): undo, say why, no 500."""
 
 
 class ServiceValidatedForm(forms.ModelForm):
@@ -69,6 +76,7 @@ class AutomationRuleForm(ServiceValidatedForm, AccountScopedForm):
         fields = ["account", "name", "trigger_type", "conditions", "is_active", "no_reply_hours", "quiet_hours_start",
                   "quiet_hours_end", "max_sends_per_lead_per_day", "allow_reentry", "exit_on_reply", "exit_on_won"]
         help_texts = {"conditions": CONDITIONS_HELP}
+        widgets = {"conditions": forms.Textarea(attrs={"rows": 3, "cols": 60})}
 
     def clean(self):
         data = super().clean()
@@ -92,6 +100,7 @@ class RuleStepForm(ServiceValidatedForm):
         model = RuleStep
         fields = ["order", "delay_minutes", "template", "variables"]
         help_texts = {"variables": VARIABLES_HELP}
+        widgets = {"variables": forms.Textarea(attrs={"rows": 3, "cols": 40})}
 
     def validate_unique(self):
         """Two steps of this form with one order are refused by the formset; against the database the
@@ -129,12 +138,20 @@ class RuleStepFormSet(BaseInlineFormSet):
                 raise ValidationError(messages_)
 
 
+def template_label(template: MessageTemplate) -> str:
+    names = variables_of(template)
+    return f"{template.name} ({template.language}, {template.status})" + (f" - variables {', '.join(names)}" if names else "")
+
+
 class RuleStepInline(admin.TabularInline):
     model = RuleStep
     form = RuleStepForm
     formset = RuleStepFormSet
     extra = 1
     ordering = ["order"]
+
+    def get_extra(self, request, obj=None, **kwargs):
+        return 0 if obj is not None and obj.steps.exists() else 1
 
     def get_formset(self, request, obj=None, **kwargs):
         formset = super().get_formset(request, obj, **kwargs)
@@ -143,7 +160,11 @@ class RuleStepInline(admin.TabularInline):
             templates = templates.filter(account=obj.account)
         elif not request.user.is_superuser:
             templates = templates.filter(account__in=manager_account_ids(request.user))
-        formset.form.base_fields["template"].queryset = templates
+        fields = formset.form.base_fields
+        fields["template"].queryset = templates
+        fields["template"].label_from_instance = template_label
+        if obj is not None:  # "Add another" starts after the last step
+            fields["order"].initial = max(obj.steps.values_list("order", flat=True), default=0) + 1
         return formset
 
     def has_view_permission(self, request, obj=None):
@@ -187,12 +208,13 @@ class AutomationRuleAdmin(AccountScopedAdmin):
 
     # -- lists ------------------------------------------------------------------------------------------------
     def get_queryset(self, request):
+        steps = RuleStep.objects.filter(rule=OuterRef("pk")).order_by().values("rule").annotate(n=Count("pk")).values("n")
         return super().get_queryset(request).select_related("account").annotate(
-            n_steps=Count("steps", distinct=True),
-            n_sends=Count("sends", distinct=True),
-            n_delivered=Count("sends", filter=Q(sends__status__in=[_S.DELIVERED, _S.READ]), distinct=True),
-            n_read=Count("sends", filter=Q(sends__status=_S.READ), distinct=True),
-            n_failed=Count("sends", filter=Q(sends__status=_S.FAILED), distinct=True))
+            n_steps=Coalesce(Subquery(steps), 0),
+            n_sends=Count("sends"),
+            n_delivered=Count("sends", filter=Q(sends__status__in=[_S.DELIVERED, _S.READ])),
+            n_read=Count("sends", filter=Q(sends__status=_S.READ)),
+            n_failed=Count("sends", filter=Q(sends__status=_S.FAILED)))
 
     @admin.display(description="steps")
     def steps_count(self, rule) -> int:
@@ -247,6 +269,13 @@ class AutomationRuleAdmin(AccountScopedAdmin):
         return {"show_preview": True, "preview_leads": leads, "preview_lead": lead, "preview_problem": problem, "preview_bubbles": bubbles}
 
     # -- saving through the service ----------------------------------------------------------------------------------
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        try:
+            return super().changeform_view(request, object_id, form_url, extra_context)
+        except RuleNotSaved as refused:  # the admin's transaction is rolled back: nothing of the rule was written
+            messages.error(request, f"Not saved: {refused}")
+            return HttpResponseRedirect(request.get_full_path())
+
     def save_model(self, request, obj, form, change):
         """Deferred to save_related, where the steps are known: rule and steps are written together."""
         if not request.user.is_superuser and obj.account_id not in manager_account_ids(request.user):
@@ -258,8 +287,8 @@ class AutomationRuleAdmin(AccountScopedAdmin):
         data["steps"] = steps_formset.step_data()
         try:
             rule_service.save_rule(form.instance.account, data, actor=request.user, rule=form.instance, request=request)
-        except DomainError as error:  # a twin rule activated between the form check and the write
-            messages.error(request, f"Not saved: {error.message}")
+        except DomainError as error:  # e.g. a twin rule activated between the form's check and this write
+            raise RuleNotSaved(error.message) from None
         for formset in formsets:
             formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []
 
@@ -280,6 +309,34 @@ class MessageTemplateAdmin(AccountScopedAdmin):
     list_filter = ["status", "category", "language"]
     search_fields = ["name", "meta_template_id"]
     actions = ["sync_templates_now"]
+    change_list_template = "admin/automation/messagetemplate/change_list.html"
+
+    def changelist_view(self, request, extra_context=None):
+        return super().changelist_view(request, {**(extra_context or {}), "can_sync": may_manage(request)})
+
+    def get_urls(self):
+        sync = path("sync/", self.admin_site.admin_view(self.sync_view), name="automation_messagetemplate_sync")
+        return [sync, *super().get_urls()]
+
+    def sync_view(self, request):
+        """The list's "Sync templates now" button (POST): every account where the user is ceo or admin, so a
+        first sync works before any template exists to select."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        accounts = Account.objects.filter(pk__in=manager_account_ids(request.user)).order_by("name")
+        if not accounts:
+            messages.error(request, "Only ceo and admin members sync templates.")
+        for account in accounts:
+            self._queue_sync(request, account)
+        return HttpResponseRedirect(reverse("admin:automation_messagetemplate_changelist"))
+
+    def _queue_sync(self, request, account) -> None:
+        try:
+            task_id = request_template_sync(account, actor=request.user, request=request)
+        except DomainError as error:
+            messages.error(request, f"{account.name}: {error.message}")
+        else:
+            messages.success(request, f"{account.name}: template sync queued (task {task_id}).")
 
     def has_add_permission(self, request):
         return False
@@ -297,9 +354,4 @@ class MessageTemplateAdmin(AccountScopedAdmin):
             if not request.user.is_superuser and account.pk not in allowed:
                 messages.error(request, f"{account.name}: only ceo and admin members sync templates.")
                 continue
-            try:
-                task_id = request_template_sync(account, actor=request.user, request=request)
-            except DomainError as error:
-                messages.error(request, f"{account.name}: {error.message}")
-            else:
-                messages.success(request, f"{account.name}: template sync queued (task {task_id}).")
+            self._queue_sync(request, account)

@@ -239,3 +239,30 @@ def test_a_marketing_member_cannot_start_a_sync_from_the_admin(maria, acme, temp
 
     assert [str(m) for m in response.context["messages"]] == ["Acme: only ceo and admin members sync templates."]
     assert not SystemEvent.objects.exists()
+
+
+def test_the_sync_button_works_before_any_template_exists(alice, acme, meta_sandbox, django_capture_on_commit_callbacks):
+    connect_meta(acme, meta_sandbox, ad_account=None)
+    make_channel(acme)
+    client = admin_client(alice)
+
+    listing = client.get(TEMPLATES).content.decode()
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(f"{TEMPLATES}sync/", follow=True)
+
+    assert "Sync templates now</button>" in listing
+    assert [str(m) for m in response.context["messages"]][0].startswith("Acme: template sync queued (task ")
+    assert MessageTemplate.objects.filter(account=acme).count() == 3
+
+
+def test_a_marketing_member_gets_no_sync_button_and_its_post_syncs_nothing(maria, acme, meta_sandbox):
+    connect_meta(acme, meta_sandbox, ad_account=None)
+    make_channel(acme)
+    client = admin_client(maria)
+
+    listing = client.get(TEMPLATES).content.decode()
+    response = client.post(f"{TEMPLATES}sync/", follow=True)
+
+    assert "Sync templates now</button>" not in listing
+    assert [str(m) for m in response.context["messages"]] == ["Only ceo and admin members sync templates."]
+    assert not MessageTemplate.objects.exists() and not SystemEvent.objects.exists()
