@@ -120,6 +120,29 @@ def test_a_patch_with_steps_replaces_them_and_keeps_the_row_of_an_unchanged_orde
     assert [s["template_name"] for s in data_of(response)["steps"]] == ["seguimiento_lead_v1", "recordatorio"]
 
 
+def test_replacing_a_paused_template_clears_the_rules_flag(alice_api, acme, template):
+    paused = make_template(acme, "pausado", status="PAUSED", meta_template_id="2")
+    rule = make_rule(acme, paused, flagged_reason="Template pausado is PAUSED")
+
+    response = alice_api.patch(f"{URL}/{rule.pk}", {"steps": [{"template_id": template.pk, "variables": FOLLOW_UP_VARIABLES}]},
+                               format="json")
+
+    rule.refresh_from_db()
+    assert response.status_code == 200
+    assert data_of(response)["flagged_reason"] == rule.flagged_reason == ""
+
+
+def test_turning_on_a_rule_whose_template_meta_paused_flags_it(alice_api, acme, template):
+    rule = make_rule(acme, template, is_active=False)
+    template.status = "PAUSED"
+    template.save()
+
+    response = alice_api.patch(f"{URL}/{rule.pk}", {"is_active": True}, format="json")
+
+    assert response.status_code == 200
+    assert data_of(response)["flagged_reason"] == "Template seguimiento_lead_v1 is PAUSED"
+
+
 def test_alice_deletes_a_rule_and_its_queued_sends_end_skipped(alice, alice_api, acme, template):
     from django.utils import timezone
 

@@ -159,7 +159,11 @@ def step_errors(account: Account, steps: list[dict[str, Any]], *, previous: dict
         if not isinstance(delay, int) or isinstance(delay, bool) or not 0 <= delay <= MAX_DELAY_MINUTES:
             errors.setdefault(f"{key}.delay_minutes", []).append(f"From 0 to {MAX_DELAY_MINUTES} minutes.")
         variables = step.get("variables") if step.get("variables") is not None else {}
-        for problem in variable_errors(template.components, template.parameter_format, variables):
+        if isinstance(variables, dict) and not all(isinstance(v, str) for v in variables.values()):
+            problems = ["Each placeholder maps to a field name (text), e.g. {\"1\": \"lead.first_name\"}."]
+        else:
+            problems = variable_errors(template.components, template.parameter_format, variables)
+        for problem in problems:
             errors.setdefault(f"{key}.variables", []).append(problem)
         clean.append({"order": order, "delay_minutes": delay, "template": template, "variables": variables})
     return clean, errors
@@ -213,7 +217,8 @@ def save_rule(account: Account, data: dict[str, Any], *, actor=None, rule: Autom
         rule.created_by = actor if getattr(actor, "is_authenticated", False) else None
     try:
         with transaction.atomic():
-            rule.save()
+            # An update writes only the rule's own fields: a flag a webhook set meanwhile is not overwritten.
+            rule.save(update_fields=None if creating else [*RULE_FIELDS, "updated_at"])
             if steps is not None:
                 _write_steps(rule, steps)
             refresh_rule_flags(account, rules=[AutomationRule.objects.prefetch_related("steps__template").get(pk=rule.pk)])
