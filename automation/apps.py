@@ -11,3 +11,4 @@ class AutomationConfig(AppConfig):
 
         register_handler("message_template_status_update", template_handlers.handle_template_status_update)
         register_handler("message_template_quality_update", template_handlers.handle_template_quality_update)
+        register_handler("template_category_update", template_handlers.handle_template_category_update)

@@ -72,3 +72,14 @@ def handle_template_quality_update(event: WebhookEvent) -> str:
         templates = _templates_of(event)
         MessageTemplate.objects.filter(pk__in=[t.pk for t in templates]).update(quality_score=score)
     return f"template {templates[0].name} quality {score}"
+
+
+def handle_template_category_update(event: WebhookEvent) -> str:
+    """Meta re-categorised the template (e.g. UTILITY -> MARKETING, which changes its price)."""
+    category = str(event.value.get("new_category") or "")[:32]
+    if not category:
+        raise IgnoreEvent("template_category_update without new_category")
+    with transaction.atomic():
+        templates = _templates_of(event)
+        MessageTemplate.objects.filter(pk__in=[t.pk for t in templates]).update(category=category)
+    return f"template {templates[0].name} category {category}"

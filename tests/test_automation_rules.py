@@ -3,7 +3,6 @@ its validation, the original client's bulk POST, 409 on duplicate active rules, 
 from __future__ import annotations
 
 import pytest
-from django.contrib.auth import get_user_model
 
 from automation.models import AutomationRule, MessageSend, RuleStep
 from crm_marketing.audit import SystemEvent
@@ -332,6 +331,8 @@ def test_a_seller_gets_403_even_for_reading_rules(bob_api, acme, template):
     assert [bob_api.get(URL).status_code, bob_api.get(f"{URL}/{rule.pk}").status_code] == [403, 403]
 
 
-def test_a_rule_id_beyond_the_database_range_is_a_404(alice_api, acme):
-    assert alice_api.get(f"{URL}/99999999999999999999999").status_code == 404
-    assert get_user_model().objects.count() == 1
+def test_a_rule_id_beyond_the_database_range_is_the_json_404(alice_api, acme):
+    response = alice_api.patch(f"{URL}/99999999999999999999999", {"is_active": False}, format="json")
+
+    assert response.status_code == 404
+    assert response.json() == {"success": False, "error": {"code": "not_found", "message": "Not found.", "fields": {}}}

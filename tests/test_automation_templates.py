@@ -193,6 +193,20 @@ def test_a_quality_webhook_updates_the_templates_quality(client, acme, django_ca
     assert (event.status, MessageTemplate.objects.get().quality_score) == ("processed", "YELLOW")
 
 
+def test_a_category_webhook_updates_the_templates_category(client, acme, django_capture_on_commit_callbacks):
+    make_channel(acme)
+    make_template(acme, category="UTILITY")
+    payload = template_status_payload(1100001, "seguimiento_lead_v1", "APPROVED")
+    change = payload["entry"][0]["changes"][0]
+    change["field"] = "template_category_update"
+    change["value"] = {"message_template_id": 1100001, "message_template_name": "seguimiento_lead_v1",
+                       "message_template_language": "es", "previous_category": "UTILITY", "new_category": "MARKETING"}
+
+    event = deliver(client, django_capture_on_commit_callbacks, payload)
+
+    assert (event.status, MessageTemplate.objects.get().category) == ("processed", "MARKETING")
+
+
 # -- GET /crm/marketing/hsm/templates ------------------------------------------------------------------------------
 def test_the_template_list_is_a_plain_list_in_the_designs_shape(alice_api, acme, globex):
     template = make_template(acme, quality_score="GREEN", sent_count=5, delivered_count=4, read_count=2)
