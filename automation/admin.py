@@ -180,12 +180,27 @@ class RuleStepInline(admin.TabularInline):
         return may_manage(request, obj)
 
 
+class NeedsAttentionFilter(admin.SimpleListFilter):
+    title = "attention"
+    parameter_name = "flagged"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "Needs attention"), ("no", "OK")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "yes":
+            return queryset.exclude(flagged_reason="")
+        if self.value() == "no":
+            return queryset.filter(flagged_reason="")
+        return queryset
+
+
 @admin.register(AutomationRule)
 class AutomationRuleAdmin(AccountScopedAdmin):
     form = AutomationRuleForm
     inlines = [RuleStepInline]
     list_display = ["name", "account", "trigger_type", "is_active", "steps_count", "counters_line", "flag", "updated_at"]
-    list_filter = ["trigger_type", "is_active"]
+    list_filter = [NeedsAttentionFilter, "trigger_type", "is_active"]
     search_fields = ["name"]
     readonly_fields = ["flagged_reason", "counters", "created_by", "created_at", "updated_at"]
     change_form_template = "admin/automation/automationrule/change_form.html"

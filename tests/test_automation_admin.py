@@ -207,6 +207,8 @@ def test_a_flagged_rule_is_marked_in_the_list_and_on_its_page(alice, acme, templ
     page = client.get(f"{RULES}{rule.pk}/change/")
 
     assert "&#9888; Template seguimiento_lead_v1 is PAUSED" in listing
+    assert [r.name for r in client.get(f"{RULES}?flagged=yes").context["cl"].result_list] == ["Welcome"]
+    assert list(client.get(f"{RULES}?flagged=no").context["cl"].result_list) == []
     assert [str(m) for m in page.context["messages"]] == ["This rule needs attention: Template seguimiento_lead_v1 is PAUSED."]
 
 
