@@ -4,7 +4,6 @@ Kept apart from api.py because DRF imports the renderer and the handler while it
 """
 from __future__ import annotations
 
-import re
 from datetime import datetime, timezone as dt_timezone
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
@@ -18,6 +17,7 @@ from rest_framework.response import Response
 
 from crm_marketing.errors import DomainError
 from crm_marketing.ratelimits import RateLimited
+from crm_marketing.validation import MAX_JSON_DEPTH, UNSTORABLE_TEXT, json_problem
 
 
 def utc_timestamp() -> str:
@@ -38,27 +38,8 @@ class EnvelopeRenderer(JSONRenderer):
         return super().render(data, accepted_media_type, renderer_context)
 
 
-# Valid JSON that no database column can hold: NUL (PostgreSQL text and jsonb refuse it) and
-# unpaired UTF-16 surrogates (not encodable as UTF-8).
-UNSTORABLE_TEXT = re.compile("[\x00\ud800-\udfff]")
-MAX_JSON_DEPTH = 32
-
-
-def json_problem(data) -> str | None:
-    """Why parsed JSON cannot be taken as it is (unstorable text, nested too deep), or None."""
-    pending = [(data, 1)]
-    while pending:
-        value, depth = pending.pop()
-        if depth > MAX_JSON_DEPTH:
-            return f"nested deeper than {MAX_JSON_DEPTH} levels"
-        if isinstance(value, str):
-            if UNSTORABLE_TEXT.search(value):
-                return "a string holds a NUL character or an unpaired surrogate"
-        elif isinstance(value, dict):
-            pending.extend((item, depth + 1) for pair in value.items() for item in pair)
-        elif isinstance(value, list):
-            pending.extend((item, depth + 1) for item in value)
-    return None
+# Valid JSON that no database column can hold is defined once, in crm_marketing.validation.
+__all__ = ["MAX_JSON_DEPTH", "UNSTORABLE_TEXT", "json_problem"]
 
 
 class JSONParser(parsers.JSONParser):

@@ -1,10 +1,19 @@
 """The one Meta Graph API HTTP client (Marketing, Lead and WhatsApp calls).
 
 The token travels only in the Authorization header: never in a URL, a log line or an error message.
+Every call made with a user or page token also carries `appsecret_proof` (HMAC-SHA256 of the token
+keyed with META_APP_SECRET), which apps that "require app secret" demand and which proves the call
+comes from our server.
+
 GETs are retried with backoff on throttling / transient errors; POSTs never are once they may have
-reached Meta (the caller decides from its own records)."""
+reached Meta (the caller decides from its own records), unless the caller opts in with
+`post(..., retry_post=True)` for a POST whose repetition is harmless. Today that is only the insights
+report run (`POST act_X/insights`): a retried POST that had in fact reached Meta leaves an orphaned
+report run, which nobody polls and Meta discards; it writes nothing and sends nothing."""
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
 import random
@@ -20,6 +29,9 @@ from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 log = logging.getLogger("crm_marketing.graph")
 
 RATE_LIMIT_CODES = frozenset({4, 17, 32, 613, 130429, *range(80000, 80015)})
+# Business use case (ad account) throttles: without a regain time from Meta, the client does not retry them
+# (a quick retry only hammers a throttled ad account); a sync parks the ad account instead (DESIGN section 6).
+PARK_CODES = frozenset(range(80000, 80015))
 TOKEN_INVALID_CODES = frozenset({190, 102})
 TRANSIENT_CODES = frozenset({1, 2})
 USAGE_HEADERS = ("x-app-usage", "x-ad-account-usage", "x-business-use-case-usage", "x-fb-ads-insights-throttle")
@@ -95,9 +107,14 @@ class GraphError(Exception):
         return self.code in TOKEN_INVALID_CODES
 
     @property
+    def is_too_much_data(self) -> bool:
+        """Code 1 "reduce the amount of data": a definite answer for that request, not worth repeating."""
+        return self.code == 1 and "reduce the amount of data" in self.message.lower()
+
+    @property
     def is_transient(self) -> bool:
-        return (self.transient_flag or self.network or self.code in TRANSIENT_CODES
-                or (self.http_status or 0) >= 500)
+        return not self.is_too_much_data and (
+            self.transient_flag or self.network or self.code in TRANSIENT_CODES or (self.http_status or 0) >= 500)
 
     def __str__(self) -> str:
         code = "no code" if self.code is None else f"code {self.code}" + (f"/{self.subcode}" if self.subcode else "")
@@ -157,8 +174,41 @@ class GraphClient:
     def get(self, path: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
         return self._call("GET", self._url(path), params=_encode(params))
 
-    def post(self, path: str, data: dict[str, Any] | None = None) -> dict[str, Any]:
-        return self._call("POST", self._url(path), json_body=data or {})
+    def post(self, path: str, data: dict[str, Any] | None = None, *, retry_post: bool = False) -> dict[str, Any]:
+        """POST; retried like a GET only with ``retry_post=True``, for a call whose repetition is harmless."""
+        return self._call("POST", self._url(path), json_body=data or {}, retry_post=retry_post)
+
+    def batch(self, calls: list[tuple[str, dict[str, Any] | None]]) -> list[dict[str, Any] | GraphError]:
+        """Several GETs in one HTTP call (Graph batch: ``POST /`` with ``batch=[{method, relative_url}]``).
+
+        Returns, in order, each call's body or its GraphError. The batch itself is retried like a GET
+        (its calls are GETs, so repeating it is harmless)."""
+        batch = [{"method": "GET", "relative_url": f"{path.lstrip('/')}?{urlencode(_encode(params))}" if params
+                  else path.lstrip("/")} for path, params in calls]
+        url = f"{self.base_url}/{self.version}/"
+        answers = self._call("POST", url, json_body={"batch": batch}, retry_post=True, expect=list)
+        results: list[dict[str, Any] | GraphError] = []
+        for (path, params), answer in zip(calls, answers):
+            answer = answer if isinstance(answer, dict) else {}
+            body = _loads(answer.get("body")) if isinstance(answer.get("body"), str) else answer.get("body")
+            status = int(answer.get("code") or 0)
+            if isinstance(body, dict) and 200 <= status < 300 and "error" not in body:
+                results.append(body)
+                continue
+            headers = {h.get("name", ""): str(h.get("value", "")) for h in answer.get("headers") or []
+                       if isinstance(h, dict)}
+            usage = Usage.parse(headers)
+            error = self._error_from_body("GET", urlsplit(self._url(path)).path, status, body, headers, usage)
+            if not error.is_token_invalid and error.is_transient and not error.is_rate_limited:
+                try:  # one call of the batch hit a transient error: that call alone, with the GET retries
+                    results.append(self.get(path, params))
+                    continue
+                except GraphError as retried:
+                    error = retried
+            results.append(error)
+        if len(results) < len(calls):
+            raise GraphError("batch answered fewer results than calls", method="POST", path="/", http_status=200)
+        return results
 
     def iter_pages(self, path: str, params: dict[str, Any] | None = None, *,
                    max_pages: int = 200) -> Iterator[list[dict[str, Any]]]:
@@ -184,7 +234,7 @@ class GraphClient:
             # A next link: keep its path and query, drop any access_token, send it to *our* host only.
             parts = urlsplit(path)
             pairs = parse_qsl(parts.query, keep_blank_values=True)
-            query = urlencode([(k, v) for k, v in pairs if k != "access_token"])
+            query = urlencode([(k, v) for k, v in pairs if k not in ("access_token", "appsecret_proof")])
             return f"{self.base_url}{parts.path}" + (f"?{query}" if query else "")
         path = path.lstrip("/")
         if re.match(r"v\d+\.\d+/", path):
@@ -192,14 +242,19 @@ class GraphClient:
         return f"{self.base_url}/{self.version}/{path}"
 
     def _call(self, method: str, url: str, *, params: dict[str, str] | None = None,
-              json_body: dict[str, Any] | None = None) -> dict[str, Any]:
+              json_body: dict[str, Any] | None = None, retry_post: bool = False, expect: type = dict) -> Any:
         attempt = 0
         while True:
             try:
-                return self._send(method, url, params, json_body)
+                return self._send(method, url, params, json_body, expect)
             except GraphError as error:
-                retryable = not error.is_token_invalid and (error.is_rate_limited or error.is_transient)
-                if method != "GET":  # a POST may have reached Meta: retry only if it provably did not
+                unhinted_park = error.code in PARK_CODES and not (
+                    error.retry_after or (error.usage.regain_seconds if error.usage else 0))
+                retryable = not error.is_token_invalid and not unhinted_park and (
+                    error.is_rate_limited or error.is_transient)
+                if method != "GET" and retry_post:  # harmless to repeat: on 5xx / transient answers, never on a throttle
+                    retryable = retryable and error.is_transient and not error.is_rate_limited
+                elif method != "GET":  # it may have reached Meta: retry only if it provably did not
                     retryable = error.network and not error.sent
                 if not retryable or attempt >= self.max_retries:
                     raise
@@ -218,10 +273,21 @@ class GraphClient:
         hints = [error.retry_after or 0, error.usage.regain_seconds if error.usage else 0]
         return max(delay, *hints)
 
+    def appsecret_proof(self) -> str | None:
+        """HMAC-SHA256 of the token keyed with the app secret (hex), for user and page tokens; None for no
+        token or the app token (``APP_ID|APP_SECRET``, which is the secret itself)."""
+        if not self._token or "|" in self._token:
+            return None
+        secret = str(_setting("META_APP_SECRET", "sandbox-secret"))
+        return hmac.new(secret.encode(), self._token.encode(), hashlib.sha256).hexdigest()
+
     def _send(self, method: str, url: str, params: dict[str, str] | None,
-              json_body: dict[str, Any] | None) -> dict[str, Any]:
+              json_body: dict[str, Any] | None, expect: type = dict) -> Any:
         path = urlsplit(url).path
         headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
+        proof = self.appsecret_proof()
+        if proof:  # in the query string for every method (a next link's query already holds the others)
+            params = {**(params or {}), "appsecret_proof": proof}
         started = time.monotonic()
         try:
             response = self.session.request(method, url, params=params or None, json=json_body, headers=headers,
@@ -238,27 +304,28 @@ class GraphClient:
             body = response.json()
         except ValueError:
             body = None
-        if isinstance(body, dict) and response.status_code < 400 and "error" not in body:
+        if isinstance(body, expect) and response.status_code < 400 and not (isinstance(body, dict) and "error" in body):
             return body
-        raise self._error(method, path, response, body, usage)
+        raise self._error_from_body(method, path, response.status_code, body, response.headers, usage)
 
-    def _error(self, method: str, path: str, response: requests.Response, body: Any, usage: Usage) -> GraphError:
+    def _error_from_body(self, method: str, path: str, status: int, body: Any, headers: Mapping[str, str],
+                         usage: Usage) -> GraphError:
         info = body.get("error") if isinstance(body, dict) else None
-        retry_after = _number(response.headers.get("Retry-After")) or None
+        retry_after = _number(headers.get("Retry-After")) or None
         if not isinstance(info, dict):
             message = "non-JSON response" if body is None else "unexpected response shape"
-            error = GraphError(message, http_status=response.status_code, method=method, path=path,
+            error = GraphError(message, http_status=status, method=method, path=path,
                                retry_after=retry_after, usage=usage)
         else:
             error = GraphError(
-                self._redact(str(info.get("message") or "")), http_status=response.status_code,
+                self._redact(str(info.get("message") or "")), http_status=status,
                 code=info.get("code") if isinstance(info.get("code"), int) else None,
                 subcode=info.get("error_subcode"), fbtrace_id=info.get("fbtrace_id"),
                 transient_flag=bool(info.get("is_transient")), retry_after=retry_after, usage=usage,
                 method=method, path=path)
         if error.retry_after is None and error.is_rate_limited and usage.regain_seconds:
             error.retry_after = usage.regain_seconds
-        log.warning("graph %s %s -> %s code=%s subcode=%s fbtrace_id=%s", method, path, response.status_code,
+        log.warning("graph %s %s -> %s code=%s subcode=%s fbtrace_id=%s", method, path, status,
                     error.code, error.subcode, error.fbtrace_id)
         return error
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import unicodedata
 from typing import Callable
 
 from django.conf import settings
@@ -38,8 +39,26 @@ def _user_or_ip(group, request) -> str:
     return f"ip:{client_ip(request)}"
 
 
+def login_username(raw) -> str:
+    """The username as Django's sign-in resolves it, so that spellings of one name share one bucket.
+
+    ``AuthenticationForm``'s UsernameField strips surrounding whitespace (``str.strip``, which takes
+    the no-break space too), then NFKC-normalises (full-width ``ｍａｒｉａ`` is ``maria``) unless the
+    stripped value is over the field's 150 characters; ``ModelBackend`` then looks the result up
+    exactly. We also case-fold: that only merges buckets (``Maria`` and ``maria`` count together),
+    so no spelling ever earns an attacker a fresh one."""
+    value = str(raw or "").strip()
+    if len(value) <= 150:
+        value = unicodedata.normalize("NFKC", value)
+    return value.casefold()
+
+
 def _login_username(group, request) -> str:
-    return "username:" + str(request.POST.get("username") or "")[:150].lower()
+    return "username:" + login_username(request.POST.get("username"))
+
+
+def _login_username_and_ip(group, request) -> str:
+    return f"username:{login_username(request.POST.get('username'))}|ip:{client_ip(request)}"
 
 
 def enforce_rate_limit(request, *, group: str = "api", rate: str | None = None, key: Callable = _user_or_ip) -> None:
@@ -73,15 +92,25 @@ def rate_limited(view, *, group: str = "api"):
 
 
 def login_rate_limited(view):
-    """Sign-in attempts: per client IP (API_ANON_RATE_LIMIT) and per username (LOGIN_RATE_LIMIT),
-    so neither one address nor many addresses can guess a password at speed."""
+    """Sign-in attempts, counted three ways on the normalised username (``login_username``):
+
+    - per client IP, any username (API_ANON_RATE_LIMIT): one address cannot spray many names;
+    - per username from one IP (LOGIN_RATE_LIMIT, 10/m): the tight limit on guessing one password;
+    - per username from all addresses (LOGIN_USERNAME_RATE_LIMIT, 60 per 10 minutes): the looser cap
+      on guessing from many addresses.
+
+    This is the "per-address component" answer to lockout: an attacker who hammers ``maria`` from his
+    address is stopped by the username+IP bucket, while maria signing in from her own address is not
+    (her bucket is hers). Only an attacker spread over several addresses who exceeds the looser cap
+    can keep her out, and then for at most its 10-minute window."""
 
     @functools.wraps(view)
     def limited(request, *args, **kwargs):
         if request.method == "POST":
             try:
                 enforce_rate_limit(request, group="login-ip", rate=settings.API_ANON_RATE_LIMIT, key=lambda g, r: f"ip:{client_ip(r)}")
-                enforce_rate_limit(request, group="login-username", rate=settings.LOGIN_RATE_LIMIT, key=_login_username)
+                enforce_rate_limit(request, group="login-username-ip", rate=settings.LOGIN_RATE_LIMIT, key=_login_username_and_ip)
+                enforce_rate_limit(request, group="login-username", rate=settings.LOGIN_USERNAME_RATE_LIMIT, key=_login_username)
             except RateLimited as exc:
                 return _too_many(exc)
         return view(request, *args, **kwargs)

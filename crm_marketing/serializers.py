@@ -1,13 +1,12 @@
 """Serializers of the CRM API (leads, opportunities, sales) and their list filters."""
 from __future__ import annotations
 
-from datetime import datetime, timezone as dt_timezone
-
 from django.contrib.auth import get_user_model
 from rest_framework import serializers
 
 from crm_marketing.api import MAX_DB_INTEGER, AccountScopedRelatedField, QueryFilter, StrictSerializerMixin
 from crm_marketing.models import Lead, Membership, Opportunity, Sale
+from crm_marketing.validation import validate_json_object, validate_moment
 
 
 class MemberField(serializers.PrimaryKeyRelatedField):
@@ -43,10 +42,6 @@ class VisibleOpportunityField(AccountScopedRelatedField):
         return seller_scope(super().get_queryset(), self.context["request"].membership)
 
 
-EARLIEST_CLOSE = datetime(1970, 1, 1, tzinfo=dt_timezone.utc)
-LATEST_CLOSE = datetime(2999, 12, 31, tzinfo=dt_timezone.utc)
-
-
 def _id_filter() -> serializers.IntegerField:
     """An id in a query string: out of the database's integer range is a 400, not an overflow."""
     return serializers.IntegerField(required=False, min_value=1, max_value=MAX_DB_INTEGER)
@@ -79,8 +74,7 @@ class LeadSerializer(StrictSerializerMixin, serializers.ModelSerializer):
         return value
 
     def validate_external_ids(self, value):
-        if not isinstance(value, dict):
-            raise serializers.ValidationError("Must be an object of id names to values.")
+        validate_json_object(value)  # Django's ValidationError: DRF reports it on the field
         return value
 
     def validate(self, attrs):
@@ -142,9 +136,7 @@ class SaleSerializer(StrictSerializerMixin, serializers.ModelSerializer):
         validators = []
 
     def validate_closed_at(self, value):
-        # Far-off years are typos that would also push the ROI windows past what dates can hold.
-        if not EARLIEST_CLOSE <= value <= LATEST_CLOSE:
-            raise serializers.ValidationError(f"Enter a moment between {EARLIEST_CLOSE:%Y-%m-%d} and {LATEST_CLOSE:%Y-%m-%d}.")
+        validate_moment(value)  # far-off years are typos that would push the ROI windows past what dates hold
         return value
 
     def validate(self, attrs):
@@ -167,3 +159,35 @@ def seller_scope(queryset, membership: Membership, *, lead_path: str = "lead__")
     if membership.role == Membership.Role.SELLER:
         return queryset.filter(**{f"{lead_path}seller": membership.user})
     return queryset
+
+
+class MembershipSummarySerializer(serializers.Serializer):
+    """One account the user belongs to, with what a client needs to format its figures."""
+
+    account_id = serializers.IntegerField(source="account.id")
+    name = serializers.CharField(source="account.name")
+    slug = serializers.CharField(source="account.slug")
+    role = serializers.ChoiceField(choices=Membership.Role.choices)
+    currency = serializers.CharField(source="account.currency")
+    timezone = serializers.CharField(source="account.timezone")
+
+
+class CurrentUserSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    username = serializers.CharField()
+    name = serializers.SerializerMethodField()
+    email = serializers.EmailField()
+    is_staff = serializers.BooleanField()
+
+    def get_name(self, user) -> str:
+        return user.get_full_name() or user.username
+
+
+class MeSerializer(serializers.Serializer):
+    """GET /crm/me: the caller, their memberships, the account X-Account chose (null when they
+    belong to several and named none) and the language the hub should speak."""
+
+    user = CurrentUserSerializer()
+    memberships = MembershipSummarySerializer(many=True)
+    account = MembershipSummarySerializer(allow_null=True)
+    language = serializers.ChoiceField(choices=[("es", "Español"), ("en", "English")])

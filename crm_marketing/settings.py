@@ -159,7 +159,9 @@ SPECTACULAR_SETTINGS = {
 API_RATE_LIMIT = env.str("API_RATE_LIMIT", default="600/m")
 API_ANON_RATE_LIMIT = env.str("API_ANON_RATE_LIMIT", default="120/m")
 WEBHOOK_RATE_LIMIT = env.str("WEBHOOK_RATE_LIMIT", default="6000/m")
-LOGIN_RATE_LIMIT = env.str("LOGIN_RATE_LIMIT", default="10/m")  # sign-in attempts per username
+LOGIN_RATE_LIMIT = env.str("LOGIN_RATE_LIMIT", default="10/m")  # sign-in attempts per username from one address
+# ... and per username from all addresses together: looser, so an attacker cannot lock the user out for long.
+LOGIN_USERNAME_RATE_LIMIT = env.str("LOGIN_USERNAME_RATE_LIMIT", default="60/10m")
 RATELIMIT_IP_META_KEY = "crm_marketing.ratelimits.client_ip"
 SILENCED_SYSTEM_CHECKS: list[str] = []
 if not CACHE_IS_SHARED:
@@ -202,6 +204,9 @@ META_MAX_BACKOFF_SECONDS = env.float("META_MAX_BACKOFF_SECONDS", default=30.0)
 # Calls made while a person waits (hub endpoints) retry once and wait at most this long.
 META_INTERACTIVE_MAX_WAIT_SECONDS = env.float("META_INTERACTIVE_MAX_WAIT_SECONDS", default=5.0)
 META_SYNC_INTERVAL_HOURS = env.int("META_SYNC_INTERVAL_HOURS", default=4)
+# A running sync renews its lease as it progresses; silent this long, its worker is taken for dead and the
+# next request or the re-delivered task takes the sync over.
+META_SYNC_LEASE_SECONDS = env.float("META_SYNC_LEASE_SECONDS", default=60.0)
 # Seconds between the first polls of an insights report run (grows 1.5x per poll, capped at 15 s).
 META_INSIGHTS_POLL_SECONDS = env.float("META_INSIGHTS_POLL_SECONDS", default=2.0)
 META_LEAD_ACTION_TYPES = env.list(

@@ -33,17 +33,25 @@ def rebuild_roi_rollups(account_id: int) -> str:
     return f"{account.slug}: {result.days} days re-derived, {result.rows_written} rollup rows written"
 
 
+def _with_failures(summary: str, outcome: rollups.RebuildOutcome) -> str:
+    return f"{summary}; {outcome.failure_line()}" if outcome.failures else summary
+
+
 def rebuild_all_roi_rollups() -> str:
     """Once after the rollup's migration: every account's whole history."""
-    results = [rollups.rebuild(account) for account in Account.objects.order_by("pk")]
-    return f"ROI rollup of {len(results)} account(s) built: {sum(r.rows_written for r in results)} rows written"
+    outcome = rollups.rebuild_accounts(Account.objects.order_by("pk"))
+    results = outcome.results
+    return _with_failures(f"ROI rollup of {len(results)} account(s) built: {sum(r.rows_written for r in results)} rows written",
+                          outcome)
 
 
 def rebuild_recent_roi_rollups() -> str:
     """Nightly: every account's last 35 days, the safety net under the incremental refreshes."""
-    results = rollups.rebuild_recent()
-    return (f"ROI rollup, last 35 days of {len(results)} account(s): {sum(r.rows_written for r in results)} rows written, "
-            f"{sum(r.sales_reattributed for r in results)} sale(s) re-attributed")
+    outcome = rollups.rebuild_recent()
+    results = outcome.results
+    return _with_failures(
+        f"ROI rollup, last 35 days of {len(results)} account(s): {sum(r.rows_written for r in results)} rows written, "
+        f"{sum(r.sales_reattributed for r in results)} sale(s) re-attributed", outcome)
 
 
 def backfill_recent_leads() -> str:

@@ -66,6 +66,20 @@ def test_a_session_write_without_the_csrf_token_is_a_403_and_writes_nothing(alic
     assert Lead.objects.count() == 0
 
 
+@pytest.mark.parametrize("method", ["post", "patch", "put", "delete"])
+@pytest.mark.parametrize("signed_in", [False, True])
+def test_a_write_to_an_unknown_crm_path_is_the_json_404_not_a_csrf_page(alice, acme, method, signed_in):
+    client = Client(enforce_csrf_checks=True)
+    if signed_in:
+        client.force_login(alice)
+
+    response = getattr(client, method)("/crm/nope", {"a": 1}, content_type="application/json")
+
+    assert response.status_code == 404
+    assert response.json() == {"success": False, "error": {"code": "not_found", "message": "Not found.", "fields": {}}}
+    assert Lead.objects.count() == 0
+
+
 def test_a_session_write_with_the_csrf_token_is_accepted(alice, acme):
     client = Client(enforce_csrf_checks=True)
     client.force_login(alice)
@@ -112,21 +126,43 @@ def test_the_openapi_schema_and_docs_are_served(alice_api, alice):
     assert b"cdn.jsdelivr.net" not in docs.content
 
 
-@pytest.mark.parametrize("url", ["/crm/schema/", "/crm/docs/"])
-def test_the_schema_and_docs_are_rate_limited_like_the_api(url, settings):
+@pytest.mark.parametrize("accept", [None, "*/*", "application/json", "application/vnd.oai.openapi"])
+def test_anonymous_callers_get_a_401_in_json_for_the_schema_in_any_format(anonymous_api, accept):
+    response = anonymous_api.get("/crm/schema/", **({"HTTP_ACCEPT": accept} if accept else {}))
+
+    assert response.status_code == 401
+    assert response.json() == {"success": False, "error": {"code": "not_authenticated", "fields": {},
+                                                           "message": "Authentication credentials were not provided."}}
+
+
+def test_anonymous_visitors_of_the_docs_are_sent_to_sign_in_and_scripts_read_the_schema_with_a_token(alice):
+    from rest_framework.authtoken.models import Token
+
+    token = Token.objects.create(user=alice)
+
+    docs = Client().get("/crm/docs/")
+    schema = Client().get("/crm/schema/", HTTP_AUTHORIZATION=f"Token {token.key}", HTTP_ACCEPT="application/vnd.oai.openapi+json")
+
+    assert (docs.status_code, docs["Location"]) == (302, "/accounts/login/?next=/crm/docs/")
+    assert b"/crm/leads/" not in docs.content
+    assert schema.status_code == 200 and "/crm/leads/" in schema.json()["paths"]
+
+
+@pytest.mark.parametrize(("url", "refused"), [("/crm/schema/", 401), ("/crm/docs/", 302)])
+def test_the_schema_and_docs_are_rate_limited_like_the_api(url, refused, settings):
     settings.API_ANON_RATE_LIMIT = "2/m"
     client = Client()
 
     codes = [client.get(url, REMOTE_ADDR="10.0.0.21").status_code for _ in range(3)]
 
     limited = client.get(url, REMOTE_ADDR="10.0.0.21")
-    assert codes == [200, 200, 429]
+    assert codes == [refused, refused, 429]
     assert limited.json()["error"]["code"] == "rate_limited" and int(limited["Retry-After"]) >= 1
 
 
 @pytest.mark.parametrize("login_url", ["/accounts/login/", "/admin/login/"])
 def test_password_guessing_is_limited_per_username_even_from_many_addresses(alice, login_url, settings):
-    settings.LOGIN_RATE_LIMIT = "3/m"
+    settings.LOGIN_USERNAME_RATE_LIMIT = "3/m"
     client = Client()
 
     codes = [client.post(login_url, {"username": "alice", "password": "guess"}, REMOTE_ADDR=f"10.0.1.{i}").status_code for i in range(4)]
@@ -137,6 +173,53 @@ def test_password_guessing_is_limited_per_username_even_from_many_addresses(alic
     assert right_password.status_code == 429 and int(right_password["Retry-After"]) >= 1
     assert other_user.status_code == 200
     assert "_auth_user_id" not in client.session
+
+
+@pytest.mark.parametrize("login_url", ["/accounts/login/", "/admin/login/"])
+@pytest.mark.parametrize("spelling", [" maria", "ｍａｒｉａ", "maria\u00a0", "MARIA", "\tmaria \u3000"])
+def test_ten_wrong_passwords_for_maria_limit_every_spelling_django_signs_in_as_maria(login_url, spelling):
+    from tests.conftest import make_user
+
+    make_user("maria", is_staff=True)
+    attacker = Client()
+    codes = [attacker.post(login_url, {"username": "maria", "password": f"guess{i}"}, REMOTE_ADDR="10.0.4.1").status_code
+             for i in range(10)]
+
+    respelled = attacker.post(login_url, {"username": spelling, "password": "pw-maria"}, REMOTE_ADDR="10.0.4.1")
+
+    assert codes == [200] * 10
+    assert respelled.status_code == 429 and int(respelled["Retry-After"]) >= 1
+    assert "_auth_user_id" not in attacker.session
+
+
+def test_the_spellings_that_stay_limited_are_the_ones_django_signs_in_as_maria(db):
+    from django.contrib.auth import authenticate
+    from django.contrib.auth.forms import AuthenticationForm
+
+    from tests.conftest import make_user
+
+    maria = make_user("maria")
+
+    for spelling in [" maria", "ｍａｒｉａ", "maria\u00a0", "\tmaria \u3000"]:
+        form = AuthenticationForm(data={"username": spelling, "password": "pw-maria"})
+        assert form.is_valid() and form.get_user() == maria, spelling
+    assert authenticate(username="maria", password="pw-maria") == maria
+
+
+def test_maria_still_signs_in_from_her_own_address_while_an_attacker_is_limited_on_her_name(db):
+    from tests.conftest import make_user
+
+    user = make_user("maria")
+    attacker, maria = Client(), Client()
+    for i in range(10):
+        attacker.post("/accounts/login/", {"username": "maria", "password": f"guess{i}"}, REMOTE_ADDR="10.0.5.1")
+    limited = attacker.post("/accounts/login/", {"username": "maria", "password": "guess10"}, REMOTE_ADDR="10.0.5.1")
+
+    signed_in = maria.post("/accounts/login/", {"username": "maria", "password": "pw-maria"}, REMOTE_ADDR="10.0.6.1")
+
+    assert limited.status_code == 429
+    assert signed_in.status_code == 302 and signed_in["Location"] == "/hub/marketing"
+    assert maria.session["_auth_user_id"] == str(user.pk)
 
 
 def test_sign_in_attempts_are_limited_per_address_too(alice, settings):

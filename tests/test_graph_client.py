@@ -149,7 +149,7 @@ def test_a_next_url_with_a_token_and_a_foreign_host_is_stripped_and_rebased(meta
 
     assert page["data"] == [{"id": "act_300003"}]
     [call] = graph_calls(meta_sandbox, "/me/adaccounts")
-    assert call.query == {"fields": "id", "limit": "1", "after": "MQ"}
+    assert call.query == {"fields": "id", "limit": "1", "after": "MQ", "appsecret_proof": client.appsecret_proof()}
 
 
 def test_logs_and_error_text_of_a_failing_call_never_contain_the_token(meta_sandbox, client, token, caplog):

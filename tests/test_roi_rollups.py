@@ -11,7 +11,7 @@ from decimal import Decimal
 from io import StringIO
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.db import transaction
 from django.test import Client
 from django.utils import timezone
@@ -258,6 +258,42 @@ def test_the_nightly_rebuild_repairs_writes_that_bypassed_the_models_and_is_sche
     assert summary == "ROI rollup, last 35 days of 1 account(s): 4 rows written, 1 sale(s) re-attributed"
     schedule = Schedule.objects.get(name="marketing.rebuild_recent_roi_rollups")
     assert (schedule.func, schedule.schedule_type, schedule.repeats) == ("marketing.tasks.rebuild_recent_roi_rollups", "D", -1)
+
+
+def a_sale_in_year_9999_written_around_the_admin(account: Account) -> None:
+    sale = make_sale(make_lead(account, lead_source="meta_lead_ads", meta_campaign_id="111"), "5.00")
+    Sale.objects.filter(pk=sale.pk).update(closed_at=dt.datetime(9999, 12, 31, tzinfo=dt.timezone.utc))  # no validation
+
+
+def test_a_year_9999_sale_fails_the_rebuild_of_its_account_only_and_the_command_says_so_in_one_line(acme, globex):
+    assert acme.pk < globex.pk  # the broken account comes first: the loop must carry on past it
+    a_sale_in_year_9999_written_around_the_admin(acme)
+    make_sale(make_lead(globex, lead_source="meta_lead_ads", meta_campaign_id="9", created_at=timezone.now() - dt.timedelta(days=3)),
+              "10.00", closed_at=timezone.now() - dt.timedelta(days=1))
+    globex_rows = rollup(globex)
+    CampaignDay.objects.filter(account=globex).delete()
+    out = StringIO()
+
+    with pytest.raises(CommandError) as failure:
+        call_command("rebuild_roi_rollups", stdout=out, stderr=StringIO())
+
+    assert len(globex_rows) == 2 and rollup(globex) == globex_rows
+    assert out.getvalue().startswith("Rebuilt the ROI rollup of 1 account: ")
+    assert str(failure.value) == ("1 account failed: acme: a sale closed_at of 9999-12-31T00:00:00+00:00 is out of range "
+                                  "(between 1970-01-01 and 2999-12-31); fix that row and rebuild")
+
+
+def test_the_nightly_rebuild_carries_on_past_an_account_with_a_year_9999_sale(acme, globex):
+    a_sale_in_year_9999_written_around_the_admin(acme)
+    lead = make_lead(globex, lead_source="meta_lead_ads", meta_campaign_id="9", created_at=timezone.now() - dt.timedelta(days=2))
+    Lead.objects.filter(pk=lead.pk).update(meta_campaign_id="10")  # bypasses the signals: only the rebuild fixes it
+
+    summary = rebuild_recent_roi_rollups()
+
+    assert {row[1] for row in rollup(globex)} == {"10"}
+    assert summary == ("ROI rollup, last 35 days of 1 account(s): 2 rows written, 0 sale(s) re-attributed; 1 account failed: "
+                       "acme: a sale closed_at of 9999-12-31T00:00:00+00:00 is out of range (between 1970-01-01 and "
+                       "2999-12-31); fix that row and rebuild")
 
 
 def test_a_database_migrated_with_history_gets_its_rollup_built_once_by_the_first_worker(golden, acme, globex):

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from decimal import Decimal
 from io import StringIO
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from django.core.management import call_command
@@ -79,8 +81,10 @@ def test_a_full_sync_stores_campaigns_ad_sets_and_ads_including_paused_archived_
     deleted_ad = Ad.objects.select_related("adset", "campaign").get(meta_ad_id="700004")
     assert (deleted_ad.adset.meta_adset_id, deleted_ad.campaign.meta_campaign_id) == ("500002", "400001")
     assert AdSet.objects.get(meta_adset_id="500003").campaign.meta_campaign_id == "400002"
-    entity_call = next(r for r in meta_sandbox.requests if r.path == "/act_300001/ads")
-    assert "DELETED" in entity_call.query["effective_status"] and "ARCHIVED" in entity_call.query["effective_status"]
+    [batch] = [r for r in meta_sandbox.requests if r.path == "/" and r.method == "POST"]  # the three listings in one call
+    ads_call = next(call["relative_url"] for call in batch.body["batch"] if call["relative_url"].startswith("act_300001/ads?"))
+    statuses = json.loads(parse_qs(urlsplit(ads_call).query)["effective_status"][0])
+    assert "DELETED" in statuses and "ARCHIVED" in statuses
 
 
 def test_syncing_twice_keeps_the_same_rows(ad_account, client):

@@ -87,7 +87,7 @@ def test_a_run_that_stopped_reporting_progress_does_not_block_syncs(alice_api, a
 
     stale.refresh_from_db()
     assert response.status_code == 202
-    assert (stale.status, stale.error) == ("failed", "Abandoned: no progress for 30 minutes (worker stopped?)")
+    assert (stale.status, stale.error) == ("failed", "Abandoned: no heartbeat for 60 s (worker stopped?)")
     assert SyncRun.objects.exclude(pk=stale.pk).get().status == "succeeded"
 
 

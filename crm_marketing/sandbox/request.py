@@ -89,7 +89,12 @@ class GraphRequest:
         return value
 
     def fields(self) -> dict[str, Any] | None:
+        """``fields`` as Graph takes it: "id,name,adset{id}" or a JSON array such as ["id","name"]."""
         raw = self.param("fields")
+        if isinstance(raw, str) and raw.lstrip().startswith("["):
+            raw = self.json_param("fields")
+        if isinstance(raw, list):
+            raw = ",".join(str(name) for name in raw)
         return parse_fields(raw) if raw else None
 
     def limit(self, default: int = DEFAULT_LIMIT) -> int:

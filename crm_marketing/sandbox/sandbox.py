@@ -96,6 +96,11 @@ class MetaSandbox:
         with self.state.lock:
             self.state.slow_scripts.append(SlowScript(n, seconds, path_contains))
 
+    def require_appsecret_proof(self, required: bool = True) -> None:
+        """Refuse user-token calls without ``appsecret_proof`` (a wrong one is always refused)."""
+        with self.state.lock:
+            self.state.require_appsecret_proof = bool(required)
+
     def expire_token(self, token: str | None = None) -> None:
         """Expire `token`, or every token issued so far; they then get 190 / subcode 463."""
         self.state.expire_token(token)
@@ -193,7 +198,7 @@ class MetaSandbox:
             response = self.fire_webhook(**kwargs)
             return {"status": response.status_code, "body": response.text}
         allowed = {"fail_next", "slow_next", "insights_job_plan", "restate", "add_lead", "issue_token",
-                   "set_template_status"}
+                   "set_template_status", "require_appsecret_proof"}
         if action not in allowed:
             raise ValueError(f"unknown action {action!r}")
         return getattr(self, action)(**kwargs)

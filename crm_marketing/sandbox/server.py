@@ -8,6 +8,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 
+from . import batch
 from .request import GraphFault, GraphRequest
 from .routes import Response, dispatch
 from .state import FailScript, LoggedRequest
@@ -155,6 +156,12 @@ def respond(sandbox: MetaSandbox, req: GraphRequest) -> Response:
         if script is not None:
             regain = script.regain_minutes or 0
             raise scripted_fault(script)
+        batch.check_appsecret_proof(sandbox, req)
+        proof = req.query.get("appsecret_proof")
+        # Checked: not a parameter of the call itself (a copy: the request log keeps what was sent).
+        req.query = {k: v for k, v in req.query.items() if k != "appsecret_proof"}
+        if batch.is_batch(req):
+            return batch.run_batch(sandbox, req, respond, proof=proof)
         response = dispatch(sandbox.state, req)
     except GraphFault as fault:
         response = Response(fault.status, fault.body(), dict(fault.headers))

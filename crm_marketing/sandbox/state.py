@@ -146,6 +146,7 @@ class SandboxState:
             self.requests: list[LoggedRequest] = []
             self.sent_messages: list[dict[str, Any]] = []
             self.dialog_decision: str | None = None
+            self.require_appsecret_proof = False  # like an app with "Require App Secret" switched on
             self.dialog_user_id = next(iter(self.users))
             self.counter = 0
 

@@ -68,9 +68,23 @@ def _common(ad_account: AdAccount, item: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _list(graph: MeteredGraph, ad_account: AdAccount, edge: str, fields: str, statuses: list[str]) -> list[dict]:
-    params = {"fields": fields, "effective_status": statuses, "limit": PAGE_SIZE}
-    return [item for page in graph.iter_pages(f"{ad_account.meta_ad_account_id}/{edge}", params) for item in page]
+EDGES = (("campaigns", CAMPAIGN_FIELDS, CAMPAIGN_STATUSES), ("adsets", ADSET_FIELDS, ADSET_STATUSES),
+         ("ads", AD_FIELDS, AD_STATUSES))
+
+
+def _list_edges(graph: MeteredGraph, ad_account: AdAccount) -> list[list[dict]]:
+    """Every item of the three edges: their first pages in one Graph batch call (one HTTP call instead of
+    three, which for most ad accounts is the whole listing), then each edge's further pages by its next link."""
+    calls = [(f"{ad_account.meta_ad_account_id}/{edge}", {"fields": fields, "effective_status": statuses, "limit": PAGE_SIZE})
+             for edge, fields, statuses in EDGES]
+    listings = []
+    for first in graph.batch(calls):
+        items = list(first.get("data") or [])
+        next_url = (first.get("paging") or {}).get("next")
+        if items and next_url:
+            items += [item for page in graph.iter_pages(next_url) for item in page]
+        listings.append(items)
+    return listings
 
 
 def _ids(model, ad_account: AdAccount, id_field: str, meta_ids: Iterable[str]) -> dict[str, int]:
@@ -82,10 +96,8 @@ _SHARED = ["ad_account", "name", "status", "effective_status", "created_time", "
 
 
 def sync_entities(ad_account: AdAccount, *, graph: MeteredGraph) -> EntityCounts:
-    """List the three edges (all pages), then upsert them in one transaction."""
-    campaigns = _list(graph, ad_account, "campaigns", CAMPAIGN_FIELDS, CAMPAIGN_STATUSES)
-    adsets = _list(graph, ad_account, "adsets", ADSET_FIELDS, ADSET_STATUSES)
-    ads = _list(graph, ad_account, "ads", AD_FIELDS, AD_STATUSES)
+    """List the three edges (all pages, first ones batched), then upsert them in one transaction."""
+    campaigns, adsets, ads = _list_edges(graph, ad_account)
     with transaction.atomic():
         Campaign.objects.bulk_create(
             [Campaign(**_common(ad_account, c), meta_campaign_id=c["id"], objective=c.get("objective") or "",

@@ -192,9 +192,11 @@ class InsightsReader:
 
     def _start(self, window: Window) -> str:
         try:
+            # Retried on 5xx / transient codes: a POST that did reach Meta only leaves an orphaned report run.
             started = self.graph.post(f"{self.ad_account.meta_ad_account_id}/insights", {
                 "level": "ad", "time_increment": 1, "time_range": window.as_param(), "fields": INSIGHT_FIELDS,
-                "action_breakdowns": ["action_type"], "action_attribution_windows": ATTRIBUTION_WINDOWS})
+                "action_breakdowns": ["action_type"], "action_attribution_windows": ATTRIBUTION_WINDOWS},
+                retry_post=True)
         except GraphError as error:
             if error.code == TOO_MUCH_DATA_CODE:
                 raise ReportTooLarge(error.message) from error

@@ -13,18 +13,21 @@ from crm_marketing.graph import GraphClient, GraphError, Usage
 
 # Usage headers at or above this percentage: Meta is about to throttle us, so we stop first.
 USAGE_CEILING_PCT = 95.0
-# How long to park when Meta throttles without saying for how long (seconds).
-DEFAULT_PARK_SECONDS = 15 * 60
+# When Meta throttles without saying for how long (e.g. code 80004 with no regain time): park 5 minutes,
+# doubling for each park in a row (10, 20, 40 ...), at most 4 hours (the scheduled sync interval).
+DEFAULT_PARK_SECONDS = 5 * 60
+MAX_DEFAULT_PARK_SECONDS = 4 * 3600
 CEILING_PARK_SECONDS = 5 * 60
 
 
 class Throttled(Exception):
-    """Meta asked us to slow down: park the ad account for `seconds`."""
+    """Meta asked us to slow down: park the ad account for `seconds` (`hinted`: Meta said how long)."""
 
-    def __init__(self, seconds: float, reason: str) -> None:
+    def __init__(self, seconds: float, reason: str, *, hinted: bool = True) -> None:
         super().__init__(reason)
         self.seconds = max(1.0, float(seconds))
         self.reason = reason
+        self.hinted = hinted
 
     def until(self, now: dt.datetime) -> dt.datetime:
         return now + dt.timedelta(seconds=self.seconds)
@@ -32,8 +35,14 @@ class Throttled(Exception):
 
 def throttle_from_error(error: GraphError) -> Throttled:
     regain = error.usage.regain_seconds if error.usage else 0
-    seconds = max(error.retry_after or 0, regain) or DEFAULT_PARK_SECONDS
-    return Throttled(seconds, f"Meta rate limit (code {error.code}): {error.message}"[:500])
+    seconds = max(error.retry_after or 0, regain)
+    return Throttled(seconds or DEFAULT_PARK_SECONDS, f"Meta rate limit (code {error.code}): {error.message}"[:500],
+                     hinted=bool(seconds))
+
+
+def default_park_seconds(parks_in_a_row: int) -> float:
+    """The park when Meta gave no regain time: 5 min, doubled for each park just before this one."""
+    return float(min(DEFAULT_PARK_SECONDS * 2 ** min(parks_in_a_row, 16), MAX_DEFAULT_PARK_SECONDS))
 
 
 def throttle_from_usage(usage: Usage | None) -> Throttled | None:
@@ -53,7 +62,7 @@ class MeteredGraph:
     def __init__(self, client: GraphClient, *, on_call: Callable[[], None] | None = None) -> None:
         self.client = client
         self.calls = 0
-        self._on_call = on_call
+        self.on_call = on_call  # e.g. the sync's lease heartbeat, on every HTTP response
         client.session.hooks.setdefault("response", []).append(self._count)
 
     def close(self) -> None:
@@ -63,8 +72,8 @@ class MeteredGraph:
 
     def _count(self, response: Any, *args: Any, **kwargs: Any) -> Any:
         self.calls += 1
-        if self._on_call is not None:
-            self._on_call()
+        if self.on_call is not None:
+            self.on_call()
         return response
 
     def _check_usage(self) -> None:
@@ -85,10 +94,21 @@ class MeteredGraph:
         self._check_usage()
         return result
 
-    def post(self, path: str, data: dict[str, Any] | None = None) -> dict[str, Any]:
-        result = self._call(lambda: self.client.post(path, data))
+    def post(self, path: str, data: dict[str, Any] | None = None, *, retry_post: bool = False) -> dict[str, Any]:
+        result = self._call(lambda: self.client.post(path, data, retry_post=retry_post))
         self._check_usage()
         return result
+
+    def batch(self, calls: list[tuple[str, dict[str, Any] | None]]) -> list[dict[str, Any]]:
+        """Several GETs in one HTTP call; a call that failed there raises (as Throttled when rate-limited)."""
+        results = self._call(lambda: self.client.batch(calls))
+        for result in results:
+            if isinstance(result, GraphError):
+                if result.is_rate_limited:
+                    raise throttle_from_error(result) from result
+                raise result
+        self._check_usage()
+        return results
 
     def iter_pages(self, path: str, params: dict[str, Any] | None = None) -> Iterator[list[dict[str, Any]]]:
         """Each page's rows; the usage check runs once the caller has stored a page, before the next call."""

@@ -22,7 +22,8 @@ the nightly rebuild fills the cell in).
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Callable, Iterable
 from zoneinfo import ZoneInfo
@@ -32,10 +33,14 @@ from django.db.models import Count, F, Max, Min, Q, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
+from crm_marketing.errors import DomainError
 from crm_marketing.models import Account, Lead, Opportunity, Sale
 from crm_marketing.services import repair_sale_attribution
+from crm_marketing.validation import EARLIEST_MOMENT, LATEST_MOMENT, MOMENT_RANGE
 from marketing.models import CampaignDay, DailyInsight
 from marketing.time_ranges import Window
+
+log = logging.getLogger("marketing.rollups")
 
 LOCK_NAMESPACE = 0x524F4931  # "ROI1": the first key of pg_advisory_xact_lock(int, int)
 CHUNK_DAYS = 31
@@ -186,16 +191,34 @@ class RebuildResult:
         return (self.until - self.since).days + 1 if self.since and self.until else 0
 
 
+class SourceOutOfRange(DomainError):
+    """A source row dated outside what the API and the admin accept (written around them, e.g. in SQL):
+    its account cannot be rebuilt until the row is fixed."""
+
+    code = "rollup_source_out_of_range"
+
+
 def activity_span(account: Account, since: dt.date | None = None) -> tuple[dt.date, dt.date] | None:
-    """The first and last day (account timezone; insights on their own day) with any source row."""
+    """The first and last day (account timezone; insights on their own day) with any source row.
+    SourceOutOfRange when a row lies outside crm_marketing.validation's range (the windows built around
+    it would run past what ``datetime`` holds)."""
     tz = ZoneInfo(account.timezone)
-    moments = [
-        Lead.objects.filter(account=account, lead_source__in=Lead.META_SOURCES).aggregate(a=Min("created_at"), b=Max("created_at")),
-        Opportunity.objects.filter(account=account).aggregate(a=Min("created_at"), b=Max("created_at")),
-        Sale.objects.filter(account=account).aggregate(a=Min("closed_at"), b=Max("closed_at")),
-    ]
-    days = [moment.astimezone(tz).date() for pair in moments for moment in pair.values() if moment is not None]
-    days += [day for day in DailyInsight.objects.filter(account=account).aggregate(a=Min("date"), b=Max("date")).values() if day]
+    moments = {
+        "lead created_at": Lead.objects.filter(account=account, lead_source__in=Lead.META_SOURCES).aggregate(a=Min("created_at"), b=Max("created_at")),
+        "opportunity created_at": Opportunity.objects.filter(account=account).aggregate(a=Min("created_at"), b=Max("created_at")),
+        "sale closed_at": Sale.objects.filter(account=account).aggregate(a=Min("closed_at"), b=Max("closed_at")),
+        "insight date": DailyInsight.objects.filter(account=account).aggregate(a=Min("date"), b=Max("date")),
+    }
+    for name, pair in moments.items():
+        for moment in pair.values():
+            if moment is None:
+                continue
+            low, high = (EARLIEST_MOMENT, LATEST_MOMENT) if isinstance(moment, dt.datetime) else (EARLIEST_MOMENT.date(), LATEST_MOMENT.date())
+            if not low <= moment <= high:
+                raise SourceOutOfRange(f"a {name} of {moment.isoformat()} is out of range "
+                                       f"({MOMENT_RANGE}); fix that row and rebuild")
+    days = [moment.astimezone(tz).date() if isinstance(moment, dt.datetime) else moment
+            for pair in moments.values() for moment in pair.values() if moment is not None]
     if not days:
         return None
     first, last = min(days), max(days)
@@ -240,10 +263,40 @@ def rebuild(account: Account, *, since: dt.date | None = None, progress: Progres
     return result
 
 
-def rebuild_recent(days: int = 35) -> list[RebuildResult]:
+@dataclass
+class RebuildOutcome:
+    """A rebuild of several accounts: what each that succeeded did, and why each other failed."""
+
+    results: list[RebuildResult] = field(default_factory=list)
+    failures: dict[str, str] = field(default_factory=dict)  # slug -> error
+
+    def failure_line(self) -> str:
+        """"" when nothing failed, else one line naming each failed account and its error."""
+        if not self.failures:
+            return ""
+        plural = "" if len(self.failures) == 1 else "s"
+        return (f"{len(self.failures)} account{plural} failed: "
+                + "; ".join(f"{slug}: {error}" for slug, error in self.failures.items()))
+
+
+def rebuild_accounts(accounts: Iterable[Account], *, since: Callable[[Account], dt.date | None] = lambda a: None,
+                     progress: Callable[[Account], Progress | None] = lambda a: None) -> RebuildOutcome:
+    """``rebuild`` each account in turn; one that fails (a bad row, a bug) is logged and the others still
+    run, so one account's data never stops the nightly safety net of every account after it."""
+    outcome = RebuildOutcome()
+    for account in accounts:
+        try:
+            outcome.results.append(rebuild(account, since=since(account), progress=progress(account)))
+        except Exception as error:  # noqa: BLE001 - the next account must run whatever this one hit
+            log.exception("ROI rollup rebuild of account %s failed", account.slug)
+            outcome.failures[account.slug] = (str(error) if isinstance(error, DomainError)
+                                              else f"{type(error).__name__}: {error}")[:500]
+    return outcome
+
+
+def rebuild_recent(days: int = 35) -> RebuildOutcome:
     """The nightly safety net: every account's last ``days`` days (its own today)."""
-    results = []
-    for account in Account.objects.order_by("pk"):
-        today = timezone.localdate(timezone=ZoneInfo(account.timezone))
-        results.append(rebuild(account, since=today - dt.timedelta(days=days - 1)))
-    return results
+    def since(account: Account) -> dt.date:
+        return timezone.localdate(timezone=ZoneInfo(account.timezone)) - dt.timedelta(days=days - 1)
+
+    return rebuild_accounts(Account.objects.order_by("pk"), since=since)

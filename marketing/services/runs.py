@@ -1,7 +1,11 @@
 """SyncRun bookkeeping: opening a run (one active per ad account), queueing it, finding due ad accounts.
 
 The partial unique constraint `syncrun_one_active_per_ad_account` is what makes a second request a
-409; a run that stopped reporting progress (its worker died) is closed as failed before a new one opens.
+409. A running run holds a lease: its worker writes `heartbeat_at` as the sync progresses, and a run
+whose heartbeat is older than META_SYNC_LEASE_SECONDS (about a minute) lost its worker (SIGKILL, a
+host gone). Then a new request closes it as failed and opens its own, and the re-delivered django-q2
+task takes the same row over (`take_over_stale_run`). `lease_owner` fences a worker that was only
+slow: its next heartbeat finds another owner and it stops (`LeaseLost`) instead of writing on.
 """
 from __future__ import annotations
 
@@ -21,9 +25,25 @@ from meta_oauth.models import MetaConnection
 from meta_oauth.services import connection_for
 
 ACTIVE = [SyncRun.Status.QUEUED, SyncRun.Status.RUNNING]
-# No heartbeat for this long: the run's worker is gone (django-q2 kills tasks after Q_CLUSTER timeout).
-STALE_AFTER = dt.timedelta(minutes=30)
+# A queued run waits for a free worker, which may take a while on a busy queue; this long, it was lost.
+QUEUED_STALE_AFTER = dt.timedelta(minutes=30)
 RUN_SYNC_TASK = "marketing.tasks.run_sync"
+
+
+class LeaseLost(Exception):
+    """Another worker took this run over (our heartbeat went stale): stop without writing further."""
+
+
+def lease_duration() -> dt.timedelta:
+    return dt.timedelta(seconds=float(getattr(settings, "META_SYNC_LEASE_SECONDS", 60)))
+
+
+def _stale_running(now: dt.datetime) -> Q:
+    """Running, and the last sign of life (heartbeat, else start, else last write) older than the lease."""
+    cutoff = now - lease_duration()
+    return Q(status=SyncRun.Status.RUNNING) & (
+        Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, started_at__lt=cutoff)
+        | Q(heartbeat_at__isnull=True, started_at__isnull=True, updated_at__lt=cutoff))
 
 
 def selected_ad_account(account: Account) -> AdAccount | None:
@@ -31,33 +51,62 @@ def selected_ad_account(account: Account) -> AdAccount | None:
 
 
 def close_stale_runs(ad_account: AdAccount, *, now: dt.datetime | None = None) -> int:
+    """Close as failed the ad account's running run whose lease expired and a queued run never picked up."""
     now = now or timezone.now()
-    return SyncRun.objects.filter(ad_account=ad_account, status__in=ACTIVE, updated_at__lt=now - STALE_AFTER).update(
+    runs = SyncRun.objects.filter(ad_account=ad_account)
+    lease = int(lease_duration().total_seconds())
+    stale_running = runs.filter(_stale_running(now)).update(
+        status=SyncRun.Status.FAILED, finished_at=now, lease_owner="",
+        error=f"Abandoned: no heartbeat for {lease} s (worker stopped?)")
+    stale_queued = runs.filter(status=SyncRun.Status.QUEUED, created_at__lt=now - QUEUED_STALE_AFTER).update(
         status=SyncRun.Status.FAILED, finished_at=now,
-        error=f"Abandoned: no progress for {int(STALE_AFTER.total_seconds() // 60)} minutes (worker stopped?)")
+        error=f"Abandoned: queued for {int(QUEUED_STALE_AFTER.total_seconds() // 60)} minutes and never started "
+              "(worker stopped?)")
+    return stale_running + stale_queued
 
 
 def open_run(ad_account: AdAccount, kind: str, *, status: str = SyncRun.Status.QUEUED, task_id: str = "") -> SyncRun:
     """A new queued or running SyncRun; Conflict (409) when the ad account already has an active one."""
     close_stale_runs(ad_account)
     now = timezone.now()
+    running = status == SyncRun.Status.RUNNING
     try:
         with transaction.atomic():
             return SyncRun.objects.create(
                 account_id=ad_account.account_id, ad_account=ad_account, kind=kind, status=status, task_id=task_id,
-                started_at=now if status == SyncRun.Status.RUNNING else None)
+                started_at=now if running else None, heartbeat_at=now if running else None,
+                lease_owner=uuid.uuid4().hex if running else "")
     except IntegrityError:
         raise Conflict("A sync of this ad account is already queued or running.", code="sync_in_progress") from None
 
 
 def claim_run(run: SyncRun) -> bool:
     """queued -> running with one conditional update, so two workers never run the same row."""
-    now = timezone.now()
+    now, owner = timezone.now(), uuid.uuid4().hex
     claimed = SyncRun.objects.filter(pk=run.pk, status=SyncRun.Status.QUEUED).update(
-        status=SyncRun.Status.RUNNING, started_at=now, updated_at=now)
+        status=SyncRun.Status.RUNNING, started_at=now, heartbeat_at=now, lease_owner=owner, updated_at=now)
     if claimed:
-        run.status, run.started_at = SyncRun.Status.RUNNING, now
+        run.status, run.started_at, run.heartbeat_at, run.lease_owner = SyncRun.Status.RUNNING, now, now, owner
     return bool(claimed)
+
+
+def take_over_stale_run(run: SyncRun) -> bool:
+    """A re-delivered task finds its run still running with an expired lease (the worker that had it was
+    killed): take the lease with one conditional update and run it again (syncs are idempotent upserts)."""
+    now, owner = timezone.now(), uuid.uuid4().hex
+    taken = SyncRun.objects.filter(pk=run.pk).filter(_stale_running(now)).update(
+        heartbeat_at=now, lease_owner=owner, updated_at=now)
+    if taken:
+        run.status, run.heartbeat_at, run.lease_owner = SyncRun.Status.RUNNING, now, owner
+    return bool(taken)
+
+
+def beat(run: SyncRun, **progress) -> None:
+    """Renew the run's lease (and record progress); LeaseLost when another worker has taken it over."""
+    renewed = SyncRun.objects.filter(pk=run.pk, status=SyncRun.Status.RUNNING, lease_owner=run.lease_owner).update(
+        heartbeat_at=timezone.now(), updated_at=timezone.now(), **progress)
+    if not renewed:
+        raise LeaseLost(f"sync run {run.pk} was taken over or closed by another worker")
 
 
 def queue_run(run: SyncRun) -> None:
@@ -95,13 +144,37 @@ def connected_ad_accounts(account: Account | None = None):
     return queryset.order_by("pk")
 
 
-def due_ad_accounts(*, now: dt.datetime | None = None):
-    """Selected ad accounts of connected accounts that are not parked, with no run in the last interval
-    (a parked account is due again as soon as its parking ends)."""
+# After a failed run, the next try comes sooner than the interval: 5, 15, then 45 minutes after each failure
+# in a row (rounded up to the 15-minute schedule); from the fourth failure in a row, the normal interval.
+FAILED_RETRY_BACKOFF = (dt.timedelta(minutes=5), dt.timedelta(minutes=15), dt.timedelta(minutes=45))
+
+
+def next_sync_due_at(ad_account: AdAccount, *, interval: dt.timedelta) -> dt.datetime | None:
+    """When the ad account is next due (None: now, it never synced). Parked: when the parking ends. After
+    failed runs in a row: FAILED_RETRY_BACKOFF after the last. Otherwise the interval after the last run."""
+    if ad_account.parked_until:
+        return ad_account.parked_until
+    latest = list(SyncRun.objects.filter(ad_account=ad_account).order_by("-created_at", "-id")
+                  .values_list("status", "created_at", "finished_at")[:len(FAILED_RETRY_BACKOFF) + 1])
+    if not latest:
+        return None
+    status, created_at, finished_at = latest[0]
+    failures = next((n for n, run in enumerate(latest) if run[0] != SyncRun.Status.FAILED), len(latest))
+    if status == SyncRun.Status.FAILED and failures <= len(FAILED_RETRY_BACKOFF):
+        return (finished_at or created_at) + FAILED_RETRY_BACKOFF[failures - 1]
+    return created_at + interval
+
+
+def due_ad_accounts(*, now: dt.datetime | None = None) -> list[AdAccount]:
+    """Selected ad accounts of connected accounts whose next sync is due (see next_sync_due_at)."""
     now = now or timezone.now()
     interval = dt.timedelta(hours=getattr(settings, "META_SYNC_INTERVAL_HOURS", 4))
-    recent = SyncRun.objects.filter(ad_account=OuterRef("pk"), created_at__gt=now - interval)
-    return connected_ad_accounts().filter((Q(parked_until__isnull=True) & ~Exists(recent)) | Q(parked_until__lte=now))
+    due = []
+    for ad_account in connected_ad_accounts():
+        due_at = next_sync_due_at(ad_account, interval=interval)
+        if due_at is None or due_at <= now:
+            due.append(ad_account)
+    return due
 
 
 def queue_due_syncs(*, now: dt.datetime | None = None) -> list[SyncRun]:

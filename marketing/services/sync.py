@@ -20,8 +20,8 @@ from marketing.models import AdAccount, SyncRun
 from marketing.services.entities import EntityCounts, sync_entities
 from marketing.services.insights import (InsightsFailed, InsightsReader, Window, ad_account_today,
                                          restatement_window)
-from marketing.services.metered import MeteredGraph, Throttled
-from marketing.services.runs import claim_run, open_run
+from marketing.services.metered import MeteredGraph, Throttled, default_park_seconds
+from marketing.services.runs import LeaseLost, beat, claim_run, lease_duration, open_run, take_over_stale_run
 from meta_oauth.services import client_for_account, note_graph_error
 
 BACKFILL_MONTHS = 37  # how far back Meta keeps insights
@@ -78,11 +78,20 @@ class _Sync:
         self.now = now
         self.today = ad_account_today(ad_account, now)
         self.entities = EntityCounts()
+        # Renew the lease at most this often on every Graph response, so a long run never looks dead.
+        self.pulse_every = min(5.0, lease_duration().total_seconds() / 4)
+        self.last_beat = time.monotonic()
 
     def heartbeat(self) -> None:
-        SyncRun.objects.filter(pk=self.run.pk).update(
-            updated_at=timezone.now(), rows=self.reader.progress.rows, graph_calls=self.graph.calls,
-            since=self.run.since, until=self.run.until)
+        """Renew the run's lease with the progress so far (LeaseLost when another worker took it over)."""
+        beat(self.run, rows=self.reader.progress.rows, graph_calls=self.graph.calls,
+             since=self.run.since, until=self.run.until)
+        self.last_beat = time.monotonic()
+
+    def pulse(self) -> None:
+        """Called on every Graph response: a heartbeat if the last one is a while ago."""
+        if time.monotonic() - self.last_beat >= self.pulse_every:
+            self.heartbeat()
 
     def _cover(self, window: Window) -> None:
         self.run.since = min(filter(None, [self.run.since, window.since]))
@@ -181,12 +190,14 @@ def sync_ad_account(ad_account: AdAccount, *, client: GraphClient, kind: str = S
         AdAccount.objects.filter(pk=ad_account.pk).update(parked_until=None)
         ad_account.parked_until = None
     graph = MeteredGraph(client)
+    lease_lost = False
     reader_options = {"page_size": page_size} if page_size else {}
     job: _Sync | None = None
     try:
         reader = InsightsReader(ad_account, graph=graph, poll_interval=poll_interval, sleep=sleep, **reader_options)
         job = _Sync(ad_account, run, graph, reader, progress, now)
         reader.heartbeat = job.heartbeat
+        graph.on_call = job.pulse
         if kind in (SyncRun.Kind.ENTITIES, SyncRun.Kind.FULL):
             job.entities = sync_entities(ad_account, graph=graph)
             job.progress("entities", 1, 1)
@@ -194,6 +205,8 @@ def sync_ad_account(ad_account: AdAccount, *, client: GraphClient, kind: str = S
             job.insights(since, until, backfill_seconds=backfill_seconds)
         run.status, run.error = SyncRun.Status.SUCCEEDED, ""
     except Throttled as throttle:
+        if not throttle.hinted:
+            throttle.seconds = default_park_seconds(parks_in_a_row(ad_account))
         parked_until = throttle.until(timezone.now())
         AdAccount.objects.filter(pk=ad_account.pk).update(parked_until=parked_until)
         ad_account.parked_until = parked_until
@@ -205,6 +218,9 @@ def sync_ad_account(ad_account: AdAccount, *, client: GraphClient, kind: str = S
                      if error.is_token_invalid else str(error))
     except InsightsFailed as error:
         run.status, run.error = SyncRun.Status.FAILED, str(error)
+    except LeaseLost as error:  # our heartbeat went stale and another worker runs this row now: hands off
+        lease_lost = True
+        run.error = str(error)
     except BaseException as error:  # a bug or a kill: never leave the run active (it would block syncs)
         run.status, run.error = SyncRun.Status.FAILED, f"{type(error).__name__}: {error}"[:2000]
         raise
@@ -213,16 +229,30 @@ def sync_ad_account(ad_account: AdAccount, *, client: GraphClient, kind: str = S
         run.rows = job.reader.progress.rows if job else 0
         run.graph_calls = graph.calls
         run.finished_at = timezone.now()
-        run.save(update_fields=["status", "error", "rows", "graph_calls", "since", "until", "finished_at",
-                                "updated_at"])
+        if not lease_lost:  # only while we hold the lease: never over the row of the worker that took over
+            SyncRun.objects.filter(pk=run.pk, lease_owner=run.lease_owner).update(
+                status=run.status, error=run.error, rows=run.rows, graph_calls=run.graph_calls, since=run.since,
+                until=run.until, finished_at=run.finished_at, updated_at=run.finished_at, heartbeat_at=run.finished_at)
     return SyncResult(ad_account.meta_ad_account_id, run.status, run.pk, run.rows, job.entities.total if job else 0,
                       run.graph_calls, run.since, run.until, run.error, ad_account.parked_until,
                       time.monotonic() - started)
 
 
+def parks_in_a_row(ad_account: AdAccount) -> int:
+    """How many of the ad account's latest finished runs in a row were parked."""
+    count = 0
+    finished = SyncRun.objects.filter(ad_account=ad_account).exclude(status__in=[SyncRun.Status.QUEUED, SyncRun.Status.RUNNING])
+    for status in finished.order_by("-created_at", "-id").values_list("status", flat=True)[:17]:
+        if status != SyncRun.Status.PARKED:
+            break
+        count += 1
+    return count
+
+
 def perform_queued_run(run: SyncRun, *, poll_interval: float | None = None) -> SyncResult | None:
-    """Run a SyncRun queued by the hub or the schedule; None when another worker already took it."""
-    if not claim_run(run):
+    """Run a SyncRun queued by the hub or the schedule, or take over one whose worker died (its lease expired,
+    and django-q2 re-delivered the task); None when another live worker has it."""
+    if not claim_run(run) and not take_over_stale_run(run):
         return None
     try:
         client = client_for_account(run.account)
