@@ -9,6 +9,7 @@ from __future__ import annotations
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import models
 from django.db.models import Count, OuterRef, Q, Subquery
 from django.db.models.functions import Coalesce
 from django.http import HttpResponseNotAllowed, HttpResponseRedirect
@@ -21,9 +22,11 @@ from automation.rendering import VARIABLE_FIELDS, field_text, rendered_text
 from automation.services import rules as rule_service
 from automation.services.templates import request_template_sync, variables_of
 from crm_marketing.admin import AccountScopedAdmin, AccountScopedForm, member_account_ids
+from crm_marketing.admin_display import local_time_column
 from crm_marketing.errors import DomainError
 from crm_marketing.models import Account, Lead
 from crm_marketing.tenancy import MANAGER_ROLES
+from crm_marketing.validation import StorableJSONFormField
 
 PREVIEW_LEADS = 50
 _S = MessageSend.Status
@@ -147,6 +150,7 @@ class RuleStepInline(admin.TabularInline):
     model = RuleStep
     form = RuleStepForm
     formset = RuleStepFormSet
+    formfield_overrides = {models.JSONField: {"form_class": StorableJSONFormField}}
     extra = 1
     ordering = ["order"]
 
@@ -199,7 +203,7 @@ class NeedsAttentionFilter(admin.SimpleListFilter):
 class AutomationRuleAdmin(AccountScopedAdmin):
     form = AutomationRuleForm
     inlines = [RuleStepInline]
-    list_display = ["name", "account", "trigger_type", "is_active", "steps_count", "counters_line", "flag", "updated_at"]
+    list_display = ["name", "account", "trigger_type", "is_active", "steps_count", "counters_line", "flag", "updated_at_local"]
     list_filter = [NeedsAttentionFilter, "trigger_type", "is_active"]
     search_fields = ["name"]
     readonly_fields = ["flagged_reason", "counters", "created_by", "created_at", "updated_at"]
@@ -230,6 +234,8 @@ class AutomationRuleAdmin(AccountScopedAdmin):
             n_delivered=Count("sends", filter=Q(sends__status__in=[_S.DELIVERED, _S.READ])),
             n_read=Count("sends", filter=Q(sends__status=_S.READ)),
             n_failed=Count("sends", filter=Q(sends__status=_S.FAILED)))
+
+    updated_at_local = local_time_column("updated_at", description="Updated at")
 
     @admin.display(description="steps")
     def steps_count(self, rule) -> int:
@@ -320,7 +326,9 @@ class MessageTemplateAdmin(AccountScopedAdmin):
     """Synced from Meta: read-only here. "Sync templates now" queues a sync of the selected rows' accounts."""
 
     list_display = ["name", "language", "category", "status", "quality_score", "sent_count", "delivered_count", "read_count",
-                    "failed_count", "account", "synced_at"]
+                    "failed_count", "account", "synced_at_local"]
+    list_select_related = ["account"]
+    synced_at_local = local_time_column("synced_at", description="Synced at")
     list_filter = ["status", "category", "language"]
     search_fields = ["name", "meta_template_id"]
     actions = ["sync_templates_now"]

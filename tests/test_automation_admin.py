@@ -104,7 +104,9 @@ def test_an_unapproved_template_is_a_form_error_and_the_rule_keeps_its_steps(ali
 @pytest.mark.parametrize("field, value", [("conditions", "{not json"), ("variables", "{\"1\": "), ("conditions", '{"stages": ["maybe"]}'),
                                           ("variables", '["lead.first_name"]'), ("variables", '{"1": "lead.password"}'),
                                           ("conditions", '{"lead_sources": ["\\u0000"]}'), ("variables", '{"\\u0000": "lead.first_name"}'),
-                                          ("variables", '{"1": ["lead.first_name"]}'), ("variables", '{"1": {"a": 1}}')])
+                                          ("variables", '{"1": ["lead.first_name"]}'), ("variables", '{"1": {"a": 1}}'),
+                                          ("conditions", '{"lead_sources": ["\\ud800"]}'), ("variables", '{"1": "\\ud800"}'),
+                                          ("conditions", "[" * 5000 + "]" * 5000), ("variables", '{"1": ' + "[" * 40 + "]" * 40 + "}")])
 def test_odd_input_is_a_form_error_never_a_500(alice, acme, template, field, value):
     data = rule_form(acme, template)
     data["steps-0-variables" if field == "variables" else field] = value
