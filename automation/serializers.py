@@ -59,10 +59,13 @@ class TemplateQuery(serializers.Serializer):
 
 # -- rules: output -------------------------------------------------------------------------------------------------
 class StepSerializer(serializers.Serializer):
+    """``template`` repeats ``template_id``: DESIGN §6 names a step's template ``template`` and the hub reads that."""
+
     id = serializers.IntegerField()
     order = serializers.IntegerField()
     delay_minutes = serializers.IntegerField()
     template_id = serializers.IntegerField()
+    template = serializers.IntegerField(source="template_id")
     template_name = serializers.CharField(source="template.name")
     variables = serializers.JSONField()
 
@@ -98,6 +101,11 @@ class RuleSerializer(serializers.Serializer):
     flagged_reason = serializers.CharField()
     steps = serializers.SerializerMethodField()
     counters = serializers.SerializerMethodField()
+    # The hub's flat names for the same counters (sent, delivered, read, failed).
+    sent_count = serializers.SerializerMethodField()
+    delivered_count = serializers.SerializerMethodField()
+    read_count = serializers.SerializerMethodField()
+    failed_count = serializers.SerializerMethodField()
     created_at = serializers.DateTimeField()
     updated_at = serializers.DateTimeField()
 
@@ -108,8 +116,22 @@ class RuleSerializer(serializers.Serializer):
         return StepSerializer(sorted(rule.steps.all(), key=lambda s: s.order), many=True).data
 
     def get_counters(self, rule) -> CountersSerializer:
-        counters = self.context.get("counters") or {}
-        return counters.get(rule.pk) or rule_service.counters_by_rule([rule.pk])[rule.pk]
+        counters = self.context.setdefault("counters", {})
+        if rule.pk not in counters:
+            counters.update(rule_service.counters_by_rule([rule.pk]))
+        return counters[rule.pk]
+
+    def get_sent_count(self, rule) -> int:
+        return self.get_counters(rule)["sent"]
+
+    def get_delivered_count(self, rule) -> int:
+        return self.get_counters(rule)["delivered"]
+
+    def get_read_count(self, rule) -> int:
+        return self.get_counters(rule)["read"]
+
+    def get_failed_count(self, rule) -> int:
+        return self.get_counters(rule)["failed"]
 
 
 # -- rules: input ------------------------------------------------------------------------------------------------------

@@ -42,8 +42,8 @@ def rule_json(rule: AutomationRule, **overrides) -> dict:
             "is_active": rule.is_active, "quiet_hours": None, "max_sends_per_lead_per_day": 3, "allow_reentry": False,
             "exit_on_reply": True, "exit_on_won": True, "no_reply_hours": None, "flagged_reason": "",
             "steps": [{"id": step.pk, "order": 1, "delay_minutes": step.delay_minutes, "template_id": step.template_id,
-                       "template_name": "seguimiento_lead_v1", "variables": FOLLOW_UP_VARIABLES}],
-            "counters": NO_COUNTERS, "created_at": rule.created_at.isoformat().replace("+00:00", "Z"),
+                       "template": step.template_id, "template_name": "seguimiento_lead_v1", "variables": FOLLOW_UP_VARIABLES}],
+            "counters": NO_COUNTERS, "sent_count": 0, "delivered_count": 0, "read_count": 0, "failed_count": 0, "created_at": rule.created_at.isoformat().replace("+00:00", "Z"),
             "updated_at": rule.updated_at.isoformat().replace("+00:00", "Z")}
     body.update(overrides)
     return body
@@ -74,9 +74,10 @@ def test_counters_add_up_the_rules_sends_by_how_far_they_got(alice_api, acme, te
                                    trigger_type="lead_created", trigger_key=f"event:{n}", status=status,
                                    skip_reason="cap_reached" if status == "skipped" else "", due_at=timezone.now())
 
-    counters = data_of(alice_api.get(f"{URL}/{rule.pk}"))["counters"]
+    body = data_of(alice_api.get(f"{URL}/{rule.pk}"))
 
-    assert counters == {"sends": 7, "sent": 4, "delivered": 3, "read": 2, "failed": 1, "skipped": 1}
+    assert body["counters"] == {"sends": 7, "sent": 4, "delivered": 3, "read": 2, "failed": 1, "skipped": 1}
+    assert [body[f"{name}_count"] for name in ("sent", "delivered", "read", "failed")] == [4, 3, 2, 1]
 
 
 def test_the_hub_turns_a_rule_off_with_a_patch(alice_api, acme, template):
