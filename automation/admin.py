@@ -378,3 +378,6 @@ class MessageTemplateAdmin(AccountScopedAdmin):
                 messages.error(request, f"{account.name}: only ceo and admin members sync templates.")
                 continue
             self._queue_sync(request, account)
+
+
+from automation import admin_sends  # noqa: E402,F401  (the send log, registered by the engine)

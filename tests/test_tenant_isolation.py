@@ -84,14 +84,18 @@ def acme_dataset(acme: Account) -> dict[str, object]:
         )
         rows.update({"adaccount": ad_account, "campaign": campaign})
     if apps.is_installed("automation"):
-        from automation.models import AutomationRule, MessageTemplate, RuleStep
+        from automation.models import AutomationRule, MessageSend, MessageTemplate, RuleStep
 
-        template = MessageTemplate.objects.create(account=acme, meta_template_id="990004", meta_waba_id="990005",
-                                                  name=f"{MARKER}Template", language="es", status="APPROVED",
+        template = MessageTemplate.objects.create(account=acme, meta_template_id="990010", meta_waba_id="990011",
+                                                  name=f"{MARKER}template", language="es", status="APPROVED",
                                                   components=[{"type": "BODY", "text": f"{MARKER} {{{{1}}}}"}])
         rule = AutomationRule.objects.create(account=acme, name=f"{MARKER}Rule", trigger_type="lead_created")
-        RuleStep.objects.create(account=acme, rule=rule, template=template, variables={"1": "lead.first_name"})
-        rows.update({"messagetemplate": template, "automationrule": rule})
+        step = RuleStep.objects.create(account=acme, rule=rule, template=template, variables={"1": "lead.first_name"})
+        send = MessageSend.objects.create(account=acme, rule=rule, step=step, lead=lead, template=template,
+                                          trigger_type="lead_created", trigger_key="event:990012", rule_name=f"{MARKER}Rule",
+                                          template_name=f"{MARKER}template", status="sent", due_at=lead.created_at,
+                                          sent_at=lead.created_at)
+        rows.update({"messagetemplate": template, "automationrule": rule, "rulestep": step, "messagesend": send})
     return rows
 
 
@@ -166,6 +170,8 @@ def test_filters_naming_acme_rows_find_nothing_for_mallory(acme, alice, mallory,
     lead, campaign = rows["lead"], rows.get("campaign")
     queries = [("/crm/opportunities", {"lead": lead.pk}), ("/crm/sales", {"lead": lead.pk}), ("/crm/leads", {"seller": alice.pk}),
                ("/crm/leads", {"meta_campaign_id": "990001"}), ("/crm/leads", {"email": lead.email}), ("/crm/leads", {"phone": lead.phone})]
+    if "messagesend" in rows:
+        queries += [("/crm/marketing/automation-logs", {"lead": lead.pk}), ("/crm/marketing/automation-logs", {"rule": rows["automationrule"].pk})]
 
     for url, params in queries:
         response = mallory_api.get(url, params)

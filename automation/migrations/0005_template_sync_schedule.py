@@ -19,6 +19,6 @@ def drop_schedule(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("automation", "0002_initial"), ("django_q", "0019_alter_task_options_alter_ormq_key_alter_ormq_lock_and_more")]
+    dependencies = [("automation", "0004_engine_schedules"), ("django_q", "0019_alter_task_options_alter_ormq_key_alter_ormq_lock_and_more")]
 
     operations = [migrations.RunPython(upsert_schedule, drop_schedule)]
