@@ -6,10 +6,13 @@ class AutomationConfig(AppConfig):
     verbose_name = "Automation (WhatsApp HSM)"
 
     def ready(self) -> None:
-        from automation import handlers
+        from automation import handlers, template_handlers
         from automation.engine import planning
         from crm_marketing.webhooks import register_handler
 
         planning.subscribe_all()  # CRM events plan sends; a reply ends follow-ups
         register_handler("messages", handlers.handle_statuses)
         register_handler("user_preferences", handlers.handle_user_preferences)
+        register_handler("message_template_status_update", template_handlers.handle_template_status_update)
+        register_handler("message_template_quality_update", template_handlers.handle_template_quality_update)
+        register_handler("template_category_update", template_handlers.handle_template_category_update)

@@ -1,6 +1,6 @@
-from django.urls import path  # noqa: F401
-
-from automation.views import logs
+"""automation's API, mounted under /crm/marketing/ by the root URLconf (where the seed's client calls
+it), so that ``marketing`` never imports ``automation``."""
+from automation.views import logs, rules, templates
 
 app_name = "automation"
-urlpatterns: list = [*logs.urlpatterns]
+urlpatterns = templates.urlpatterns + rules.urlpatterns + logs.urlpatterns

@@ -96,9 +96,10 @@ def acme_dataset(acme: Account) -> dict[str, object]:
         from automation.models import AutomationRule, MessageSend, MessageTemplate, RuleStep
 
         template = MessageTemplate.objects.create(account=acme, meta_template_id="990010", meta_waba_id="990011",
-                                                  name=f"{MARKER}template", language="es", status="APPROVED")
+                                                  name=f"{MARKER}template", language="es", status="APPROVED",
+                                                  components=[{"type": "BODY", "text": f"{MARKER} {{{{1}}}}"}])
         rule = AutomationRule.objects.create(account=acme, name=f"{MARKER}Rule", trigger_type="lead_created")
-        step = RuleStep.objects.create(account=acme, rule=rule, template=template)
+        step = RuleStep.objects.create(account=acme, rule=rule, template=template, variables={"1": "lead.first_name"})
         send = MessageSend.objects.create(account=acme, rule=rule, step=step, lead=lead, template=template,
                                           trigger_type="lead_created", trigger_key="event:990012", rule_name=f"{MARKER}Rule",
                                           template_name=f"{MARKER}template", status="sent", due_at=lead.created_at,
