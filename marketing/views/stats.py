@@ -12,8 +12,10 @@ from rest_framework.response import Response
 from crm_marketing.api import AccountScopedAPIView, EnvelopePagination
 from crm_marketing.tenancy import MARKETING_ROLES
 from marketing import stats
+from crm_marketing.openapi import ordering_parameter, page_parameters
 from marketing.serializers import (
-    CampaignDetailSerializer, CampaignInsightsSerializer, CampaignListParams, CampaignStatSerializer, MarketingStatsSerializer,
+    CampaignDetailSerializer, CampaignInsightsSerializer, CampaignListParams, CampaignPageSerializer, CampaignStatSerializer,
+    MarketingStatsSerializer,
     RoiReportSerializer, TimeseriesParams, TimeseriesPointSerializer,
 )
 
@@ -47,6 +49,7 @@ class RoiView(_StatsView):
 
 
 class TimeseriesView(_StatsView):
+    error_statuses = (404,)  # an unknown campaign_id
     @extend_schema(operation_id="marketing_stats_timeseries", parameters=[*TIME_RANGE_PARAMETERS, TimeseriesParams],
                    responses=TimeseriesPointSerializer(many=True))
     def get(self, request):
@@ -69,9 +72,9 @@ class _Rows(list):
 class CampaignListView(_StatsView):
     """A page of CampaignStats over the window (default 30d), filtered by status, ordered."""
 
-    @extend_schema(operation_id="marketing_campaigns_list", parameters=[*TIME_RANGE_PARAMETERS, CampaignListParams,
-                   OpenApiParameter("limit", OpenApiTypes.INT), OpenApiParameter("offset", OpenApiTypes.INT)],
-                   responses=CampaignStatSerializer(many=True))
+    @extend_schema(operation_id="marketing_campaigns_list", parameters=[
+        *TIME_RANGE_PARAMETERS, CampaignListParams, ordering_parameter(stats.CAMPAIGN_ORDERING), *page_parameters(),
+    ], responses=CampaignPageSerializer)
     def get(self, request):
         params = CampaignListParams(data=request.query_params)
         params.is_valid(raise_exception=True)
