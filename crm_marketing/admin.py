@@ -2,7 +2,9 @@
 
 Only members with a role that sees every lead of the account (ceo, admin, marketing) get its rows
 here; sellers, who see only their own leads through the API, get none. Accounts and memberships
-(who holds which role) are for ceo and admin only.
+(who holds which role) are for ceo and admin only. A page or button a staff member could open only
+to meet a 403 is not shown: a model whose rows he cannot have is off his index, and "Add" appears
+only where saving is allowed.
 """
 from __future__ import annotations
 
@@ -13,9 +15,15 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import models
 
 from crm_marketing import events, services
+from crm_marketing.admin_display import local_time_column, money_column
 from crm_marketing.models import Account, Lead, LeadTouch, Membership, Opportunity, Sale, SystemEvent, WebhookEvent
 from crm_marketing.tenancy import MANAGER_ROLES, MARKETING_ROLES
 from crm_marketing.validation import StorableJSONFormField, validate_json_object
+
+
+admin.site.site_header = "CRM Ventas Marketing"
+admin.site.site_title = "CRM Ventas Marketing"
+admin.site.index_title = "CRM Ventas Marketing administration"
 
 
 def member_account_ids(user, roles=MARKETING_ROLES) -> list[int]:
@@ -66,6 +74,21 @@ class AccountScopedAdmin(admin.ModelAdmin):
     def account_ids(self, request) -> list[int]:
         return member_account_ids(request.user, self.admin_roles)
 
+    def has_a_role_here(self, request) -> bool:
+        return request.user.is_superuser or bool(self.account_ids(request))
+
+    def has_module_permission(self, request):
+        return super().has_module_permission(request) and self.has_a_role_here(request)
+
+    def has_view_permission(self, request, obj=None):
+        return super().has_view_permission(request, obj) and self.has_a_role_here(request)
+
+    def has_add_permission(self, request):
+        return super().has_add_permission(request) and self.has_a_role_here(request)
+
+    def has_change_permission(self, request, obj=None):
+        return super().has_change_permission(request, obj) and self.has_a_role_here(request)
+
     def get_queryset(self, request):
         queryset = super().get_queryset(request)
         if request.user.is_superuser:
@@ -106,6 +129,9 @@ class AccountAdmin(AccountScopedAdmin):
     search_fields = ["name", "slug"]
     prepopulated_fields = {"slug": ["name"]}
 
+    def has_add_permission(self, request):
+        return request.user.is_superuser  # what save_model allows
+
     def get_queryset(self, request):
         queryset = admin.ModelAdmin.get_queryset(self, request)
         return queryset if request.user.is_superuser else queryset.filter(pk__in=self.account_ids(request))
@@ -121,6 +147,7 @@ class MembershipAdmin(AccountScopedAdmin):
     admin_roles = MANAGER_ROLES  # roles are privileges: a marketing member must not grant himself ceo
     list_display = ["user", "account", "role", "created_at"]
     list_filter = ["role"]
+    list_select_related = ["user", "account"]
 
 
 class OpportunityInline(admin.TabularInline):
@@ -157,13 +184,14 @@ class LeadAdminForm(AccountScopedForm):
 @admin.register(Lead)
 class LeadAdmin(AccountScopedAdmin):
     form = LeadAdminForm
-    list_display = ["name", "phone", "email", "status", "lead_source", "meta_campaign_id", "seller", "created_at"]
+    list_display = ["name", "phone", "email", "status", "lead_source", "meta_campaign_id", "seller", "created_at_local"]
     list_filter = ["status", "lead_source"]
     search_fields = ["first_name", "last_name", "phone", "email", "meta_campaign_id", "meta_ad_id"]
     date_hierarchy = "created_at"
     readonly_fields = ["status_changed_at", "status_changed_by", "opted_out_at", "last_inbound_at", "updated_at"]
     inlines = [OpportunityInline]
-    list_select_related = ["seller"]
+    list_select_related = ["seller", "account"]
+    created_at_local = local_time_column("created_at", description="Created at")
 
     def save_model(self, request, obj, form, change):
         """A status change goes through the CRM service: who and when, and lead_status_changed."""
@@ -180,9 +208,19 @@ class LeadAdmin(AccountScopedAdmin):
 
 @admin.register(LeadTouch)
 class LeadTouchAdmin(AccountScopedAdmin):
-    list_display = ["lead", "lead_source", "meta_campaign_id", "meta_ad_id", "touched_at"]
+    """Written by the Meta webhooks (a form fill, an ad click to WhatsApp): viewable, never typed in."""
+
+    list_display = ["lead", "lead_source", "meta_campaign_id", "meta_ad_id", "touched_at_local"]
     list_filter = ["lead_source"]
     raw_id_fields = ["lead"]
+    list_select_related = ["lead", "account"]
+    touched_at_local = local_time_column("touched_at", description="Touched at")
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
 
 
 class OpportunityAdminForm(AccountScopedForm):
@@ -212,12 +250,15 @@ class OpportunityAdmin(AccountScopedAdmin):
     the same events as the API."""
 
     form = OpportunityAdminForm
-    list_display = ["__str__", "lead", "stage", "amount", "currency", "seller", "created_at", "closed_at"]
+    list_display = ["__str__", "lead", "stage", "amount_display", "seller", "created_at_local", "closed_at_local"]
     list_filter = ["stage"]
     search_fields = ["title", "lead__first_name", "lead__last_name", "lead__phone"]
     raw_id_fields = ["lead"]
     readonly_fields = ["closed_at", "stage_changed_at", "stage_changed_by"]
-    list_select_related = ["lead", "seller"]
+    list_select_related = ["lead", "seller", "account"]
+    amount_display = money_column("amount", description="Amount")
+    created_at_local = local_time_column("created_at", description="Created at")
+    closed_at_local = local_time_column("closed_at", description="Closed at")
 
     def save_model(self, request, obj, form, change):
         if not change or "stage" not in form.changed_data:
@@ -234,19 +275,23 @@ class OpportunityAdmin(AccountScopedAdmin):
 
 @admin.register(Sale)
 class SaleAdmin(AccountScopedAdmin):
-    list_display = ["__str__", "lead", "opportunity", "status", "closed_at"]
+    list_display = ["amount_display", "lead", "opportunity", "status", "lead_source", "closed_at_local"]
     list_filter = ["status"]
     raw_id_fields = ["lead", "opportunity"]
     readonly_fields = ["lead_source", "meta_campaign_id"]  # copied from the lead on save
     date_hierarchy = "closed_at"
-    list_select_related = ["lead", "opportunity"]
+    list_select_related = ["lead", "opportunity", "account"]
+    amount_display = money_column("amount", description="Amount")
+    closed_at_local = local_time_column("closed_at", description="Closed at")
 
 
 @admin.register(SystemEvent)
 class SystemEventAdmin(AccountScopedAdmin):
     admin_roles = MANAGER_ROLES  # the audit trail (who did what, from which address) is the managers'
-    list_display = ["created_at", "account", "actor", "action", "target_type", "target_id", "ip"]
+    list_display = ["created_at_local", "account", "actor", "action", "target_type", "target_id", "ip"]
     list_filter = ["action"]
+    list_select_related = ["account", "actor"]
+    created_at_local = local_time_column("created_at", description="Created at")
 
     def has_add_permission(self, request):
         return False

@@ -6,12 +6,13 @@ resolve ``request.account`` from the user's membership, rate-limit the call, and
 """
 from __future__ import annotations
 
-from rest_framework import exceptions, serializers, status, viewsets
+from drf_spectacular.views import SpectacularAPIView
+from rest_framework import exceptions, permissions, serializers, status, viewsets
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from crm_marketing.envelope import error_body, exception_handler  # noqa: F401 - re-exported
+from crm_marketing.envelope import EnvelopeRenderer, error_body, exception_handler  # noqa: F401 - re-exported
 from crm_marketing.ratelimits import enforce_rate_limit
 from crm_marketing.tenancy import ALL_ROLES, resolve_account
 
@@ -116,6 +117,19 @@ def _refuse_nul_in_url(request) -> None:
     query = request.query_params
     if "\x00" in request.path or any("\x00" in key or any("\x00" in v for v in query.getlist(key)) for key in query):
         raise exceptions.ParseError("The URL contains a NUL character.")
+
+
+class UserScopedAPIView(APIView):
+    """For views about the caller only (``/crm/me``): authenticated and rate-limited like the API,
+    answering from the user's own memberships; no account rows, so nothing to scope."""
+
+    def initial(self, request, *args, **kwargs):
+        try:
+            self.perform_authentication(request)
+        finally:
+            enforce_rate_limit(request, group="api")
+        super().initial(request, *args, **kwargs)
+        _refuse_nul_in_url(request)
 
 
 class AccountScopedAPIView(AccountScopedMixin, APIView):
@@ -233,3 +247,14 @@ class QueryFilter(serializers.Serializer):
 
     def filter(self, queryset):
         return queryset.filter(**{self.LOOKUPS.get(k, k): v for k, v in self.validated_data.items()})
+
+
+class SchemaView(SpectacularAPIView):
+    """/crm/schema/ for signed-in users and token scripts; refusals in the envelope's JSON whatever
+    format was asked (the schema's own renderers would write the error as YAML)."""
+
+    permission_classes = [permissions.IsAuthenticated]
+
+    def handle_exception(self, exc):
+        self.request.accepted_renderer, self.request.accepted_media_type = EnvelopeRenderer(), "application/json"
+        return super().handle_exception(exc)

@@ -20,7 +20,16 @@ class TokenDecryptionError(Exception):
 def _multifernet(keys: tuple[str, ...]) -> MultiFernet:
     if not keys:
         raise ImproperlyConfigured("META_TOKEN_KEYS is empty: tokens cannot be encrypted.")
-    return MultiFernet([Fernet(key.encode() if isinstance(key, str) else key) for key in keys])
+    try:
+        return MultiFernet([Fernet(key.encode() if isinstance(key, str) else key) for key in keys])
+    except ValueError:  # Fernet's "must be 32 url-safe base64-encoded bytes"; the key itself is never echoed
+        raise ImproperlyConfigured("META_TOKEN_KEYS holds a key that is not a Fernet key "
+                                   "(32 url-safe base64-encoded bytes).") from None
+
+
+def check_token_keys() -> None:
+    """Raise ImproperlyConfigured when META_TOKEN_KEYS is empty or holds a malformed key."""
+    _multifernet(_keys())
 
 
 def _keys() -> tuple[str, ...]:

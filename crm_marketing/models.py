@@ -33,11 +33,11 @@ class Lead(AccountOwned):
         LOST = "lost"
 
     class Source(models.TextChoices):
-        ORGANIC = "organic"
-        META_LEAD_ADS = "meta_lead_ads"
-        META_CTWA = "meta_ctwa"
-        MANUAL = "manual"
-        IMPORT = "import"
+        ORGANIC = "organic", "Organic"
+        META_LEAD_ADS = "meta_lead_ads", "Meta Lead Ads"
+        META_CTWA = "meta_ctwa", "Meta CTWA"
+        MANUAL = "manual", "Manual"
+        IMPORT = "import", "Import"
 
     META_SOURCES = (Source.META_LEAD_ADS, Source.META_CTWA)
 
@@ -47,14 +47,14 @@ class Lead(AccountOwned):
     email = models.EmailField(blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.NEW)
     lead_source = models.CharField(max_length=16, choices=Source.choices, default=Source.MANUAL)
-    meta_campaign_id = models.CharField(max_length=32, blank=True)
-    meta_adset_id = models.CharField(max_length=32, blank=True)
-    meta_ad_id = models.CharField(max_length=32, blank=True)
-    meta_form_id = models.CharField(max_length=32, blank=True)
-    meta_ad_headline = models.CharField(max_length=255, blank=True)
-    meta_ad_body = models.TextField(blank=True)
-    ctwa_clid = models.CharField(max_length=255, blank=True)
-    external_ids = models.JSONField(default=dict, blank=True)
+    meta_campaign_id = models.CharField(verbose_name="Meta campaign ID", max_length=32, blank=True)
+    meta_adset_id = models.CharField(verbose_name="Meta ad set ID", max_length=32, blank=True)
+    meta_ad_id = models.CharField(verbose_name="Meta ad ID", max_length=32, blank=True)
+    meta_form_id = models.CharField(verbose_name="Meta form ID", max_length=32, blank=True)
+    meta_ad_headline = models.CharField(verbose_name="ad headline", max_length=255, blank=True)
+    meta_ad_body = models.TextField(verbose_name="ad body", blank=True)
+    ctwa_clid = models.CharField(verbose_name="CTWA click ID", max_length=255, blank=True)
+    external_ids = models.JSONField(verbose_name="external IDs", default=dict, blank=True)
     seller = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     opted_out_at = models.DateTimeField(null=True, blank=True)
     last_inbound_at = models.DateTimeField(null=True, blank=True)
@@ -106,16 +106,17 @@ class LeadTouch(AccountOwned):
 
     lead = models.ForeignKey(Lead, on_delete=models.CASCADE, related_name="touches")
     lead_source = models.CharField(max_length=16, choices=Lead.Source.choices)
-    meta_campaign_id = models.CharField(max_length=32, blank=True)
-    meta_adset_id = models.CharField(max_length=32, blank=True)
-    meta_ad_id = models.CharField(max_length=32, blank=True)
-    meta_form_id = models.CharField(max_length=32, blank=True)
-    external_id = models.CharField(max_length=255, blank=True, help_text="leadgen id or message id")
+    meta_campaign_id = models.CharField(verbose_name="Meta campaign ID", max_length=32, blank=True)
+    meta_adset_id = models.CharField(verbose_name="Meta ad set ID", max_length=32, blank=True)
+    meta_ad_id = models.CharField(verbose_name="Meta ad ID", max_length=32, blank=True)
+    meta_form_id = models.CharField(verbose_name="Meta form ID", max_length=32, blank=True)
+    external_id = models.CharField(verbose_name="external ID", max_length=255, blank=True, help_text="leadgen id or message id")
     details = models.JSONField(default=dict, blank=True)
     touched_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
         ordering = ["-touched_at", "-id"]
+        verbose_name_plural = "lead touches"
         constraints = [
             models.UniqueConstraint(fields=["account", "lead_source", "external_id"], condition=~Q(external_id=""), name="leadtouch_external_unique"),
         ]
@@ -182,7 +183,7 @@ class Sale(AccountOwned):
     created_at = models.DateTimeField(auto_now_add=True)
     # Copies of the lead's fields (SALE_ATTRIBUTION), never edited by hand.
     lead_source = models.CharField(max_length=16, choices=Lead.Source.choices, blank=True, editable=False)
-    meta_campaign_id = models.CharField(max_length=32, blank=True, editable=False)
+    meta_campaign_id = models.CharField(verbose_name="Meta campaign ID", max_length=32, blank=True, editable=False)
 
     class Meta:
         ordering = ["-closed_at", "-id"]
@@ -200,7 +201,7 @@ class Sale(AccountOwned):
         ]
 
     def __str__(self) -> str:
-        return f"{self.amount} {self.currency}"
+        return f"{self.amount:,.2f} {self.currency}" if self.amount is not None else f"Sale {self.pk}"
 
     def save(self, *args, **kwargs) -> None:
         """Save with the lead's attribution copied from the database (the lead row is the truth)."""

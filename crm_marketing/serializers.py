@@ -159,3 +159,35 @@ def seller_scope(queryset, membership: Membership, *, lead_path: str = "lead__")
     if membership.role == Membership.Role.SELLER:
         return queryset.filter(**{f"{lead_path}seller": membership.user})
     return queryset
+
+
+class MembershipSummarySerializer(serializers.Serializer):
+    """One account the user belongs to, with what a client needs to format its figures."""
+
+    account_id = serializers.IntegerField(source="account.id")
+    name = serializers.CharField(source="account.name")
+    slug = serializers.CharField(source="account.slug")
+    role = serializers.ChoiceField(choices=Membership.Role.choices)
+    currency = serializers.CharField(source="account.currency")
+    timezone = serializers.CharField(source="account.timezone")
+
+
+class CurrentUserSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    username = serializers.CharField()
+    name = serializers.SerializerMethodField()
+    email = serializers.EmailField()
+    is_staff = serializers.BooleanField()
+
+    def get_name(self, user) -> str:
+        return user.get_full_name() or user.username
+
+
+class MeSerializer(serializers.Serializer):
+    """GET /crm/me: the caller, their memberships, the account X-Account chose (null when they
+    belong to several and named none) and the language the hub should speak."""
+
+    user = CurrentUserSerializer()
+    memberships = MembershipSummarySerializer(many=True)
+    account = MembershipSummarySerializer(allow_null=True)
+    language = serializers.ChoiceField(choices=[("es", "Español"), ("en", "English")])

@@ -100,27 +100,40 @@ class AccountRequired(DomainError):
     code = "account_required"
 
 
+def choose_membership(memberships: list[Membership], asked: str | None) -> Membership | None:
+    """The membership ``asked`` (an account slug, from ``X-Account``) names, else the only one.
+
+    None when the user has several and asked for none (or has none). Naming an account the user
+    is not in is a 403, never a silent fallback to another one.
+    """
+    if asked:
+        membership = next((m for m in memberships if m.account.slug == asked), None)
+        if membership is None:
+            raise PermissionDenied("You are not a member of that account.")
+        return membership
+    return memberships[0] if len(memberships) == 1 else None
+
+
+def memberships_of(user) -> list[Membership]:
+    return list(Membership.objects.select_related("account").filter(user=user).order_by("account__name", "account_id"))
+
+
 def resolve_account(request, allowed_roles: frozenset[str]) -> tuple[Account, Membership]:
     """The account a request acts for, from the user's memberships only.
 
-    ``X-Account`` (slug) picks one when the user has several; the session may remember one;
-    nothing in the body or query can choose it. 401 anonymous, 403 not a member or wrong role.
+    ``X-Account`` (slug) picks one when the user has several; nothing in the body, the query or
+    the session can choose it (the API is the one place where the account is selected, so every
+    client does it the same way). 401 anonymous, 403 not a member or wrong role.
     """
     user = request.user
     if not user or not user.is_authenticated:
         raise NotAuthenticated()
-    memberships = list(Membership.objects.select_related("account").filter(user=user))
-    asked = request.META.get("HTTP_X_ACCOUNT")
-    remembered = request.session.get("account_slug") if hasattr(request, "session") else None
-    membership = next((m for m in memberships if m.account.slug == (asked or remembered)), None)
-    if asked and membership is None:
-        raise PermissionDenied("You are not a member of that account.")
-    if membership is None:  # nothing asked, or the session remembers an account the user has left
+    memberships = memberships_of(user)
+    membership = choose_membership(memberships, request.META.get("HTTP_X_ACCOUNT"))
+    if membership is None:
         if not memberships:
             raise PermissionDenied("You are not a member of any account.")
-        if len(memberships) > 1:
-            raise AccountRequired("You belong to several accounts: choose one with the X-Account header.")
-        membership = memberships[0]
+        raise AccountRequired("You belong to several accounts: choose one with the X-Account header.")
     if membership.role not in allowed_roles:
         raise PermissionDenied(f"The {membership.role} role cannot use this endpoint.")
     return membership.account, membership

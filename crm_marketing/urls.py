@@ -1,13 +1,15 @@
 """Root URLconf: admin, login, the CRM API under /crm/, the apps' APIs, the hub pages, webhooks."""
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
+from django.contrib.auth.decorators import login_required
 from django.urls import include, path, re_path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
 
 from crm_marketing import pages, webhooks
+from crm_marketing.api import SchemaView
 from crm_marketing.ratelimits import login_rate_limited, rate_limited
-from crm_marketing.views import LeadViewSet, OpportunityViewSet, SaleViewSet
+from crm_marketing.views import LeadViewSet, MeView, OpportunityViewSet, SaleViewSet
 
 router = SimpleRouter()
 router.trailing_slash = "/?"  # /crm/leads and /crm/leads/ both work
@@ -20,11 +22,14 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/login/", login_rate_limited(auth_views.LoginView.as_view()), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
-    path("crm/schema/", rate_limited(SpectacularAPIView.as_view()), name="schema"),
-    path("crm/docs/", rate_limited(SpectacularSwaggerView.as_view(url_name="schema")), name="docs"),
+    # The API description is for signed-in users and scripts with a token: 401 JSON for the schema, the
+    # login page for the docs.
+    path("crm/schema/", rate_limited(SchemaView.as_view()), name="schema"),
+    path("crm/docs/", rate_limited(login_required(SpectacularSwaggerView.as_view(url_name="schema"))), name="docs"),
     path("crm/marketing/", include("marketing.urls")),
     path("crm/auth/meta/", include("meta_oauth.urls")),
     path("crm/automation/", include("automation.urls")),
+    re_path(r"^crm/me/?$", MeView.as_view(), name="me"),
     path("crm/", include(router.urls)),
     path("webhooks/", include(webhooks.urlpatterns)),
     # Anything else under /crm/ is the JSON 404 of the envelope, with DEBUG on too.

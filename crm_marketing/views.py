@@ -1,12 +1,48 @@
-"""CRM API: /crm/leads, /crm/opportunities, /crm/sales. Thin: validate, call a service, serialize."""
+"""CRM API: /crm/me, /crm/leads, /crm/opportunities, /crm/sales. Thin: validate, call a service, serialize."""
 from __future__ import annotations
 
+from django.conf import settings
+from django.utils.translation.trans_real import parse_accept_lang_header
+from drf_spectacular.utils import extend_schema
+from rest_framework.response import Response
+
 from crm_marketing import services
-from crm_marketing.api import AccountScopedViewSet
+from crm_marketing.api import AccountScopedViewSet, UserScopedAPIView
 from crm_marketing.models import Lead, Opportunity, Sale
 from crm_marketing.serializers import (
-    LeadFilter, LeadSerializer, OpportunityFilter, OpportunitySerializer, SaleFilter, SaleSerializer, seller_scope,
+    LeadFilter, LeadSerializer, MeSerializer, OpportunityFilter, OpportunitySerializer, SaleFilter, SaleSerializer,
+    seller_scope,
 )
+from crm_marketing.tenancy import choose_membership, memberships_of
+
+HUB_LANGUAGES = ("es", "en")  # the first is the default
+
+
+def hub_language(request) -> str:
+    """The language cookie (Django's set_language), else the best of Accept-Language that the hub
+    speaks, else Spanish (the hub's default; LANGUAGE_CODE stays English for the admin)."""
+    wanted = [request.COOKIES.get(settings.LANGUAGE_COOKIE_NAME, "")]
+    wanted += [code for code, _ in parse_accept_lang_header(request.META.get("HTTP_ACCEPT_LANGUAGE", ""))]
+    for code in wanted:
+        base = code.lower().split("-")[0]
+        if base in HUB_LANGUAGES:
+            return base
+    return HUB_LANGUAGES[0]
+
+
+class MeView(UserScopedAPIView):
+    """GET /crm/me: who the caller is, the accounts they belong to, and the one ``X-Account`` picks
+    (a 403 when it names an account they are not in, as on every other call)."""
+
+    http_method_names = ["get", "head", "options"]
+    serializer_class = MeSerializer
+
+    @extend_schema(responses=MeSerializer)
+    def get(self, request):
+        memberships = memberships_of(request.user)
+        chosen = choose_membership(memberships, request.META.get("HTTP_X_ACCOUNT"))
+        me = {"user": request.user, "memberships": memberships, "account": chosen, "language": hub_language(request)}
+        return Response(MeSerializer(me).data)
 
 
 class _CrmViewSet(AccountScopedViewSet):

@@ -27,7 +27,7 @@ class WebhookEvent(models.Model):
     account = models.ForeignKey(Account, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
     object = models.CharField(max_length=64, help_text="page, whatsapp_business_account, ...")
     field = models.CharField(max_length=64)
-    entry_id = models.CharField(max_length=64, blank=True, help_text="page id or WABA id")
+    entry_id = models.CharField(verbose_name="entry ID", max_length=64, blank=True, help_text="page id or WABA id")
     entry_time = models.BigIntegerField(null=True, blank=True)
     dedupe_key = models.CharField(max_length=255, help_text="Meta's id for this change")
     payload = models.JSONField(help_text="The change exactly as Meta sent it: {field, value}")

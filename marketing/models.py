@@ -11,11 +11,11 @@ from crm_marketing.tenancy import AccountOwned
 class AdAccount(AccountOwned):
     """A Meta ad account the account connected (``meta_ad_account_id`` is "act_…")."""
 
-    meta_ad_account_id = models.CharField(max_length=40)
-    meta_business_id = models.CharField(max_length=32, blank=True)
+    meta_ad_account_id = models.CharField(verbose_name="Meta ad account ID", max_length=40)
+    meta_business_id = models.CharField(verbose_name="Meta business ID", max_length=32, blank=True)
     name = models.CharField(max_length=200)
     currency = models.CharField(max_length=3, validators=[validate_currency])
-    timezone_name = models.CharField(max_length=64, default="UTC")
+    timezone_name = models.CharField(verbose_name="timezone", max_length=64, default="UTC")
     account_status = models.PositiveSmallIntegerField(default=1)
     is_selected = models.BooleanField(default=True, help_text="The ad account the hub reports on")
     parked_until = models.DateTimeField(null=True, blank=True, help_text="Throttled by Meta until then")
@@ -50,7 +50,7 @@ class _MetaObject(AccountOwned):
 
 class Campaign(_MetaObject):
     ad_account = models.ForeignKey(AdAccount, on_delete=models.CASCADE, related_name="campaigns")
-    meta_campaign_id = models.CharField(max_length=32)
+    meta_campaign_id = models.CharField(verbose_name="Meta campaign ID", max_length=32)
     objective = models.CharField(max_length=64, blank=True)
     daily_budget = models.BigIntegerField(null=True, blank=True, help_text="minor units (cents)")
     lifetime_budget = models.BigIntegerField(null=True, blank=True, help_text="minor units (cents)")
@@ -65,8 +65,8 @@ class Campaign(_MetaObject):
 class AdSet(_MetaObject):
     ad_account = models.ForeignKey(AdAccount, on_delete=models.CASCADE, related_name="adsets")
     campaign = models.ForeignKey(Campaign, null=True, blank=True, on_delete=models.SET_NULL, related_name="adsets")
-    meta_adset_id = models.CharField(max_length=32)
-    meta_campaign_id = models.CharField(max_length=32, blank=True)
+    meta_adset_id = models.CharField(verbose_name="Meta ad set ID", max_length=32)
+    meta_campaign_id = models.CharField(verbose_name="Meta campaign ID", max_length=32, blank=True)
     daily_budget = models.BigIntegerField(null=True, blank=True)
     lifetime_budget = models.BigIntegerField(null=True, blank=True)
 
@@ -78,9 +78,9 @@ class Ad(_MetaObject):
     ad_account = models.ForeignKey(AdAccount, on_delete=models.CASCADE, related_name="ads")
     campaign = models.ForeignKey(Campaign, null=True, blank=True, on_delete=models.SET_NULL, related_name="ads")
     adset = models.ForeignKey(AdSet, null=True, blank=True, on_delete=models.SET_NULL, related_name="ads")
-    meta_ad_id = models.CharField(max_length=32)
-    meta_adset_id = models.CharField(max_length=32, blank=True)
-    meta_campaign_id = models.CharField(max_length=32, blank=True)
+    meta_ad_id = models.CharField(verbose_name="Meta ad ID", max_length=32)
+    meta_adset_id = models.CharField(verbose_name="Meta ad set ID", max_length=32, blank=True)
+    meta_campaign_id = models.CharField(verbose_name="Meta campaign ID", max_length=32, blank=True)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["account", "meta_ad_id"], name="ad_unique_per_account")]
@@ -91,9 +91,9 @@ class DailyInsight(AccountOwned):
     the ROI reads aggregate one table without joins, and a restated day overwrites its row."""
 
     ad_account = models.ForeignKey(AdAccount, on_delete=models.CASCADE, related_name="insights")
-    meta_campaign_id = models.CharField(max_length=32)
-    meta_adset_id = models.CharField(max_length=32)
-    meta_ad_id = models.CharField(max_length=32)
+    meta_campaign_id = models.CharField(verbose_name="Meta campaign ID", max_length=32)
+    meta_adset_id = models.CharField(verbose_name="Meta ad set ID", max_length=32)
+    meta_ad_id = models.CharField(verbose_name="Meta ad ID", max_length=32)
     date = models.DateField()
     currency = models.CharField(max_length=3, validators=[validate_currency])
     spend = models.DecimalField(max_digits=14, decimal_places=2)
@@ -137,7 +137,7 @@ class SyncRun(AccountOwned):
     rows = models.IntegerField(default=0)
     graph_calls = models.IntegerField(default=0)
     error = models.TextField(blank=True)
-    task_id = models.CharField(max_length=64, blank=True)
+    task_id = models.CharField(verbose_name="task ID", max_length=64, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -193,7 +193,7 @@ class CampaignDay(AccountOwned):
     CRM_MEASURES = ("leads", "opportunities", "revenue")
 
     day = models.DateField()
-    meta_campaign_id = models.CharField(max_length=32, blank=True)
+    meta_campaign_id = models.CharField(verbose_name="Meta campaign ID", max_length=32, blank=True)
     currency = models.CharField(max_length=3, validators=[validate_currency])
     spend = models.DecimalField(max_digits=16, decimal_places=2, default=0)
     impressions = models.BigIntegerField(default=0)

@@ -17,15 +17,15 @@ class MetaConnection(AccountOwned):
         DISCONNECTED = "disconnected"
 
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.CONNECTED)
-    meta_user_id = models.CharField(max_length=32, blank=True)
+    meta_user_id = models.CharField(verbose_name="Meta user ID", max_length=32, blank=True)
     meta_user_name = models.CharField(max_length=200, blank=True)
     # Fernet ciphertext (crm_marketing.crypto); never serialized, never shown in admin.
     token_ciphertext = models.TextField(blank=True, editable=False)
     token_expires_at = models.DateTimeField(null=True, blank=True)
     data_access_expires_at = models.DateTimeField(null=True, blank=True)
     scopes = models.JSONField(default=list, blank=True)
-    waba_id = models.CharField(max_length=32, blank=True, help_text="WhatsApp Business Account id")
-    phone_number_id = models.CharField(max_length=32, blank=True, help_text="WhatsApp sender phone number id")
+    waba_id = models.CharField(verbose_name="WABA ID", max_length=32, blank=True, help_text="WhatsApp Business Account id")
+    phone_number_id = models.CharField(verbose_name="phone number ID", max_length=32, blank=True, help_text="WhatsApp sender phone number id")
     connected_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     connected_at = models.DateTimeField(null=True, blank=True)
     last_error = models.CharField(max_length=255, blank=True)
@@ -71,6 +71,7 @@ class OAuthState(AccountOwned):
     used_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
+        verbose_name = "OAuth state"
         indexes = [models.Index(fields=["account", "created_at"], name="oauthstate_account_created")]
 
     def __str__(self) -> str:
@@ -84,13 +85,13 @@ class WhatsAppChannel(AccountOwned):
     the phone number id and finds its account by this row, never by trying tokens.
     """
 
-    meta_waba_id = models.CharField(max_length=32, help_text="WhatsApp Business Account id")
-    meta_phone_number_id = models.CharField(max_length=32, unique=True)
+    meta_waba_id = models.CharField(verbose_name="WABA ID", max_length=32, help_text="WhatsApp Business Account id")
+    meta_phone_number_id = models.CharField(verbose_name="phone number ID", max_length=32, unique=True)
     display_phone_number = models.CharField(max_length=32, blank=True)
     verified_name = models.CharField(max_length=200, blank=True)
     quality_rating = models.CharField(max_length=16, blank=True, help_text="GREEN, YELLOW, RED or UNKNOWN, as Meta sends it")
     messaging_limit_tier = models.CharField(max_length=32, blank=True, help_text="TIER_250, TIER_1K, ..., TIER_UNLIMITED")
-    throughput_mps = models.PositiveIntegerField(default=80, help_text="Messages per second Meta allows this number")
+    throughput_mps = models.PositiveIntegerField(verbose_name="throughput (messages per second)", default=80, help_text="Messages per second Meta allows this number")
     is_selected = models.BooleanField(default=True, help_text="The number automation sends from")
     subscribed_at = models.DateTimeField(null=True, blank=True, help_text="When the app was subscribed to the WABA's webhooks")
     created_at = models.DateTimeField(auto_now_add=True)
@@ -111,7 +112,7 @@ class WhatsAppChannel(AccountOwned):
 class MetaPage(AccountOwned):
     """A Facebook Page whose Lead Ads forms feed the account; ``meta_page_id`` routes leadgen webhooks."""
 
-    meta_page_id = models.CharField(max_length=32, unique=True)
+    meta_page_id = models.CharField(verbose_name="page ID", max_length=32, unique=True)
     name = models.CharField(max_length=200, blank=True)
     # Fernet ciphertext of the page access token (crm_marketing.crypto); never serialized or shown.
     page_token_ciphertext = models.TextField(blank=True, editable=False)

@@ -109,8 +109,9 @@ def test_bob_the_seller_gets_no_rows_in_the_admin_and_cannot_promote_himself(sta
     promote = client.post(f"/admin/crm_marketing/membership/{membership.pk}/change/", {"user": bob.pk, "account": acme.pk, "role": "ceo"})
     rename = client.post(f"/admin/crm_marketing/account/{acme.pk}/change/", {"name": "Pwned", "slug": "acme", "currency": "USD", "timezone": "UTC"})
 
-    assert leads.status_code == 200 and b"AcmeOnly" not in leads.content
-    assert promote.status_code == rename.status_code == 302  # Django admin's answer to an object you cannot see
+    # A seller holds no role that sees the account's rows here: the pages are refused, not shown empty.
+    assert leads.status_code == 403 and b"AcmeOnly" not in leads.content
+    assert promote.status_code == rename.status_code == 403
     membership.refresh_from_db()
     acme.refresh_from_db()
     assert (membership.role, acme.name) == ("seller", "Acme")
@@ -126,7 +127,7 @@ def test_a_marketing_member_sees_the_leads_but_not_the_memberships(staff, acme):
     memberships = client.get("/admin/crm_marketing/membership/")
 
     assert b"AcmeOnly" in leads.content
-    assert (memberships.status_code, memberships.context["cl"].result_count) == (200, 0)
+    assert memberships.status_code == 403  # roles are the managers'; not an empty list with an Add button
 
 
 def test_an_opportunity_cannot_be_tied_to_a_lead_of_the_members_other_account(staff, alice, acme, globex):
@@ -172,7 +173,7 @@ def test_the_audit_trail_is_for_ceo_and_admin_only(staff, alice, acme):
     as_maria = admin_client(maria).get("/admin/crm_marketing/systemevent/")
     as_alice = admin_client(alice).get("/admin/crm_marketing/systemevent/")
 
-    assert (as_maria.context["cl"].result_count, as_alice.context["cl"].result_count) == (0, 1)
+    assert (as_maria.status_code, as_alice.context["cl"].result_count) == (403, 1)
 
 
 def opportunity_form(opportunity, **changes) -> dict:

@@ -126,15 +126,37 @@ def test_the_openapi_schema_and_docs_are_served(alice_api, alice):
     assert b"cdn.jsdelivr.net" not in docs.content
 
 
-@pytest.mark.parametrize("url", ["/crm/schema/", "/crm/docs/"])
-def test_the_schema_and_docs_are_rate_limited_like_the_api(url, settings):
+@pytest.mark.parametrize("accept", [None, "*/*", "application/json", "application/vnd.oai.openapi"])
+def test_anonymous_callers_get_a_401_in_json_for_the_schema_in_any_format(anonymous_api, accept):
+    response = anonymous_api.get("/crm/schema/", **({"HTTP_ACCEPT": accept} if accept else {}))
+
+    assert response.status_code == 401
+    assert response.json() == {"success": False, "error": {"code": "not_authenticated", "fields": {},
+                                                           "message": "Authentication credentials were not provided."}}
+
+
+def test_anonymous_visitors_of_the_docs_are_sent_to_sign_in_and_scripts_read_the_schema_with_a_token(alice):
+    from rest_framework.authtoken.models import Token
+
+    token = Token.objects.create(user=alice)
+
+    docs = Client().get("/crm/docs/")
+    schema = Client().get("/crm/schema/", HTTP_AUTHORIZATION=f"Token {token.key}", HTTP_ACCEPT="application/vnd.oai.openapi+json")
+
+    assert (docs.status_code, docs["Location"]) == (302, "/accounts/login/?next=/crm/docs/")
+    assert b"/crm/leads/" not in docs.content
+    assert schema.status_code == 200 and "/crm/leads/" in schema.json()["paths"]
+
+
+@pytest.mark.parametrize(("url", "refused"), [("/crm/schema/", 401), ("/crm/docs/", 302)])
+def test_the_schema_and_docs_are_rate_limited_like_the_api(url, refused, settings):
     settings.API_ANON_RATE_LIMIT = "2/m"
     client = Client()
 
     codes = [client.get(url, REMOTE_ADDR="10.0.0.21").status_code for _ in range(3)]
 
     limited = client.get(url, REMOTE_ADDR="10.0.0.21")
-    assert codes == [200, 200, 429]
+    assert codes == [refused, refused, 429]
     assert limited.json()["error"]["code"] == "rate_limited" and int(limited["Retry-After"]) >= 1
 
 

@@ -8,7 +8,7 @@ from typing import Iterator
 import pytest
 
 from crm_marketing import events
-from crm_marketing.models import Lead, Opportunity, Sale, SystemEvent
+from crm_marketing.models import Lead, Membership, Opportunity, Sale, SystemEvent
 from tests.conftest import make_lead, make_opportunity, make_sale
 
 pytestmark = pytest.mark.django_db
@@ -228,18 +228,19 @@ def test_bob_can_still_work_his_own_leads(bob_api, acme, bob):
     assert Sale.objects.get().opportunity.lead == mine
 
 
-def test_a_session_that_remembers_an_account_the_user_left_falls_back_to_the_one_she_has(alice, acme, globex):
+def test_a_session_key_no_longer_chooses_the_account_only_x_account_does(alice, acme, globex):
     from django.test import Client
 
+    Membership.objects.create(user=alice, account=globex, role="ceo")
     client = Client()
     client.force_login(alice)
     session = client.session
-    session["account_slug"] = "globex"  # chosen on the hub while she still belonged there
+    session["account_slug"] = "globex"  # what the old server-rendered hub page remembered
     session.save()
     make_lead(acme, first_name="Acme lead")
 
     remembered = client.get("/crm/leads")
-    asked = client.get("/crm/leads", HTTP_X_ACCOUNT="globex")
+    asked = client.get("/crm/leads", HTTP_X_ACCOUNT="acme")
 
-    assert [row["first_name"] for row in remembered.json()["data"]["results"]] == ["Acme lead"]
-    assert asked.status_code == 403
+    assert (remembered.status_code, remembered.json()["error"]["code"]) == (400, "account_required")
+    assert [row["first_name"] for row in asked.json()["data"]["results"]] == ["Acme lead"]

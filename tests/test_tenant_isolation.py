@@ -22,6 +22,9 @@ from tests.conftest import make_lead, make_opportunity, make_sale
 # Not account-scoped on purpose: Meta's redirect (checked against the OAuth state instead), the
 # public API description, and the JSON 404 for unknown /crm/ paths.
 ALLOWLIST = {"crm/auth/meta/callback", "crm/schema/", "crm/docs/", "crm/"}
+# About the caller only (their user and memberships; no account-owned rows), so not on the
+# account-scoped bases; still walked below like every route, so mallory's answers are checked too.
+USER_SCOPED = {"crm/me/?"}
 MARKER = "ACMESECRET"
 
 
@@ -51,7 +54,7 @@ def test_every_crm_view_is_account_scoped_or_allowlisted():
     unscoped = []
     for route, pattern in api_routes():
         cls = view_class(pattern)
-        if route in ALLOWLIST or (cls is not None and issubclass(cls, AccountScopedMixin)):
+        if route in ALLOWLIST or route in USER_SCOPED or (cls is not None and issubclass(cls, AccountScopedMixin)):
             continue
         unscoped.append(route)
     assert unscoped == []
@@ -124,7 +127,7 @@ def test_mallory_gets_404_for_acme_objects_and_sees_none_of_them_on_any_route(ac
         else:
             assert response.status_code != 500, url
         checked.append(url)
-    assert "/crm/leads/" in checked and f"/crm/leads/{rows['lead'].pk}/" in checked
+    assert "/crm/leads/" in checked and f"/crm/leads/{rows['lead'].pk}/" in checked and "/crm/me/" in checked
 
 
 @pytest.mark.django_db

@@ -12,12 +12,18 @@ from marketing.services.sync import SyncResult, sync_ad_account
 from meta_oauth.services import client_for_account
 
 
-def since_date(value: str) -> dt.date:
-    """argparse type of every marketing command's --since."""
+def since_date(value: str | None) -> dt.date | None:
+    """Every marketing command's --since, parsed in handle(): a CommandError there is one line on
+    stderr and exit code 1, where one raised by an argparse ``type`` is a traceback."""
+    if value is None:
+        return None
     try:
-        return dt.date.fromisoformat(value)
+        day = dt.date.fromisoformat(value)
     except ValueError:
         raise CommandError(f"--since must be YYYY-MM-DD, not {value!r}.") from None
+    if day > dt.date.today() + dt.timedelta(days=1):  # a day ahead: the earliest timezone's today
+        raise CommandError(f"--since {value} is in the future.")
+    return day
 
 
 def _plain(text: str) -> str:

@@ -16,10 +16,11 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--account", required=True, help="account slug")
-        parser.add_argument("--since", type=since_date, help=f"first day (account timezone); default {DEFAULT_DAYS} days ago")
+        parser.add_argument("--since", help=f"first day (account timezone); default {DEFAULT_DAYS} days ago")
         parser.add_argument("--form", action="append", dest="forms", help="a form id (repeatable); default every form seen")
 
     def handle(self, *args, account, since, forms, **options):
+        since = since_date(since)
         target = Account.objects.filter(slug=account).first()
         if target is None:
             raise CommandError(f"No account with slug {account!r}.")

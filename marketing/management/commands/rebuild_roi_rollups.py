@@ -16,9 +16,10 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--account", help="Account slug (default: every account)")
-        parser.add_argument("--since", type=since_date, help="First day to re-derive, YYYY-MM-DD (default: all history)")
+        parser.add_argument("--since", help="First day to re-derive, YYYY-MM-DD (default: all history)")
 
     def handle(self, *args, **options) -> None:
+        since = since_date(options["since"])
         accounts = Account.objects.order_by("pk")
         if options["account"]:
             accounts = accounts.filter(slug=options["account"])
@@ -34,7 +35,7 @@ class Command(BaseCommand):
             return bars[-1]
 
         try:
-            outcome = rollups.rebuild_accounts(accounts, since=lambda account: options["since"], progress=progress)
+            outcome = rollups.rebuild_accounts(accounts, since=lambda account: since, progress=progress)
         finally:
             if bars:
                 bars[-1].close()

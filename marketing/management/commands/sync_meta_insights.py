@@ -13,8 +13,8 @@ class Command(SyncCommand):
 
     def add_arguments(self, parser) -> None:
         super().add_arguments(parser)
-        parser.add_argument("--since", type=since_date, help="First day to sync (ad account timezone), YYYY-MM-DD")
+        parser.add_argument("--since", help="First day to sync (ad account timezone), YYYY-MM-DD")
 
     def handle(self, *args, **options) -> None:
-        results = self.run_syncs(options["account"], since=options["since"])
+        results = self.run_syncs(options["account"], since=since_date(options["since"]))
         self.stdout.write(self.summary(results, f"{sum(r.rows for r in results)} insight rows"))

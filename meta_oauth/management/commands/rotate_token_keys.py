@@ -5,10 +5,12 @@ then drop the old keys. Tokens are never printed.
 """
 from __future__ import annotations
 
+from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
-from crm_marketing.crypto import TokenDecryptionError, rotate_ciphertext
+from crm_marketing.crypto import TokenDecryptionError, check_token_keys, rotate_ciphertext
+from crm_marketing.tenancy import Account
 from meta_oauth.models import MetaConnection
 
 
@@ -19,8 +21,14 @@ class Command(BaseCommand):
         parser.add_argument("--account", help="only this account (slug)")
 
     def handle(self, *args, account=None, **options):
+        try:
+            check_token_keys()
+        except ImproperlyConfigured as error:
+            raise CommandError(str(error)) from None
         ids = MetaConnection.objects.exclude(token_ciphertext="")
         if account:
+            if not Account.objects.filter(slug=account).exists():
+                raise CommandError(f"No account with slug {account!r}.")
             ids = ids.filter(account__slug=account)
         rotated, unreadable = 0, []
         for pk in ids.values_list("pk", flat=True).order_by("pk"):
