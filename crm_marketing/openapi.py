@@ -12,7 +12,7 @@ import re
 from typing import Iterable
 
 from drf_spectacular.openapi import AutoSchema
-from drf_spectacular.plumbing import ResolvedComponent, build_basic_type, build_parameter_type
+from drf_spectacular.plumbing import build_basic_type, build_parameter_type
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter
 
@@ -154,12 +154,9 @@ class EnvelopeAutoSchema(AutoSchema):
         return sorted(codes)
 
     def _error_response(self, code: str) -> dict:
-        component = ResolvedComponent(name=ERROR_COMPONENT, type=ResolvedComponent.SCHEMA,
-                                      schema=error_envelope_schema(), object=ERROR_COMPONENT)
-        self.registry.register_on_missing(component)
         response = {
             "description": ERROR_DESCRIPTIONS.get(code, ""),
-            "content": {"application/json": {"schema": component.ref}},
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ERROR_COMPONENT}"}}},
         }
         if code in ("429", "503"):
             response["headers"] = {"Retry-After": {
@@ -176,3 +173,10 @@ def page_parameters() -> list[OpenApiParameter]:
 
     return [OpenApiParameter(p["name"], p["schema"], required=False, description=p["description"])
             for p in EnvelopePagination().get_schema_operation_parameters(view=None)]
+
+
+def add_error_envelope(result: dict, generator, request, public) -> dict:
+    """Postprocessing hook, after drf-spectacular's enum hook: the error envelope's component, added
+    as written (the enum hook would turn its ``success: false`` into a ``SuccessEnum`` component)."""
+    result.setdefault("components", {}).setdefault("schemas", {})[ERROR_COMPONENT] = error_envelope_schema()
+    return result
