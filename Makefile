@@ -33,6 +33,14 @@ demo: setup migrate
 	$(PY) manage.py seed_demo
 	$(PY) manage.py run_demo
 
+# Production (docs/production.md): settings from the environment or .env (DEBUG=false, DATABASE_URL,
+# CACHE_URL, Q_BROKER_URL, ...): migrate, collect static files, then gunicorn + N qcluster.
+.PHONY: serve
+serve: setup
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py collectstatic --noinput -v0
+	$(PY) manage.py run_production
+
 test: setup browsers test-postgres test-sqlite
 
 test-postgres: setup browsers

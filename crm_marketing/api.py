@@ -13,6 +13,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from crm_marketing.envelope import EnvelopeRenderer, error_body, exception_handler  # noqa: F401 - re-exported
+from crm_marketing.logging import bind_account
 from crm_marketing.ratelimits import enforce_rate_limit
 from crm_marketing.tenancy import ALL_ROLES, resolve_account
 
@@ -108,6 +109,7 @@ class AccountScopedMixin:
             enforce_rate_limit(request, group=self.rate_limit_group)
         super().initial(request, *args, **kwargs)  # permissions, DRF throttles
         request.account, request.membership = resolve_account(request, self.allowed_roles)
+        bind_account(request.account.pk)  # every later log line of this request names the account
         _refuse_nul_in_url(request)
 
 

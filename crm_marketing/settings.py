@@ -108,7 +108,7 @@ USE_TZ = True
 
 STATIC_URL = "/static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT = BASE_DIR / env.str("STATIC_ROOT", default="staticfiles")  # an absolute path stays as it is
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
@@ -229,13 +229,53 @@ SOCIAL_AUTH_META_KEY = META_APP_ID
 SOCIAL_AUTH_META_SECRET = META_APP_SECRET
 SOCIAL_AUTH_REDIRECT_IS_HTTPS = env.bool("SOCIAL_AUTH_REDIRECT_IS_HTTPS", default=not DEBUG)
 
+# --- Production run mode and observability ----------------------------------------------------
+# `manage.py run_production` (make serve): gunicorn and QCLUSTER_PROCESSES qcluster processes.
+WEB_BIND = env.str("WEB_BIND", default="127.0.0.1:8000")
+WEB_CONCURRENCY = env.int("WEB_CONCURRENCY", default=2)  # gunicorn worker processes
+WEB_TIMEOUT = env.int("WEB_TIMEOUT", default=30)  # seconds before gunicorn restarts a stuck worker
+QCLUSTER_PROCESSES = env.int("QCLUSTER_PROCESSES", default=2)  # each runs Q_WORKERS task workers
+STOP_TIMEOUT = env.int("STOP_TIMEOUT", default=30)  # seconds a graceful stop may take before SIGKILL
+HEALTH_RATE_LIMIT = env.str("HEALTH_RATE_LIMIT", default="300/m")  # /healthz and /readyz, per address
+# Load balancer probes come over plain HTTP straight to the host: no redirect to https for them.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+if not DEBUG:
+    # gunicorn's sync workers serve many requests each: keep the connection, check it before use.
+    DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+if CACHES["default"]["BACKEND"] == "django_redis.cache.RedisCache":
+    # A dead Redis fails a request (and /readyz) in seconds instead of hanging a worker.
+    CACHES["default"].setdefault("OPTIONS", {}).update({"SOCKET_CONNECT_TIMEOUT": 2, "SOCKET_TIMEOUT": 2})
+
+# Logs: one JSON object per line in production (LOG_FORMAT=json), with the request id and the
+# account id; tokens, credentials and phone numbers are masked whatever the format.
+LOG_FORMAT = env.str("LOG_FORMAT", default="") or ("plain" if DEBUG else "json")
+if LOG_FORMAT not in ("plain", "json"):
+    raise ImproperlyConfigured(f"LOG_FORMAT must be plain or json, not {LOG_FORMAT!r}.")
+LOG_REQUESTS = env.bool("LOG_REQUESTS") if env.str("LOG_REQUESTS", default="") else not DEBUG  # one line per request (method, path, status, ms)
+MIDDLEWARE.insert(0, "crm_marketing.logging.RequestIdMiddleware")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {
+        "request_context": {"()": "crm_marketing.logging.RequestContextFilter"},
+        "redact_secrets": {"()": "crm_marketing.logging.RedactSecretsFilter"},
+    },
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s %(account_id)s] %(message)s"},
+        "json": {"()": "crm_marketing.logging.JsonFormatter"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT,
+                    "filters": ["request_context", "redact_secrets"]},
+    },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        # Django's own default sends "django" to an unfiltered handler of its own: ours replaces it.
+        "django": {"handlers": ["console"], "level": "INFO", "propagate": False},
+        "django.db.backends": {"level": "WARNING"},
+        "environ": {"level": "WARNING"},  # ".env not found" on every start is not news in production
+    },
 }
 
 

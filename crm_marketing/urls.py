@@ -6,7 +6,7 @@ from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
 
-from crm_marketing import pages, webhooks
+from crm_marketing import health, pages, webhooks
 from crm_marketing.api import SchemaView
 from crm_marketing.ratelimits import login_rate_limited, rate_limited
 from crm_marketing.views import LeadViewSet, MeView, OpportunityViewSet, SaleViewSet
@@ -18,6 +18,8 @@ router.register("opportunities", OpportunityViewSet, basename="opportunity")
 router.register("sales", SaleViewSet, basename="sale")
 
 urlpatterns = [
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
     path("admin/login/", login_rate_limited(admin.site.login)),  # ahead of admin.site.urls, which has it too
     path("admin/", admin.site.urls),
     path("accounts/login/", login_rate_limited(auth_views.LoginView.as_view()), name="login"),

@@ -6,9 +6,11 @@ class MarketingConfig(AppConfig):
     verbose_name = "Marketing (Meta Ads)"
 
     def ready(self) -> None:
+        from crm_marketing.health import register_check
         from crm_marketing.webhooks import register_handler
-        from marketing import handlers, signals
+        from marketing import handlers, health, signals
 
         register_handler("leadgen", handlers.handle_leadgen)
         register_handler("messages", handlers.handle_messages)
+        register_check("marketing_syncs", health.sync_backlog)
         signals.connect()  # the ROI rollup follows every CRM row and insight
