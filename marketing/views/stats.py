@@ -11,7 +11,7 @@ from rest_framework.response import Response
 
 from crm_marketing.api import AccountScopedAPIView, EnvelopePagination
 from crm_marketing.tenancy import MARKETING_ROLES
-from marketing import stats
+from marketing import stats, time_ranges
 from crm_marketing.openapi import ordering_parameter, page_parameters
 from marketing.serializers import (
     CampaignDetailSerializer, CampaignInsightsSerializer, CampaignListParams, CampaignPageSerializer, CampaignStatSerializer,
@@ -20,8 +20,9 @@ from marketing.serializers import (
 )
 
 
+# The window every stats-like endpoint reads (automation's stats too): one definition for the schema.
 TIME_RANGE_PARAMETERS = [
-    OpenApiParameter("time_range", OpenApiTypes.STR, description="7d, 30d, 90d, last_7d, last_30d, last_90d, this_month, last_month, this_year, lifetime (default 30d)"),
+    OpenApiParameter("time_range", OpenApiTypes.STR, enum=time_ranges.ALLOWED, description=f"default {time_ranges.DEFAULT}"),
     OpenApiParameter("since", OpenApiTypes.DATE, description="with until, instead of time_range (inclusive, account timezone)"),
     OpenApiParameter("until", OpenApiTypes.DATE),
 ]
