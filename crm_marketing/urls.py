@@ -1,8 +1,9 @@
-"""Root URLconf: admin, login, the CRM API under /crm/, the apps' APIs, the hub pages, webhooks."""
+"""Root URLconf: admin, login, the CRM API under /crm/, the apps' APIs, the hub shell, webhooks."""
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.urls import include, path, re_path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
 
@@ -36,7 +37,9 @@ urlpatterns = [
     path("webhooks/", include(webhooks.urlpatterns)),
     # Anything else under /crm/ is the JSON 404 of the envelope, with DEBUG on too.
     re_path(r"^crm/", pages.api_not_found),
-    path("hub/marketing", include("meta_oauth.pages")),
+    path("hub/", pages.hub, name="hub"),
+    re_path(r"^hub/(?P<route>.+)$", pages.hub, name="hub-route"),
+    path("hub", RedirectView.as_view(url="/hub/")),
     path("", pages.home, name="home"),
 ]
 

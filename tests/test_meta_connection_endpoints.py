@@ -1,4 +1,4 @@
-"""/crm/marketing token-status, meta-portfolios, meta-accounts, connect, and the /hub/marketing page."""
+"""/crm/marketing token-status, meta-portfolios, meta-accounts, connect."""
 from __future__ import annotations
 
 from datetime import timedelta
@@ -6,7 +6,6 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 from rest_framework import serializers
-from rest_framework.test import APIClient
 
 from crm_marketing.audit import SystemEvent
 from marketing.models import AdAccount, DailyInsight, SyncRun
@@ -332,47 +331,3 @@ def test_mallory_sees_only_her_own_unconnected_account(meta_sandbox, mallory_api
 def test_an_x_account_header_cannot_reach_another_tenant(meta_sandbox, mallory_api, acme):
     connect_meta(acme, meta_sandbox)
     assert error_of(mallory_api.get("/crm/marketing/token-status", HTTP_X_ACCOUNT="acme"))[:2] == (403, "permission_denied")
-
-
-# -- the hub page ------------------------------------------------------------------------------------------------
-def test_the_hub_page_needs_a_login(db):
-    response = APIClient().get("/hub/marketing")
-    assert response.status_code == 302 and response["Location"].startswith("/accounts/login/")
-
-
-def test_the_hub_page_shows_the_connection_the_selected_ad_account_and_the_message(meta_sandbox, alice, acme):
-    connection = connect_meta(acme, meta_sandbox)
-    connection.meta_user_name = "Ana Gerente"
-    connection.save()
-    AdAccount.objects.create(account=acme, meta_ad_account_id="act_300001", name="Acme - Leads AR", currency="ARS")
-    client = APIClient()
-    client.force_login(alice)
-
-    page = client.get("/hub/marketing?meta=connected").content.decode()
-
-    assert "Meta is connected." in page
-    assert "Connected as Ana Gerente" in page and "(60 days left)" in page
-    assert "Acme - Leads AR" in page and "act_300001" in page
-    assert 'id="connect-meta"' in page and "/crm/auth/meta/url" in page
-    assert connection.get_token() not in page and connection.token_ciphertext not in page
-
-
-def test_the_hub_page_explains_a_meta_error_and_offers_to_connect(meta_sandbox, alice, acme):
-    client = APIClient()
-    client.force_login(alice)
-
-    page = client.get("/hub/marketing?meta_error=invalid_state").content.decode()
-
-    assert "expired or was already used" in page
-    assert "Meta is not connected." in page and ">Connect Meta<" in page
-    assert "none selected" in page
-
-
-def test_the_hub_page_has_no_connect_button_for_marketing_and_nothing_for_sellers(meta_sandbox, bob, acme):
-    marta = make_user("marta", acme, "marketing")
-    client = APIClient()
-    client.force_login(marta)
-    assert 'id="connect-meta"' not in client.get("/hub/marketing").content.decode()
-    client.force_login(bob)
-    response = client.get("/hub/marketing")
-    assert response.status_code == 403 and "does not see the marketing hub" in response.content.decode()

@@ -11,7 +11,7 @@ from rest_framework.response import Response
 from crm_marketing.api import META_ERRORS, AccountScopedAPIView, StrictSerializerMixin
 from crm_marketing.tenancy import MANAGER_ROLES, MARKETING_ROLES
 from marketing.services import accounts
-from meta_oauth.serializers import MetaAdAccountSerializer, PortfolioSerializer, TokenStatusSerializer
+from marketing.serializers import MetaAdAccountSerializer, PortfolioSerializer, TokenStatusSerializer
 
 AD_ACCOUNT_ID = re.compile(r"^(?:act_)?(\d{1,30})$")
 

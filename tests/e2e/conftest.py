@@ -37,13 +37,26 @@ def browser() -> Iterator:
         browser.close()
 
 
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    """Keep each phase's report on the test item, so fixtures can tell a failed test in teardown."""
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report
+
+
 @pytest.fixture
-def page(browser, live_server) -> Iterator:
-    """A fresh browser context (no cookies) per test, with URLs relative to the live server."""
-    context = browser.new_context(base_url=live_server.url, viewport={"width": 1280, "height": 800})
+def page(browser, live_server, request) -> Iterator:
+    """A fresh browser context (no cookies) per test, with URLs relative to the live server; a failed
+    test leaves a full-page screenshot in tests/e2e/artifacts/<test name>.png."""
+    from tests.e2e.hub import screenshot_on_failure
+
+    # es-AR: the hub speaks the browser's language (Accept-Language) until the user picks one.
+    context = browser.new_context(base_url=live_server.url, viewport={"width": 1280, "height": 800}, locale="es-AR")
     context.set_default_timeout(15_000)
     page = context.new_page()
     yield page
+    screenshot_on_failure(request, page, request.node.name)
     context.close()
 
 

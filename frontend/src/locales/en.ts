@@ -1,0 +1,152 @@
+/** English: the same keys as es.ts (the type checks it). */
+import type { Messages } from "./es";
+
+const en: Messages = {
+  state: { loading: "Loading…", error: "Could not load.", retry: "Retry" },
+  common: { cancel: "Cancel", dismiss: "Dismiss", next: "Next", previous: "Previous", no: "No" },
+  access: {
+    deniedTitle: "This section is not available for your role",
+    deniedBody: "The Marketing Hub is for CEOs, admins and marketing. Your leads are under “Leads”.",
+    deniedHsm: "HSM automation is managed by the CEO and admins.",
+  },
+  nav: {
+    label: "Main navigation", skip: "Skip to content", marketing: "Marketing Hub", hsm: "HSM Automation",
+    leads: "Leads", admin: "Admin", docs: "API docs", account: "Account", language: "Language",
+    logout: "Log out", noAccount: "No account", noAccountBody: "Your user belongs to no account. Ask an admin for access.",
+  },
+  role: { ceo: "CEO", admin: "Admin", marketing: "Marketing", seller: "Seller" },
+  range: {
+    label: "Period", "7d": "Last 7 days", "30d": "Last 30 days", "90d": "Last 90 days", this_month: "This month",
+    this_year: "This year", lifetime: "Lifetime", custom: "Custom dates", since: "From", until: "To", apply: "Apply",
+    last_7d: "Last 7 days", last_30d: "Last 30 days", last_90d: "Last 90 days", last_month: "Last month",
+  },
+  hub: {
+    title: "Marketing Hub", loadingStats: "Loading figures…",
+    notConnectedTitle: "Meta is not connected",
+    notConnectedManager: "Connect your Meta account to see the spend, leads, opportunities and ROI of your campaigns.",
+    notConnectedOther: "Meta is not connected. Ask the CEO or an admin to connect it.",
+    currencyMismatch: "Some amounts are in {{currencies}} with no exchange rate to {{currency}}: totals that would mix them show “—”. Add the rate in the admin.",
+  },
+  kpi: {
+    leads: "Leads", opportunities: "Opportunities", revenue: "Sales revenue", spend: "Ad spend",
+    roi: "ROI", cpa: "CPA", cpl: "Cost per lead", cpaHint: "Spend / won customers", cplHint: "Spend / leads",
+    period: "{{since}} – {{until}}", vsPrevious: "Against the previous period: {{period}}",
+  },
+  chart: {
+    title: "Spend vs revenue", label: "Chart of spend and revenue per day", spend: "Spend", revenue: "Revenue",
+    empty: "No data in this period yet", emptyBody: "Sync Meta or pick a longer period.",
+  },
+  campaigns: {
+    title: "Campaigns", loading: "Loading campaigns…", name: "Campaign", status: "Status", spend: "Spend", leads: "Leads",
+    opportunities: "Opportunities", revenue: "Revenue", roi: "ROI", cpa: "CPA",
+    showing: "{{first}}–{{last}} of {{total}}",
+    emptyTitle: "No campaigns in this period",
+    emptyBody: "If you just connected Meta, use “Sync now” and wait for it to finish; otherwise pick a longer period.",
+  },
+  campaignStatus: { ACTIVE: "Active", PAUSED: "Paused", DELETED: "Deleted", ARCHIVED: "Archived" },
+  campaign: {
+    back: "Back to the Marketing Hub", loading: "Loading campaign…", objective: "Objective", budget: "Budget",
+    daily: "{{amount}} a day", lifetime: "{{amount}} lifetime", ongoing: "no end date", daily_title: "Daily performance",
+    noInsights: "No daily data in this period", attribution: "Attribution window: {{window}}",
+  },
+  metric: {
+    date: "Date", spend: "Spend", revenue: "Revenue", roi: "ROI", leads: "Leads", opportunities: "Opportunities",
+    cpa: "CPA", impressions: "Impressions", clicks: "Clicks", ctr: "CTR", cpc: "CPC", cpm: "CPM",
+  },
+  sync: {
+    last: "Last synced: {{when}}", never: "Never synced", now: "Sync now", running: "Syncing…",
+    inProgress: "Sync in progress: figures are still changing.",
+  },
+  connect: {
+    connect: "Connect with Meta", reconnect: "Reconnect Meta", opening: "Opening Meta…", connected: "Meta connected",
+    changeAdAccount: "Change ad account", disconnect: "Disconnect",
+    confirmDisconnect: "Disconnect Meta? The token is deleted; the synced history is kept.",
+    disconnectYes: "Yes, disconnect", justConnected: "Meta is connected.",
+  },
+  token: {
+    needsReconnect: "Meta asks to reconnect the account: syncing has stopped.",
+    expiresSoon_one: "Meta access expires in {{count}} day.", expiresSoon_other: "Meta access expires in {{count}} days.",
+    askManager: "Ask the CEO or an admin to reconnect it.",
+  },
+  metaError: {
+    access_denied: "The Meta dialog was cancelled or the permissions were declined. Try again with “Connect with Meta”.",
+    invalid_state: "That Meta sign-in link expired or was already used. Start again with “Connect with Meta”.",
+    token_exchange_failed: "Meta did not confirm the connection. Try again in a minute.",
+    rate_limited: "Too many attempts. Wait a minute and try again.",
+    other: "Meta connection failed.",
+  },
+  wizard: {
+    title: "Meta connection",
+    step: { connect: "Connect", portfolio: "Portfolio", adaccount: "Ad account", whatsapp: "WhatsApp", pages: "Pages", done: "Done" },
+    connectIntro: "You will go to Meta to allow access to your business portfolios, ad accounts, Pages and WhatsApp.",
+    loadingPortfolios: "Loading portfolios…", loadingAdAccounts: "Loading ad accounts…",
+    pickPortfolio: "Pick the business portfolio (Business Manager)", allAdAccounts: "Every ad account my user sees",
+    adAccountsCount_one: "{{count}} ad account", adAccountsCount_other: "{{count}} ad accounts",
+    pickAdAccount: "Pick the ad account", noAdAccounts: "This portfolio has no ad accounts.",
+    useAdAccount: "Use this ad account", connecting: "Connecting…", back: "Back", next: "Next", skip: "Skip", finish: "Finish",
+    pickWhatsApp: "Pick the WhatsApp number that sends the messages", noWhatsApp: "This portfolio has no WhatsApp numbers.",
+    quality: "Quality: {{rating}}", pickPages: "Subscribe the Pages whose Lead Ads forms you want to receive",
+    noPages: "Your user manages no Pages.", subscribe: "Subscribe", subscribed: "Subscribed",
+    unavailable: "This step is not available on this server yet.",
+    done: "Done: the first sync has started.", close: "Go to the Marketing Hub",
+  },
+  adAccountStatus: {
+    ACTIVE: "Active", DISABLED: "Disabled", UNSETTLED: "Unsettled", PENDING_RISK_REVIEW: "Pending review",
+    PENDING_SETTLEMENT: "Pending settlement", IN_GRACE_PERIOD: "In grace period", PENDING_CLOSURE: "Pending closure",
+    CLOSED: "Closed", UNKNOWN: "Unknown status",
+  },
+  hsm: {
+    title: "HSM Automation", subtitle: "WhatsApp templates, follow-up rules and sends.",
+    engine: "Send engine", engineState: "State", sends: "Sends", deliveryRate: "Delivery rate", readRate: "Read rate",
+    failed: "Failed", followedUp: "Leads followed up", uncontacted: "Leads uncontacted after 24 h",
+    rules: "Rules", noRules: "No rules yet", addRule: "Create a rule in the admin",
+    stepsCount_one: "{{count}} step", stepsCount_other: "{{count}} steps", stepLine: "{{delay}}: {{template}}",
+    immediately: "Immediately", afterMinutes_one: "After {{count}} minute", afterMinutes_other: "After {{count}} minutes",
+    afterHours_one: "After {{count}} hour", afterHours_other: "After {{count}} hours",
+    afterDays_one: "After {{count}} day", afterDays_other: "After {{count}} days",
+    counters: "{{sent}} sent · {{delivered}} delivered · {{read}} read · {{failed}} failed",
+    active: "Active", inactive: "Inactive", toggleRule: "Turn “{{name}}” on or off", edit: "Edit",
+    templates: "Templates", noTemplates: "No templates", noTemplatesBody: "Templates are synced from your WhatsApp Business account once Meta is connected.",
+    templateCounters: "{{sent}} sent · {{delivered}} delivered · {{read}} read", previewOf: "Preview of {{name}}",
+  },
+  engine: { operational: "Operational", idle: "Idle", error: "Errors" },
+  templateStatus: { APPROVED: "Approved", PENDING: "Pending", REJECTED: "Rejected", PAUSED: "Paused", DISABLED: "Disabled" },
+  trigger: {
+    lead_created: "Lead created", lead_status_changed: "Lead status changed", opportunity_created: "Opportunity created",
+    opportunity_stage_changed: "Stage changed", opportunity_won: "Opportunity won", no_reply: "No reply",
+  },
+  sendStatus: {
+    queued: "Queued", sending: "Sending", unknown: "Unconfirmed", sent: "Sent", delivered: "Delivered", read: "Read",
+    failed: "Failed", skipped: "Skipped",
+  },
+  log: {
+    title: "Send log", leadTitle: "Automated messages", status: "Status", trigger: "Trigger", rule: "Rule", all: "All",
+    when: "Date", lead: "Lead", template: "Template", details: "Details", loadMore: "Load more",
+    empty: "No sends", emptyBody: "When an active rule sends a message, it shows up here.",
+    errorSummary: "Error {{code}}", sentAt: "Sent {{when}}", deliveredAt: "Delivered {{when}}", readAt: "Read {{when}}",
+  },
+  leads: {
+    title: "Leads", yours: "Your assigned leads.", all: "Every lead of the account.", loading: "Loading leads…", loadingOne: "Loading lead…",
+    name: "Name", phone: "Phone", status: "Status", source: "Source", created: "Created", back: "Back to leads",
+    lastInbound: "Last message received", optedOut: "Opted out",
+    emptyTitle: "No leads", emptyBody: "Leads arrive from Meta forms, WhatsApp or the API.",
+  },
+  leadStatus: { new: "New", contacted: "Contacted", qualified: "Qualified", converted: "Converted", lost: "Lost" },
+  leadSource: { organic: "Organic", meta_lead_ads: "Meta Lead Ads", meta_ctwa: "Click-to-WhatsApp", manual: "Manual", import: "Imported" },
+  ad: {
+    title: "Source ad", source: "Source", leadAds: "Lead Ads form", ctwa: "Click-to-WhatsApp", campaign: "Campaign",
+    adset: "Ad set", ad: "Ad", form: "Form", ctwaClid: "ctwa_clid",
+    notFromMeta: "This lead did not come from a Meta ad (source: {{source}}).",
+  },
+  apiError: {
+    network_error: "The server could not be reached.",
+    not_found: "Not found: it does not exist or belongs to another account.",
+    meta_not_connected: "Meta is not connected.",
+    sync_in_progress: "A sync is already running.",
+    permission_denied: "You are not allowed to do this.",
+    not_authenticated: "Your session ended: sign in again.",
+    rate_limited: "Too many requests: wait a moment.",
+  },
+};
+
+export default en;
