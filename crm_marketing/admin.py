@@ -14,9 +14,10 @@ from django.contrib.admin import widgets
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import models
 
-from crm_marketing import events, services
+from crm_marketing import services
 from crm_marketing.admin_display import local_time_column, money_column
-from crm_marketing.models import Account, Lead, LeadTouch, Membership, Opportunity, Sale, SystemEvent, WebhookEvent
+from crm_marketing.models import (Account, EventDelivery, Lead, LeadTouch, Membership, Opportunity, OutboxEvent, Sale, SystemEvent,
+                                  WebhookEvent, WebhookHandlerOutcome)
 from crm_marketing.tenancy import MANAGER_ROLES, MARKETING_ROLES
 from crm_marketing.validation import StorableJSONFormField, validate_json_object
 
@@ -60,6 +61,13 @@ class AccountScopedForm(forms.ModelForm):
             if name != "account" and account_id is not None and linked_account_id not in (None, account_id):
                 self.add_error(name, "Belongs to another account than this row.")
         return cleaned
+
+
+def adopt_saved(obj: models.Model, saved: models.Model) -> None:
+    """Make the admin's instance the row a service saved (the admin logs and redirects with it)."""
+    obj.pk = saved.pk
+    obj._state.adding = False
+    obj.refresh_from_db()
 
 
 class AccountScopedAdmin(admin.ModelAdmin):
@@ -194,16 +202,16 @@ class LeadAdmin(AccountScopedAdmin):
     created_at_local = local_time_column("created_at", description="Created at")
 
     def save_model(self, request, obj, form, change):
-        """A status change goes through the CRM service: who and when, and lead_status_changed."""
-        if not change or "status" not in form.changed_data:
-            super().save_model(request, obj, form, change)
-            if not change:
-                events.publish(events.LEAD_CREATED, account_id=obj.account_id, lead_id=obj.pk)
-            return
+        """Creates and edits go through the CRM services, like the API: the audit row, who changed
+        the status and when, and the domain events (lead_created, lead_status_changed)."""
         self.check_account(request, obj)
-        fields = {name: form.cleaned_data[name] for name in form.changed_data if name != "account"}
-        services.update_lead(Lead.objects.get(pk=obj.pk), actor=request.user, request=request, **fields)
-        obj.refresh_from_db()
+        if not change:
+            fields = {name: form.cleaned_data[name] for name in form.cleaned_data if name != "account"}
+            lead = services.create_lead(obj.account, actor=request.user, request=request, **fields)
+        else:
+            fields = {name: form.cleaned_data[name] for name in form.changed_data}
+            lead = services.update_lead(Lead.objects.get(pk=obj.pk), actor=request.user, request=request, **fields)
+        adopt_saved(obj, lead)
 
 
 @admin.register(LeadTouch)
@@ -246,8 +254,8 @@ class OpportunityAdminForm(AccountScopedForm):
 
 @admin.register(Opportunity)
 class OpportunityAdmin(AccountScopedAdmin):
-    """Stage changes go through the CRM service, so closing as won records the sale and publishes
-    the same events as the API."""
+    """Creates and edits go through the CRM services, so closing as won records the sale and
+    publishes the same events as the API."""
 
     form = OpportunityAdminForm
     list_display = ["__str__", "lead", "stage", "amount_display", "seller", "created_at_local", "closed_at_local"]
@@ -261,16 +269,16 @@ class OpportunityAdmin(AccountScopedAdmin):
     closed_at_local = local_time_column("closed_at", description="Closed at")
 
     def save_model(self, request, obj, form, change):
-        if not change or "stage" not in form.changed_data:
-            super().save_model(request, obj, form, change)
-            if not change:
-                events.publish(events.OPPORTUNITY_CREATED, account_id=obj.account_id, opportunity_id=obj.pk, lead_id=obj.lead_id)
-            return
         self.check_account(request, obj)
-        fields = {name: form.cleaned_data[name] for name in form.changed_data if name not in ("stage", "amount", "lead", "account")}
-        services.update_opportunity(Opportunity.objects.get(pk=obj.pk), stage=form.cleaned_data["stage"],
-                                    amount=form.cleaned_data["amount"], actor=request.user, request=request, **fields)
-        obj.refresh_from_db()
+        if not change:
+            fields = {name: form.cleaned_data[name] for name in form.cleaned_data if name not in ("account", "lead")}
+            opportunity = services.create_opportunity(obj.account, lead=form.cleaned_data["lead"], actor=request.user,
+                                                      request=request, **fields)
+        else:
+            fields = {name: form.cleaned_data[name] for name in form.changed_data}
+            opportunity = services.update_opportunity(Opportunity.objects.get(pk=obj.pk), actor=request.user,
+                                                      request=request, **fields)
+        adopt_saved(obj, opportunity)
 
 
 @admin.register(Sale)
@@ -300,14 +308,64 @@ class SystemEventAdmin(AccountScopedAdmin):
         return False
 
 
+class ReadOnlyInline(admin.TabularInline):
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+class WebhookHandlerOutcomeInline(ReadOnlyInline):
+    """What each handler made of the change: a retry re-runs only the failed ones."""
+
+    model = WebhookHandlerOutcome
+    fields = ["handler", "status", "result", "error", "attempts", "updated_at"]
+    readonly_fields = fields
+
+
 @admin.register(WebhookEvent)
 class WebhookEventAdmin(admin.ModelAdmin):
     """Raw Meta deliveries: many arrive before their account is known, so superusers only."""
+
+    inlines = [WebhookHandlerOutcomeInline]
 
     list_display = ["received_at", "field", "dedupe_key", "account", "status", "attempts", "result"]
     list_filter = ["status", "field"]
     search_fields = ["dedupe_key", "entry_id"]
     readonly_fields = [f.name for f in WebhookEvent._meta.fields]
+
+    def has_module_permission(self, request):
+        return request.user.is_superuser
+
+    def has_view_permission(self, request, obj=None):
+        return request.user.is_superuser
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+class EventDeliveryInline(ReadOnlyInline):
+    model = EventDelivery
+    fields = ["subscriber", "status", "attempts", "last_error", "next_attempt_at", "delivered_at"]
+    readonly_fields = fields
+
+
+@admin.register(OutboxEvent)
+class OutboxEventAdmin(admin.ModelAdmin):
+    """Published domain events and each subscriber's delivery; an undelivered one with no next
+    attempt used up its retries. Superusers only (the outbox is infrastructure)."""
+
+    list_display = ["created_at", "name", "account", "delivered_at", "next_attempt_at"]
+    list_filter = ["name", ("delivered_at", admin.EmptyFieldListFilter)]
+    readonly_fields = [f.name for f in OutboxEvent._meta.fields]
+    inlines = [EventDeliveryInline]
 
     def has_module_permission(self, request):
         return request.user.is_superuser

@@ -1,16 +1,30 @@
-"""Domain events: the core publishes, apps subscribe from their AppConfig.ready().
+"""Domain events, durable: the core publishes, apps subscribe from their AppConfig.ready().
 
-The core never imports an app. Handlers run after the surrounding transaction commits, so a
-rolled-back change never triggers an automation, and a failing handler never undoes the change.
+The core never imports an app. ``publish`` writes an ``OutboxEvent`` row in the writer's
+transaction (a rolled-back change publishes nothing); a django-q2 task that runs once it commits
+delivers the event, and a scheduled sweep (``deliver_due``) delivers what no task did (the process died after the
+commit, the broker was down) and retries failed deliveries with backoff.
+
+Delivery is per (event, subscriber): each subscriber's ``EventDelivery`` row is claimed with one
+conditional update, the handler runs in a transaction with the row's ``delivered`` mark, and a
+raising handler is retried alone later. A handler that returned normally never runs again for that
+event; one whose worker died mid-run runs again after ``CLAIM_LEASE``, so handlers must be
+idempotent (key on ``event.id``).
 """
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
+import uuid
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any, Callable
 
 from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from crm_marketing.event_models import EventDelivery, OutboxEvent
+from crm_marketing.queueing import enqueue_after_commit
 
 log = logging.getLogger(__name__)
 
@@ -24,38 +38,155 @@ LEAD_REPLIED = "lead_replied"
 # from the account's CRM rows. Payload: none beyond account_id.
 CRM_BULK_LOADED = "crm_bulk_loaded"
 
+DELIVER_TASK = "crm_marketing.tasks.deliver_event"
+SWEEP_GRACE = timedelta(minutes=1)  # the on-commit task's head start before the sweep takes an event
+CLAIM_LEASE = timedelta(minutes=5)  # a running delivery older than this was abandoned by a killed worker
+MAX_ATTEMPTS = 10
+MAX_BACKOFF = timedelta(hours=6)
+
 
 @dataclass(frozen=True)
 class DomainEvent:
     name: str
     account_id: int
     payload: dict[str, Any] = field(default_factory=dict)
-    id: int | None = None  # the outbox row's id once events are durable: subscribers key idempotency on it
+    id: int | None = None  # the outbox row's id: subscribers key idempotency on it
 
 
 Handler = Callable[[DomainEvent], None]
-_subscribers: dict[str, list[Handler]] = defaultdict(list)
+_subscribers: dict[str, dict[str, Handler]] = {}
+
+
+class _ClaimLost(Exception):
+    """Our lease ran out and another worker took the delivery: its run counts, ours is rolled back."""
+
+
+def subscriber_id(handler: Handler) -> str:
+    """The stable name a delivery row records: the same across processes and restarts."""
+    qualname = getattr(handler, "__qualname__", None) or type(handler).__qualname__
+    return f"{getattr(handler, '__module__', None)}.{qualname}"
 
 
 def subscribe(name: str, handler: Handler) -> None:
-    if handler not in _subscribers[name]:
-        _subscribers[name].append(handler)
+    """Deliver ``name`` events to ``handler``; subscribing the same handler twice is a no-op."""
+    handlers = _subscribers.setdefault(name, {})
+    key = subscriber_id(handler)
+    if key in handlers and handlers[key] != handler:
+        raise ValueError(f"another handler of {name!r} is already subscribed as {key!r}: give it another name")
+    handlers[key] = handler
 
 
 def unsubscribe(name: str, handler: Handler) -> None:
-    if handler in _subscribers[name]:
-        _subscribers[name].remove(handler)
+    handlers = _subscribers.get(name, {})
+    key = subscriber_id(handler)
+    if handlers.get(key) == handler:
+        del handlers[key]
 
 
-def publish(name: str, *, account_id: int, **payload: Any) -> None:
-    """Deliver the event to every subscriber once the current transaction commits."""
-    event = DomainEvent(name=name, account_id=account_id, payload=payload)
-    transaction.on_commit(lambda: _dispatch(event))
+def subscribers_of(name: str) -> dict[str, Handler]:
+    return dict(_subscribers.get(name, {}))
 
 
-def _dispatch(event: DomainEvent) -> None:
-    for handler in list(_subscribers[event.name]):
-        try:
+# -- publishing -------------------------------------------------------------------------------------------
+def publish(name: str, *, account_id: int, **payload: Any) -> DomainEvent:
+    """Write the event in the caller's transaction; queue its delivery once that commits.
+
+    Call it inside the writer's ``transaction.atomic()`` (or in autocommit right after the write)."""
+    now = timezone.now()
+    record = OutboxEvent.objects.create(name=name, account_id=account_id, payload=payload, created_at=now,
+                                        next_attempt_at=now + SWEEP_GRACE)
+    # A broker outage must not undo or fail the write: the sweep delivers the event instead.
+    enqueue_after_commit(DELIVER_TASK, record.pk, task_name=f"domain-event-{record.pk}")
+    return DomainEvent(name, account_id, payload, record.pk)
+
+
+# -- delivering -------------------------------------------------------------------------------------------
+def deliver_event(event_id: int, *, now: datetime | None = None) -> str:
+    """Run every subscriber of the event that has not got it yet; returns a short summary."""
+    record = OutboxEvent.objects.filter(pk=event_id).first()
+    if record is None:
+        return f"event {event_id}: gone"
+    if record.delivered_at is not None:
+        return f"event {event_id}: already delivered"
+    now = now or timezone.now()
+    handlers = subscribers_of(record.name)
+    if handlers:  # the subscribers known now, also ones registered after the event was published
+        EventDelivery.objects.bulk_create([EventDelivery(event=record, subscriber=key) for key in handlers], ignore_conflicts=True)
+    tally: dict[str, int] = {}
+    for key, handler in handlers.items():
+        outcome = _deliver_one(record, key, handler, now)
+        tally[outcome] = tally.get(outcome, 0) + 1
+    _settle(record, handlers, now)
+    summary = ", ".join(f"{n} {outcome}" for outcome, n in sorted(tally.items())) or "no subscribers"
+    return f"event {event_id} ({record.name}): {summary}"
+
+
+def _claim(record: OutboxEvent, key: str, now: datetime) -> tuple[str, int] | None:
+    """Take the delivery for this worker (one conditional update); None when it is not claimable."""
+    claimable = (Q(status=EventDelivery.Status.PENDING)
+                 | Q(status=EventDelivery.Status.FAILED, next_attempt_at__lte=now)
+                 | Q(status=EventDelivery.Status.RUNNING, claimed_at__lte=now - CLAIM_LEASE, attempts__lt=MAX_ATTEMPTS))
+    token = uuid.uuid4().hex
+    taken = EventDelivery.objects.filter(claimable, event=record, subscriber=key).update(
+        status=EventDelivery.Status.RUNNING, claim_token=token, claimed_at=timezone.now(), attempts=F("attempts") + 1)
+    if not taken:
+        return None
+    attempts = EventDelivery.objects.filter(event=record, subscriber=key).values_list("attempts", flat=True).get()
+    return token, attempts
+
+
+def _deliver_one(record: OutboxEvent, key: str, handler: Handler, now: datetime) -> str:
+    claim = _claim(record, key, now)
+    if claim is None:
+        return "skipped"  # delivered, running elsewhere, not due, or given up
+    token, attempts = claim
+    mine = EventDelivery.objects.filter(event=record, subscriber=key, claim_token=token, status=EventDelivery.Status.RUNNING)
+    event = DomainEvent(record.name, record.account_id, dict(record.payload), record.pk)
+    try:
+        with transaction.atomic():  # the handler's writes and its delivered mark commit together
             handler(event)
-        except Exception:  # one broken subscriber must not stop the others
-            log.exception("event handler %s failed for %s", getattr(handler, "__name__", handler), event.name)
+            if not mine.update(status=EventDelivery.Status.DELIVERED, delivered_at=timezone.now(), last_error="", next_attempt_at=None):
+                raise _ClaimLost
+    except _ClaimLost:
+        log.warning("delivery of event %s to %s was taken over by another worker", record.pk, key)
+        return "taken over"
+    except Exception as exc:  # one broken subscriber must not stop the others; it is retried alone
+        log.exception("event subscriber %s failed on %s #%s (attempt %s)", key, record.name, record.pk, attempts)
+        retry_at = timezone.now() + _backoff(attempts) if attempts < MAX_ATTEMPTS else None
+        mine.update(status=EventDelivery.Status.FAILED, last_error=f"{type(exc).__name__}: {exc}"[:2000], next_attempt_at=retry_at)
+        return "failed"
+    return "delivered"
+
+
+def _backoff(attempts: int) -> timedelta:
+    return min(timedelta(minutes=2 ** max(attempts - 1, 0)), MAX_BACKOFF)
+
+
+def _settle(record: OutboxEvent, handlers: dict[str, Handler], now: datetime) -> None:
+    """Mark the event delivered when every known subscriber has it, else say when to look again."""
+    waiting: list[datetime | None] = []
+    for status, retry_at, claimed_at, attempts in EventDelivery.objects.filter(event=record, subscriber__in=list(handlers)).exclude(
+            status=EventDelivery.Status.DELIVERED).values_list("status", "next_attempt_at", "claimed_at", "attempts"):
+        if status == EventDelivery.Status.RUNNING:  # a handler that killed its worker every time is given up too
+            lease_ends = (claimed_at or now) + CLAIM_LEASE
+            waiting.append(None if attempts >= MAX_ATTEMPTS and lease_ends <= now else lease_ends)
+        elif status == EventDelivery.Status.FAILED:
+            waiting.append(retry_at)  # None: every retry used up, left for a person to look at
+        else:
+            waiting.append(now + SWEEP_GRACE)
+    pending = OutboxEvent.objects.filter(pk=record.pk, delivered_at__isnull=True)
+    if not waiting:
+        pending.update(delivered_at=timezone.now(), next_attempt_at=None)
+    else:
+        due = [moment for moment in waiting if moment is not None]
+        pending.update(next_attempt_at=min(due) if due else None)
+
+
+def deliver_due(limit: int = 200, *, now: datetime | None = None) -> str:
+    """The sweep: deliver events no task delivered and retry failed deliveries whose time has come."""
+    now = now or timezone.now()
+    due = list(OutboxEvent.objects.filter(delivered_at__isnull=True, next_attempt_at__lte=now)
+               .order_by("next_attempt_at", "id").values_list("pk", flat=True)[:limit])
+    outcomes = [deliver_event(event_id, now=now) for event_id in due]
+    delivered = OutboxEvent.objects.filter(pk__in=due, delivered_at__isnull=False).count()
+    return f"{len(outcomes)} due event(s): {delivered} now delivered, {len(outcomes) - delivered} still pending"

@@ -11,9 +11,11 @@ from django.utils import timezone
 
 from crm_marketing.audit import SystemEvent
 from crm_marketing.tenancy import Account, AccountOwned, Membership
-from crm_marketing.webhook_models import WebhookEvent
+from crm_marketing.event_models import EventDelivery, OutboxEvent
+from crm_marketing.webhook_models import WebhookEvent, WebhookHandlerOutcome
 
-__all__ = ["Account", "Membership", "SystemEvent", "Lead", "LeadTouch", "Opportunity", "Sale", "WebhookEvent"]
+__all__ = ["Account", "Membership", "SystemEvent", "Lead", "LeadTouch", "Opportunity", "Sale", "WebhookEvent",
+           "WebhookHandlerOutcome", "OutboxEvent", "EventDelivery"]
 
 E164 = r"^\+[1-9][0-9]{6,14}$"
 # The lead's attribution copied onto its sales, so the ROI reads count distinct Meta customers per

@@ -242,7 +242,8 @@ HEALTH_RATE_LIMIT = env.str("HEALTH_RATE_LIMIT", default="300/m")  # /healthz an
 # Load balancer probes come over plain HTTP straight to the host: no redirect to https for them.
 SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
 if not DEBUG:
-    # gunicorn's sync workers serve many requests each: keep the connection, check it before use.
+    # gunicorn's sync workers serve many requests each: keep the connection, check it before use
+    # (without it a webhook connects twice: django-q2's ORM broker closes "old" connections to enqueue).
     DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 if CACHES["default"]["BACKEND"] == "django_redis.cache.RedisCache":

@@ -1,7 +1,19 @@
 """django-q2 entry points of the core: take ids, call a service, return a short result string."""
 from __future__ import annotations
 
-from crm_marketing import webhooks
+from crm_marketing import events, webhooks
+
+SWEEP_BATCH = 200
+
+
+def deliver_event(event_id: int) -> str:
+    """Deliver one published domain event to the subscribers that have not got it yet."""
+    return events.deliver_event(event_id)
+
+
+def deliver_due_events() -> str:
+    """Scheduled every minute: events no task delivered and failed deliveries whose retry time has come."""
+    return events.deliver_due(SWEEP_BATCH)
 
 
 def process_webhook_event(event_id: int) -> str:
@@ -9,10 +21,15 @@ def process_webhook_event(event_id: int) -> str:
     return webhooks.process_event(event_id)
 
 
+def process_webhook_events(event_ids: list[int]) -> str:
+    """Run the handlers on the changes one delivery stored (one task for a 500-change delivery)."""
+    return webhooks.process_events(event_ids)
+
+
 def retry_webhook_events() -> str:
     """Scheduled: queue the failed events whose retry time has come and the ones never processed."""
     event_ids = webhooks.due_event_ids()
     webhooks.release_stuck(event_ids)
-    for event_id in event_ids:
-        webhooks.queue_event(event_id)
+    if event_ids:
+        webhooks.queue_events(event_ids)
     return f"queued {len(event_ids)} webhook event(s)"

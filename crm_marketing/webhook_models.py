@@ -39,6 +39,8 @@ class WebhookEvent(models.Model):
     claimed_at = models.DateTimeField(null=True, blank=True)
     next_attempt_at = models.DateTimeField(null=True, blank=True, help_text="When a failed event is retried")
     processed_at = models.DateTimeField(null=True, blank=True)
+    intake_id = models.CharField(max_length=32, blank=True, editable=False,
+                                 help_text="The HTTP delivery that stored it: tells a bulk insert's new rows from redeliveries")
 
     class Meta:
         ordering = ["-received_at", "-id"]
@@ -61,3 +63,34 @@ class WebhookEvent(models.Model):
     def value(self) -> dict[str, Any]:
         value = (self.payload or {}).get("value")
         return value if isinstance(value, dict) else {}
+
+
+class WebhookHandlerOutcome(models.Model):
+    """What one handler made of one event. A retry runs only the handlers without a final outcome
+    (failed ones, and new handlers), so a RetryLater from one never re-runs another that succeeded."""
+
+    class Status(models.TextChoices):
+        PROCESSED = "processed"  # the handler did something (``result``)
+        SKIPPED = "skipped"  # not its business (returned None)
+        IGNORED = "ignored"  # IgnoreEvent: nothing of ours; ``process_webhook_events --status ignored`` re-runs it
+        FAILED = "failed"  # RetryLater or an error (``error``)
+
+    FINAL = (Status.PROCESSED, Status.SKIPPED, Status.IGNORED)
+
+    event = models.ForeignKey(WebhookEvent, on_delete=models.CASCADE, related_name="outcomes")
+    handler = models.CharField(max_length=255, help_text="module.qualname of the handler")
+    status = models.CharField(max_length=16, choices=Status.choices)
+    result = models.CharField(max_length=255, blank=True)
+    error = models.TextField(blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["event_id", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["event", "handler"], name="webhookoutcome_once_per_handler"),
+            models.CheckConstraint(condition=Q(status__in=["processed", "skipped", "ignored", "failed"]), name="webhookoutcome_status_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.handler} on {self.event_id}: {self.status}"

@@ -10,8 +10,13 @@ statuses for automation). A handler gets the stored ``WebhookEvent`` and:
 - raises ``RetryLater(message, retry_after)`` on a transient failure (``failed``, retried later),
 - raises anything else on a permanent failure (``failed``; ``process_webhook_events`` re-runs it).
 
-Handlers must be idempotent: a retried event runs every handler of its field again. A handler
-that learns the event's account sets ``event.account``.
+The outcome of each (event, handler) is a ``WebhookHandlerOutcome`` row: a retry runs only the
+handlers that failed (and ones registered since), never one that already processed, skipped or
+ignored the change. Handlers must still be idempotent: a worker killed mid-handler runs it again.
+A handler that learns the event's account sets ``event.account``. Handlers are named like event
+subscribers (``module.qualname``), so two handlers of one field need two names.
+
+A delivery's changes are stored with one bulk insert and processed by one task.
 """
 from __future__ import annotations
 
@@ -19,13 +24,14 @@ import hashlib
 import hmac
 import json
 import logging
+import uuid
 from collections import defaultdict
 from datetime import timedelta
 from typing import Any, Callable, Optional
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.db.models import F, Q
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import path
@@ -34,12 +40,15 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
 from crm_marketing.envelope import MAX_JSON_DEPTH, UNSTORABLE_TEXT, error_body, utc_timestamp
+from crm_marketing.queueing import enqueue_after_commit
 from crm_marketing.ratelimits import RateLimited, enforce_rate_limit
-from crm_marketing.webhook_models import WebhookEvent
+from crm_marketing.events import subscriber_id as handler_id
+from crm_marketing.webhook_models import WebhookEvent, WebhookHandlerOutcome
 
 log = logging.getLogger(__name__)
 
 WebhookHandler = Callable[[WebhookEvent], Optional[str]]
+PROCESS_EVENTS_TASK = "crm_marketing.tasks.process_webhook_events"
 MAX_ENTRY_TIME = 2**63 - 1  # entry.time goes in a bigint column
 MAX_ATTEMPTS = 8
 MAX_BACKOFF = timedelta(hours=6)
@@ -66,8 +75,11 @@ class EventFailed(Exception):
 # -- the registry --------------------------------------------------------------------------------------
 def register_handler(field: str, handler: WebhookHandler) -> None:
     """Let ``handler`` take changes of ``field``; registering the same function twice is a no-op."""
-    if handler not in _handlers[field]:
-        _handlers[field].append(handler)
+    if handler in _handlers[field]:
+        return
+    if any(handler_id(other) == handler_id(handler) for other in _handlers[field]):
+        raise ValueError(f"another handler of {field!r} is already registered as {handler_id(handler)!r}: give it another name")
+    _handlers[field].append(handler)
 
 
 def unregister_handler(field: str, handler: WebhookHandler) -> None:
@@ -141,30 +153,44 @@ def _changes(body: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def store_changes(body: dict[str, Any]) -> tuple[int, list[int]]:
-    """Store every change not seen before; returns (changes received, ids of the new events).
+    """Store every change not seen before with one bulk insert; returns (changes received, ids of
+    the new events), which one task processes once the rows are committed.
 
-    Each new event is queued for processing once the rows are committed."""
+    The insert skips rows whose (field, dedupe_key) exists; the rows this call inserted are read back
+    by the call's own ``intake_id`` (a concurrent redelivery inserts nothing and reads back nothing)."""
     rows = _changes(body)
-    new_ids: list[int] = []
+    intake, now = uuid.uuid4().hex, timezone.now()
+    candidates: dict[tuple[str, str], WebhookEvent] = {}
+    for row in rows:
+        key = dedupe_key(row["field"], row["payload"].get("value"), entry_id=row["entry_id"], entry_time=row["entry_time"])
+        candidates.setdefault((row["field"], key), WebhookEvent(dedupe_key=key, intake_id=intake, received_at=now, **row))
+    if not candidates:
+        return len(rows), []
+    keys_by_field: dict[str, list[str]] = defaultdict(list)
+    for field, key in candidates:
+        keys_by_field[field].append(key)
+    ours = Q()
+    for field, keys in keys_by_field.items():
+        ours |= Q(field=field, dedupe_key__in=keys)
     with transaction.atomic():
-        for row in rows:
-            key = dedupe_key(row["field"], row["payload"].get("value"), entry_id=row["entry_id"], entry_time=row["entry_time"])
-            try:
-                with transaction.atomic():
-                    event = WebhookEvent.objects.create(dedupe_key=key, **row)
-            except IntegrityError:
-                log.info("webhook %s %s already stored: redelivery ignored", row["field"], key)
-                continue
-            new_ids.append(event.pk)
-            # robust: a broker outage must not turn the stored delivery into a 500; the sweep picks it up.
-            transaction.on_commit(lambda pk=event.pk: queue_event(pk), robust=True)
+        WebhookEvent.objects.bulk_create(candidates.values(), ignore_conflicts=True)
+        new_ids = list(WebhookEvent.objects.filter(ours, intake_id=intake).order_by("id").values_list("pk", flat=True))
+        if new_ids:  # one task for the delivery; a broker outage leaves the rows to the retry sweep
+            enqueue_after_commit(PROCESS_EVENTS_TASK, new_ids, task_name=_task_name(new_ids))
+    if len(new_ids) < len(rows):
+        log.info("webhook delivery of %s change(s): %s already stored, redelivery ignored", len(rows), len(rows) - len(new_ids))
     return len(rows), new_ids
 
 
-def queue_event(event_id: int) -> None:
+def queue_events(event_ids: list[int]) -> None:
+    """One task for these stored events (the retry sweep's batch), queued now."""
     from django_q.tasks import async_task
 
-    async_task("crm_marketing.tasks.process_webhook_event", event_id, task_name=f"webhook-event-{event_id}")
+    async_task(PROCESS_EVENTS_TASK, list(event_ids), task_name=_task_name(event_ids))
+
+
+def _task_name(event_ids: list[int]) -> str:
+    return f"webhook-events-{event_ids[0]}" + (f"-and-{len(event_ids) - 1}-more" if len(event_ids) > 1 else "")
 
 
 @csrf_exempt
@@ -231,45 +257,90 @@ def claim_event(event_id: int) -> WebhookEvent | None:
 
 
 def process_event(event_id: int) -> str:
-    """Run the handlers registered for the event's field and record the outcome on the row."""
+    """Run the handlers of the event's field that have no final outcome yet; record each outcome
+    and the event's overall status (processed / ignored / failed)."""
     event = claim_event(event_id)
     if event is None:
         return f"event {event_id}: not claimable (already taken or finished)"
-    outcomes, ignored, retry, failure = [], [], None, None
     handlers = handlers_for(event.field)
+    outcomes = {outcome.handler: outcome for outcome in WebhookHandlerOutcome.objects.filter(event=event)}
+    retry_afters: list[float] = []
+    permanent = False
     for handler in handlers:
-        try:
-            outcome = handler(event)
-        except IgnoreEvent as exc:
-            ignored.append(str(exc))
-        except RetryLater as exc:
-            retry = exc
-        except EventFailed as exc:
-            failure = str(exc)
-            log.warning("webhook event %s (%s) failed: %s", event.pk, event.field, exc)
-        except Exception as exc:  # a handler bug must not lose the event: it stays failed and re-runnable
-            failure = f"{type(exc).__name__}: {exc}"
-            log.exception("webhook handler %s failed on event %s", getattr(handler, "__name__", handler), event.pk)
-        else:
-            if outcome is not None:
-                outcomes.append(outcome)
-    event.result = "; ".join(outcomes)[:255]
+        key = handler_id(handler)
+        outcome = outcomes.get(key) or WebhookHandlerOutcome(event=event, handler=key)
+        if outcome.pk is not None and outcome.status in WebhookHandlerOutcome.FINAL:
+            continue  # it already did its part: a retry of another handler must not run it again
+        retry_after = _run_handler(handler, event, outcome)
+        if outcome.status == WebhookHandlerOutcome.Status.FAILED:
+            if retry_after is False:
+                permanent = True
+            else:
+                retry_afters.append(retry_after or 0)
+        outcomes[key] = outcome
+    _settle_event(event, [outcomes[handler_id(h)] for h in handlers],
+                  retry_after=None if permanent or not retry_afters else max(retry_afters))
+    event.save(update_fields=["account", "status", "result", "error", "processed_at", "next_attempt_at"])
+    return f"event {event.pk}: {event.status}" + (f" ({event.result or event.error})" if event.result or event.error else "")
+
+
+def _run_handler(handler: WebhookHandler, event: WebhookEvent, outcome: WebhookHandlerOutcome) -> float | None | bool:
+    """Run one handler and save its outcome; returns False for a permanent failure, else the
+    RetryLater's retry_after (None when it gave none or did not fail)."""
+    retry_after: float | None | bool = None
+    outcome.result, outcome.error = "", ""
+    try:
+        result = handler(event)
+    except IgnoreEvent as exc:
+        outcome.status, outcome.error = WebhookHandlerOutcome.Status.IGNORED, str(exc)
+    except RetryLater as exc:
+        outcome.status, outcome.error, retry_after = WebhookHandlerOutcome.Status.FAILED, str(exc), exc.retry_after
+    except EventFailed as exc:
+        outcome.status, outcome.error, retry_after = WebhookHandlerOutcome.Status.FAILED, str(exc), False
+        log.warning("webhook event %s (%s) failed in %s: %s", event.pk, event.field, outcome.handler, exc)
+    except Exception as exc:  # a handler bug must not lose the event: it stays failed and re-runnable
+        outcome.status, outcome.error, retry_after = WebhookHandlerOutcome.Status.FAILED, f"{type(exc).__name__}: {exc}", False
+        log.exception("webhook handler %s failed on event %s", outcome.handler, event.pk)
+    else:
+        outcome.status = WebhookHandlerOutcome.Status.SKIPPED if result is None else WebhookHandlerOutcome.Status.PROCESSED
+        outcome.result = (result or "")[:255]
+    outcome.attempts += 1
+    outcome.updated_at = timezone.now()
+    outcome.save()
+    return retry_after
+
+
+def _settle_event(event: WebhookEvent, outcomes: list[WebhookHandlerOutcome], *, retry_after: float | None) -> None:
+    """The event's status from its handlers' outcomes, for the admin and the retry schedule
+    (``retry_after`` None: no transient failure to retry, or a permanent one among them)."""
+    Status = WebhookHandlerOutcome.Status
+    results = [o.result for o in outcomes if o.status == Status.PROCESSED and o.result]
+    ignored = [o.error for o in outcomes if o.status == Status.IGNORED]
+    failures = [o.error for o in outcomes if o.status == Status.FAILED]
+    event.result = "; ".join(results)[:255]
     event.processed_at = timezone.now()
     event.next_attempt_at = None
-    if retry is not None or failure is not None:
-        event.status = WebhookEvent.Status.FAILED
-        event.error = failure or str(retry)
-        if failure is None and event.attempts < MAX_ATTEMPTS:
-            event.next_attempt_at = timezone.now() + _backoff(event.attempts, retry.retry_after)
-    elif outcomes:
+    if failures:
+        event.status, event.error = WebhookEvent.Status.FAILED, "; ".join(failures)
+        if retry_after is not None and event.attempts < MAX_ATTEMPTS:
+            event.next_attempt_at = timezone.now() + _backoff(event.attempts, retry_after)
+    elif results:
         event.status, event.error = WebhookEvent.Status.PROCESSED, "; ".join(ignored)
     else:
         event.status = WebhookEvent.Status.IGNORED
-        event.error = "; ".join(ignored) or (f"no handler took this {event.field} change" if handlers
+        event.error = "; ".join(ignored) or (f"no handler took this {event.field} change" if outcomes
                                                else f"no handler registered for field {event.field!r}")
         log.info("webhook event %s (%s %s) ignored: %s", event.pk, event.field, event.dedupe_key, event.error)
-    event.save(update_fields=["account", "status", "result", "error", "processed_at", "next_attempt_at"])
-    return f"event {event.pk}: {event.status}" + (f" ({event.result or event.error})" if event.result or event.error else "")
+
+
+def process_events(event_ids: list[int]) -> str:
+    """Process the events of one delivery in turn; returns a count per resulting status."""
+    for event_id in event_ids:
+        process_event(event_id)
+    tally: dict[str, int] = defaultdict(int)
+    for status in WebhookEvent.objects.filter(pk__in=event_ids).values_list("status", flat=True):
+        tally[status] += 1
+    return f"{len(event_ids)} webhook event(s): " + (", ".join(f"{n} {s}" for s, n in sorted(tally.items())) or "none found")
 
 
 def _backoff(attempts: int, retry_after: float | None) -> timedelta:

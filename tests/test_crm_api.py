@@ -8,7 +8,7 @@ from typing import Iterator
 import pytest
 
 from crm_marketing import events
-from crm_marketing.models import Lead, Membership, Opportunity, Sale, SystemEvent
+from crm_marketing.models import Lead, Membership, Opportunity, OutboxEvent, Sale, SystemEvent
 from tests.conftest import make_lead, make_opportunity, make_sale
 
 pytestmark = pytest.mark.django_db
@@ -80,7 +80,9 @@ def test_changing_a_lead_status_records_who_and_when_and_publishes_an_event_afte
     lead.refresh_from_db()
     assert (lead.status, lead.status_changed_by) == ("contacted", alice)
     assert lead.status_changed_at is not None
-    assert received == [events.DomainEvent(events.LEAD_STATUS_CHANGED, acme.pk, {"lead_id": lead.pk, "old": "new", "new": "contacted"})]
+    outbox = OutboxEvent.objects.get(name=events.LEAD_STATUS_CHANGED)
+    assert received == [events.DomainEvent(events.LEAD_STATUS_CHANGED, acme.pk, {"lead_id": lead.pk, "old": "new", "new": "contacted"}, outbox.pk)]
+    assert outbox.delivered_at is not None
 
 
 def test_no_event_is_published_when_the_change_is_rejected(alice_api, acme, django_capture_on_commit_callbacks):

@@ -7,11 +7,12 @@ import logging
 import pytest
 from django.core.management import call_command
 from django.utils import timezone
+from django_q.models import Task
 
 from crm_marketing import tasks, webhooks
 from crm_marketing.models import Lead, LeadTouch, WebhookEvent
 from crm_marketing.sandbox import ctwa_message_payload, leadgen_payload, sign
-from crm_marketing.sandbox.webhooks import encode
+from crm_marketing.sandbox.webhooks import encode, status_event, statuses_payload
 from tests.fixtures.webhooks import acme_meta, post_signed  # noqa: F401
 
 CHALLENGE = {"hub.mode": "subscribe", "hub.challenge": "1158201444", "hub.verify_token": "sandbox-verify-token"}
@@ -195,11 +196,13 @@ def test_whatsapp_dedupe_keys_are_the_message_id_the_status_and_the_preference()
         == "549:stop:1795003000"
 
 
-def _recorder(outcome):
+def _recorder(outcome, name: str = "handler"):
+    """A handler that answers ``outcome``; its ``name`` is its identity in the outcome table."""
     def handler(event):
         if isinstance(outcome, Exception):
             raise outcome
         return outcome
+    handler.__qualname__ = name
     return handler
 
 
@@ -211,7 +214,7 @@ def _recorder(outcome):
     (["did one thing", ValueError("a bug")], ("failed", "did one thing", "ValueError: a bug")),
 ])
 def test_every_handler_registered_for_a_field_gets_the_event(client, db, django_capture_on_commit_callbacks, outcomes, expected):
-    handlers = [_recorder(outcome) for outcome in outcomes]
+    handlers = [_recorder(outcome, f"handler_{n}") for n, outcome in enumerate(outcomes)]
     for handler in handlers:
         webhooks.register_handler("x_test", handler)
     try:
@@ -288,6 +291,76 @@ def test_ignored_events_can_be_run_again_by_the_command(db, django_capture_on_co
     assert WebhookEvent.objects.get().result == "handled now"
 
 
+def test_a_retry_after_one_messages_handler_asked_for_it_runs_only_that_handler(client, db, django_capture_on_commit_callbacks):
+    calls = []
+
+    def marketing_side(event):
+        calls.append("marketing_side")
+        return "referral recorded"
+
+    def automation_side(event):
+        calls.append("automation_side")
+        if calls.count("automation_side") == 1:
+            raise webhooks.RetryLater("Meta is busy", retry_after=60)
+        return "status applied"
+
+    for handler in (marketing_side, automation_side):
+        webhooks.register_handler("messages", handler)
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            post_signed(client, statuses_payload(status_event("wamid.S1", "delivered", "5491155550001")))
+        event = WebhookEvent.objects.get()
+        first = (event.status, event.result, event.error)
+        WebhookEvent.objects.filter(pk=event.pk).update(next_attempt_at=timezone.now())
+        assert tasks.retry_webhook_events() == "queued 1 webhook event(s)"
+    finally:
+        for handler in (marketing_side, automation_side):
+            webhooks.unregister_handler("messages", handler)
+
+    event.refresh_from_db()
+    assert first == ("failed", "referral recorded", "Meta is busy")
+    assert calls == ["marketing_side", "automation_side", "automation_side"]
+    assert (event.status, event.result, event.error, event.attempts) == ("processed", "referral recorded; status applied", "", 2)
+    prefix = "tests.test_webhooks.test_a_retry_after_one_messages_handler_asked_for_it_runs_only_that_handler.<locals>."
+    assert sorted(event.outcomes.values_list("handler", "status", "result", "attempts")) == [
+        ("marketing.handlers.handle_messages", "skipped", "", 1),  # statuses are not marketing's: final, not re-run
+        (prefix + "automation_side", "processed", "status applied", 2),
+        (prefix + "marketing_side", "processed", "referral recorded", 1),
+    ]
+
+
+def five_hundred_statuses() -> dict:
+    """One delivery carrying 500 status changes (Meta batches them under one entry)."""
+    payload = statuses_payload(status_event("wamid.B0", "sent", "5491155550001"))
+    changes = payload["entry"][0]["changes"]
+    for n in range(1, 500):
+        changes.append(statuses_payload(status_event(f"wamid.B{n}", "sent", "5491155550001"))["entry"][0]["changes"][0])
+    return payload
+
+
+def test_a_delivery_of_500_changes_is_stored_as_500_events_processed_by_one_task(client, db, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        response = post_signed(client, five_hundred_statuses())
+
+    assert response.json()["data"] == {"received": 500, "stored": 500}
+    assert len(callbacks) == 1
+    assert list(Task.objects.values_list("func", "result")) == [
+        ("crm_marketing.tasks.process_webhook_events", "500 webhook event(s): 500 ignored")]  # statuses: no handler takes them yet
+    assert sorted(WebhookEvent.objects.values_list("dedupe_key", flat=True)) == sorted(f"status:wamid.B{n}:sent" for n in range(500))
+    assert set(WebhookEvent.objects.values_list("status", "attempts")) == {("ignored", 1)}
+
+
+def test_a_redelivery_of_the_500_changes_stores_nothing_and_queues_nothing(client, db, django_capture_on_commit_callbacks):
+    payload = five_hundred_statuses()
+    post_signed(client, payload)
+
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        response = post_signed(client, payload)
+
+    assert response.json()["data"] == {"received": 500, "stored": 0}
+    assert (callbacks, WebhookEvent.objects.count()) == ([], 500)
+
+
 # -- end to end, over real HTTP -------------------------------------------------------------------------------------
 def test_a_leadgen_fired_by_the_sandbox_at_the_live_server_becomes_a_lead(live_server, acme_meta, meta_sandbox):
     url = f"{live_server.url}/webhooks/meta"
@@ -310,3 +383,16 @@ def test_a_ctwa_message_fired_with_a_wrong_secret_is_rejected_over_http(live_ser
 
     assert answer.status_code == 401
     assert not WebhookEvent.objects.exists()
+
+
+def test_a_superuser_sees_what_each_handler_made_of_an_event_in_the_admin(client, db, django_capture_on_commit_callbacks):
+    from django.contrib.auth import get_user_model
+
+    with django_capture_on_commit_callbacks(execute=True):
+        post_signed(client, statuses_payload(status_event("wamid.S9", "read", "5491155550001")))
+    client.force_login(get_user_model().objects.create_superuser("root", "root@example.com", "pw"))
+
+    page = client.get(f"/admin/crm_marketing/webhookevent/{WebhookEvent.objects.get().pk}/change/")
+
+    assert page.status_code == 200
+    assert "marketing.handlers.handle_messages" in page.content.decode()

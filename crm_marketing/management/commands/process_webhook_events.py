@@ -2,7 +2,7 @@
 webhook events again, inline (e.g. after reconnecting Meta or fixing a handler)."""
 from django.core.management.base import BaseCommand
 
-from crm_marketing.webhook_models import WebhookEvent
+from crm_marketing.webhook_models import WebhookEvent, WebhookHandlerOutcome
 from crm_marketing.webhooks import process_event
 
 RERUNNABLE = [WebhookEvent.Status.RECEIVED, WebhookEvent.Status.FAILED, WebhookEvent.Status.IGNORED]
@@ -23,8 +23,10 @@ class Command(BaseCommand):
         if ids:
             events = events.filter(pk__in=ids)
         event_ids = list(events.values_list("pk", flat=True))
-        # Ignored events are not claimable: put them back to received first.
+        # Ignored events are not claimable: put them back to received first, and forget what the
+        # handlers ignored so they look again (what they processed stays done).
         WebhookEvent.objects.filter(pk__in=event_ids, status=WebhookEvent.Status.IGNORED).update(status=WebhookEvent.Status.RECEIVED)
+        WebhookHandlerOutcome.objects.filter(event__in=event_ids, status=WebhookHandlerOutcome.Status.IGNORED).delete()
         outcomes: dict[str, int] = {}
         for event_id in event_ids:
             process_event(event_id)
