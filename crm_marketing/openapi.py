@@ -107,6 +107,15 @@ class EnvelopeAutoSchema(AutoSchema):
             parameters.insert(0, X_ACCOUNT)
         return parameters
 
+    def _get_paginator(self):
+        """Only the scoped viewset's own list pages: a viewset that overrides ``list`` (a small
+        catalogue answered as a plain list) is documented by what it returns, not as a page."""
+        from crm_marketing.api import AccountScopedViewSet
+
+        if isinstance(self.view, AccountScopedViewSet) and type(self.view).list is not AccountScopedViewSet.list:
+            return None
+        return super()._get_paginator()
+
     def _get_filter_parameters(self):
         parameters = super()._get_filter_parameters()
         filters = getattr(self.view, "filter_serializer_class", None)
