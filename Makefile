@@ -42,6 +42,7 @@ migrate: setup
 
 demo: setup hub migrate
 	$(PY) manage.py seed_demo
+	$(PY) manage.py seed_automation_demo
 	$(PY) manage.py run_demo
 
 # Production (docs/production.md): settings from the environment or .env (DEBUG=false, DATABASE_URL,

@@ -125,6 +125,11 @@ class AutomationRule(AccountOwned):
     exit_on_won = models.BooleanField(default=True, help_text="A won opportunity ends the lead's pending steps")
     # Opt-outs always end pending steps: a lead who said STOP is never messaged (not a setting).
     flagged_reason = models.CharField(max_length=255, blank=True, help_text="Why the rule needs attention (template paused or rejected)")
+    # Moved by the engine with conditional updates, once per status transition of a send.
+    sent_count = models.PositiveIntegerField(default=0, editable=False)
+    delivered_count = models.PositiveIntegerField(default=0, editable=False)
+    read_count = models.PositiveIntegerField(default=0, editable=False)
+    failed_count = models.PositiveIntegerField(default=0, editable=False)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -242,3 +247,6 @@ class MessageSend(AccountOwned):
 
     def __str__(self) -> str:
         return f"{self.template_name or 'send'} to lead {self.lead_id} ({self.status})"
+
+
+from automation.engine.models import EnginePass, ThroughputSlot  # noqa: E402,F401  (the engine's bookkeeping)

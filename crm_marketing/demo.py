@@ -96,7 +96,7 @@ DEMO_ACCOUNTS = (
 STAFF_PERMISSIONS = {
     "crm_marketing": ["lead", "opportunity", "sale", "leadtouch", "systemevent", "account", "membership"],
     "marketing": ["adaccount", "campaign", "adset", "ad", "dailyinsight", "syncrun", "exchangerate"],
-    "meta_oauth": ["metaconnection"],
+    "meta_oauth": ["metaconnection", "whatsappchannel", "metapage"],
 }
 
 

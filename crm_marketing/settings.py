@@ -194,6 +194,14 @@ if Q_BROKER_URL:
 else:
     Q_CLUSTER["orm"] = "default"
 
+# --- Automation send engine -----------------------------------------------------------------
+AUTOMATION_PASS_SECONDS = env.float("AUTOMATION_PASS_SECONDS", default=50.0)  # one send pass stops after this
+AUTOMATION_PASS_BATCH = env.int("AUTOMATION_PASS_BATCH", default=100)  # sends claimed at a time
+AUTOMATION_MAX_PARALLEL_PASSES = env.int("AUTOMATION_MAX_PARALLEL_PASSES", default=4)
+AUTOMATION_SEND_LEASE_SECONDS = env.float("AUTOMATION_SEND_LEASE_SECONDS", default=120.0)  # claimed, never posted: re-queued after
+AUTOMATION_THROUGHPUT_HEADROOM = env.float("AUTOMATION_THROUGHPUT_HEADROOM", default=0.95)  # share of a number's rate we fill
+AUTOMATION_SECOND_GUARD = env.float("AUTOMATION_SECOND_GUARD", default=0.1)  # a slot taken this close to the end of its second is not used
+
 # --- Meta ------------------------------------------------------------------------------------
 SANDBOX_GRAPH_URL = "http://127.0.0.1:8765"
 META_GRAPH_URL = env.str("META_GRAPH_URL", default=SANDBOX_GRAPH_URL if DEBUG else "https://graph.facebook.com")

@@ -29,9 +29,9 @@ urlpatterns = [
     # login page for the docs.
     path("crm/schema/", rate_limited(SchemaView.as_view()), name="schema"),
     path("crm/docs/", rate_limited(login_required(SpectacularSwaggerView.as_view(url_name="schema"))), name="docs"),
+    path("crm/marketing/", include("automation.urls")),  # automation's endpoints live under /crm/marketing/
     path("crm/marketing/", include("marketing.urls")),
     path("crm/auth/meta/", include("meta_oauth.urls")),
-    path("crm/automation/", include("automation.urls")),
     re_path(r"^crm/me/?$", MeView.as_view(), name="me"),
     path("crm/", include(router.urls)),
     path("webhooks/", include(webhooks.urlpatterns)),

@@ -1,5 +1,7 @@
 """Marketing's Meta webhook handlers (registered in MarketingConfig.ready()).
 
+Each change finds its account by the Meta asset it names (``MetaPage`` for ``leadgen``,
+``WhatsAppChannel`` for ``messages``); an unknown id is ignored with a log line, never guessed.
 ``leadgen``: fetch the lead with the owning account's token and record the Lead Ads touch.
 ``messages``: inbound WhatsApp messages; one with an ad ``referral`` is a Click-to-WhatsApp touch,
 any other updates the known lead's ``last_inbound_at``. Statuses are not ours (automation's).
@@ -18,7 +20,7 @@ from crm_marketing.webhook_models import WebhookEvent
 from crm_marketing.webhooks import EventFailed, IgnoreEvent, RetryLater
 from marketing.services import attribution
 from marketing.services.attribution import AdPath, Touch
-from meta_oauth.services import client_for_account, note_graph_error
+from meta_oauth.services import account_for_page_id, account_for_phone_number_id, client_for_account, note_graph_error
 
 log = logging.getLogger(__name__)
 
@@ -34,35 +36,24 @@ def _retry_or_fail(account: Account, error: GraphError, what: str) -> Exception:
 
 
 def handle_leadgen(event: WebhookEvent) -> str:
+    """The page id names the account (a stored, subscribed MetaPage); its token fetches the lead."""
     value = event.value
     leadgen_id = str(value.get("leadgen_id") or "")
     if not leadgen_id:
         raise IgnoreEvent("leadgen change without a leadgen_id")
-    ad_id, form_id = str(value.get("ad_id") or value.get("adgroup_id") or ""), str(value.get("form_id") or "")
-    known, others = attribution.accounts_for_leadgen(ad_id=ad_id, form_id=form_id)
-    blocked: list[str] = []
-    for account in known + others:
-        try:
-            data = attribution.fetch_lead(client_for_account(account), leadgen_id)
-        except NotConnected:
-            blocked.append(f"{account.slug}: not connected")
-            continue
-        except GraphError as error:
-            if error.is_token_invalid:
-                note_graph_error(account, error)
-                blocked.append(f"{account.slug}: token rejected (code {error.code})")
-            elif error.is_rate_limited or error.is_transient:
-                event.account = account
-                raise RetryLater(f"fetching lead {leadgen_id}: {error}", retry_after=error.retry_after) from None
-            continue  # this account cannot read the lead: it is not its page
-        event.account = account
-        result = attribution.record_touch(account, attribution.touch_from_lead(data, form_id=form_id))
-        return f"lead {result.lead.pk} {'created' if result.lead_created else 'updated'} from leadgen {leadgen_id}"
-    if blocked:
-        if known:
-            event.account = known[0]
-        raise EventFailed(f"leadgen {leadgen_id} could not be fetched ({'; '.join(blocked)}); reconnect, then re-run")
-    raise IgnoreEvent(f"no connected account can read leadgen {leadgen_id} (page {value.get('page_id')}, form {form_id}, ad {ad_id})")
+    page_id = str(value.get("page_id") or event.entry_id or "")
+    account = account_for_page_id(page_id)
+    if account is None:
+        raise IgnoreEvent(f"no account has the Facebook page {page_id or '(none)'} (leadgen {leadgen_id})")
+    event.account = account
+    try:
+        data = attribution.fetch_lead(client_for_account(account), leadgen_id)
+    except NotConnected:
+        raise EventFailed(f"leadgen {leadgen_id}: Meta is not connected for {account.slug}; reconnect, then re-run") from None
+    except GraphError as error:
+        raise _retry_or_fail(account, error, f"fetching lead {leadgen_id}") from None
+    result = attribution.record_touch(account, attribution.touch_from_lead(data, form_id=str(value.get("form_id") or "")))
+    return f"lead {result.lead.pk} {'created' if result.lead_created else 'updated'} from leadgen {leadgen_id}"
 
 
 def handle_messages(event: WebhookEvent) -> str | None:
@@ -71,7 +62,7 @@ def handle_messages(event: WebhookEvent) -> str | None:
     if not messages:
         return None  # a statuses change: automation's business
     phone_number_id = (value.get("metadata") or {}).get("phone_number_id")
-    account = attribution.account_for_phone_number_id(phone_number_id)
+    account = account_for_phone_number_id(phone_number_id)
     if account is None:
         raise IgnoreEvent(f"no account has the WhatsApp phone number id {phone_number_id}")
     event.account = account

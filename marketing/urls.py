@@ -1,5 +1,5 @@
-"""/crm/marketing/: the connection, sync and stats endpoints (one module each)."""
-from marketing.views import connection, stats, sync
+"""/crm/marketing/: the connection, Meta assets, sync and stats endpoints (one module each)."""
+from marketing.views import assets, connection, stats, sync
 
 app_name = "marketing"
-urlpatterns = connection.urlpatterns + sync.urlpatterns + stats.urlpatterns
+urlpatterns = connection.urlpatterns + assets.urlpatterns + sync.urlpatterns + stats.urlpatterns

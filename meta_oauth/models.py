@@ -24,8 +24,6 @@ class MetaConnection(AccountOwned):
     token_expires_at = models.DateTimeField(null=True, blank=True)
     data_access_expires_at = models.DateTimeField(null=True, blank=True)
     scopes = models.JSONField(default=list, blank=True)
-    waba_id = models.CharField(verbose_name="WABA ID", max_length=32, blank=True, help_text="WhatsApp Business Account id")
-    phone_number_id = models.CharField(verbose_name="phone number ID", max_length=32, blank=True, help_text="WhatsApp sender phone number id")
     connected_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     connected_at = models.DateTimeField(null=True, blank=True)
     last_error = models.CharField(max_length=255, blank=True)

@@ -17,7 +17,7 @@ from crm_marketing.crypto import TokenDecryptionError
 from crm_marketing.errors import DomainError, NotConnected, UpstreamFailed
 from crm_marketing.graph import GraphClient, GraphError
 from crm_marketing.tenancy import Account
-from meta_oauth.models import MetaConnection
+from meta_oauth.models import MetaConnection, MetaPage, WhatsAppChannel
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,23 @@ class MetaUnavailable(UpstreamFailed):
 
 def connection_for(account: Account) -> MetaConnection | None:
     return MetaConnection.objects.filter(account=account).first()
+
+
+def account_for_phone_number_id(phone_number_id: str | None) -> Account | None:
+    """The account whose stored WhatsApp channel has this phone number id (unique), or None: how a
+    WhatsApp webhook finds its tenant (never by trying tokens)."""
+    if not phone_number_id:
+        return None
+    channel = WhatsAppChannel.objects.select_related("account").filter(meta_phone_number_id=str(phone_number_id)).first()
+    return channel.account if channel else None
+
+
+def account_for_page_id(page_id: str | None) -> Account | None:
+    """The account whose stored Facebook page this is (unique), or None: how a leadgen webhook finds its tenant."""
+    if not page_id:
+        return None
+    page = MetaPage.objects.select_related("account").filter(meta_page_id=str(page_id)).first()
+    return page.account if page else None
 
 
 def connection_flags(connection: MetaConnection | None) -> tuple[bool, bool]:
@@ -132,8 +149,10 @@ def save_connection(account: Account, *, token: str, details: TokenDetails, meta
 
 
 def disconnect(account: Account, *, actor, request=None) -> MetaConnection | None:
-    """Forget the token (status disconnected); ad accounts, campaigns and insights stay."""
+    """Forget the token and the page tokens it gave (status disconnected); ad accounts, campaigns,
+    insights and the chosen channel and pages (which route webhooks) stay."""
     with transaction.atomic():
+        MetaPage.objects.filter(account=account).exclude(page_token_ciphertext="").update(page_token_ciphertext="")
         connection = MetaConnection.objects.select_for_update().filter(account=account).first()
         if connection is not None:
             connection.token_ciphertext = ""

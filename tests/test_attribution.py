@@ -127,23 +127,46 @@ def test_an_older_form_fill_adds_a_touch_but_the_latest_ctwa_click_keeps_the_att
     assert (lead.meta_ad_id, lead.meta_form_id, lead.ctwa_clid) == ("700002", "", CLID)
 
 
-def test_a_leadgen_goes_to_the_account_whose_ad_table_has_the_ad(acme, globex, acme_meta, meta_sandbox, deliver):
-    connect_meta(globex, meta_sandbox, phone_number_id="1300009", ad_account="act_300003")
-    ad_account = AdAccount.objects.get(account=globex)
-    Ad.objects.create(account=globex, ad_account=ad_account, meta_ad_id="700001", name="Video testimonio")
+def test_a_leadgen_goes_to_the_account_whose_page_it_names_even_when_another_account_has_the_ad(
+        acme, globex, acme_meta, meta_sandbox, deliver):
+    connect_meta(globex, meta_sandbox, phone_number_id="1300009", page_id="1500002", ad_account="act_300003")
+    Ad.objects.create(account=globex, ad_account=AdAccount.objects.get(account=globex), meta_ad_id="700001", name="Video testimonio")
 
-    deliver(leadgen_payload("800001", "900001", "700001"))
+    deliver(leadgen_payload("800001", "900001", "700001", page_id="1500001"))
+
+    assert list(Lead.objects.values_list("account__slug", "phone")) == [("acme", "+5491155550001")]
+    assert WebhookEvent.objects.get().account == acme
+
+
+def test_a_leadgen_for_a_page_of_another_stored_account_goes_there(acme, globex, acme_meta, meta_sandbox, deliver):
+    connect_meta(globex, meta_sandbox, phone_number_id="1300009", page_id="1500002", ad_account="act_300003")
+
+    deliver(leadgen_payload("800001", "900001", "700001", page_id="1500002"))
 
     assert list(Lead.objects.values_list("account__slug", "phone")) == [("globex", "+5491155550001")]
     assert WebhookEvent.objects.get().account == globex
 
 
-def test_a_leadgen_no_connected_account_can_read_is_kept_as_ignored(acme, deliver):
+def test_a_leadgen_for_an_unknown_page_id_creates_nothing_asks_meta_nothing_and_is_kept_as_ignored(
+        acme, acme_meta, meta_sandbox, deliver, caplog):
+    caplog.set_level("INFO", logger="crm_marketing.webhooks")
+
+    deliver(leadgen_payload("800001", "900001", "700001", page_id="1599999"))
+
+    event = WebhookEvent.objects.get()
+    assert (event.status, event.error, event.account) == (
+        "ignored", "no account has the Facebook page 1599999 (leadgen 800001)", None)
+    assert not Lead.objects.exists() and not LeadTouch.objects.exists()
+    assert graph_calls(meta_sandbox, "/800001") == []
+    assert "no account has the Facebook page 1599999" in caplog.text
+
+
+def test_a_leadgen_when_no_account_is_connected_is_kept_as_ignored(acme, deliver):
     deliver(leadgen_payload("800001", "900001", "700001"))
 
     event = WebhookEvent.objects.get()
     assert (event.status, event.error, event.account) == (
-        "ignored", "no connected account can read leadgen 800001 (page 1500001, form 900001, ad 700001)", None)
+        "ignored", "no account has the Facebook page 1500001 (leadgen 800001)", None)
     assert not Lead.objects.exists()
 
 
@@ -157,7 +180,7 @@ def test_a_190_from_meta_marks_the_connection_for_reconnect_and_fails_the_event_
     assert (acme_meta.status, acme_meta.last_error) == ("needs_reconnect", "Meta error 190: token rejected")
     event = WebhookEvent.objects.get()
     assert (event.status, event.error, event.next_attempt_at, event.account) == (
-        "failed", "leadgen 800001 could not be fetched (acme: token rejected (code 190)); reconnect, then re-run", None, None)
+        "failed", "fetching lead 800001: Meta rejected the token of acme (code 190); reconnect, then re-run", None, acme)
     assert event.payload == payload["entry"][0]["changes"][0]
     assert not Lead.objects.exists()
 
@@ -270,12 +293,24 @@ def test_a_plain_message_from_an_unknown_number_creates_no_lead(acme, acme_meta,
     assert not Lead.objects.exists()
 
 
-def test_a_message_for_an_unknown_whatsapp_number_id_is_kept_as_ignored(acme, acme_meta, deliver):
+def test_a_message_for_an_unknown_whatsapp_number_id_is_kept_as_ignored(acme, acme_meta, meta_sandbox, deliver):
     deliver(ctwa(phone_number_id="1399999"))
 
     event = WebhookEvent.objects.get()
     assert (event.status, event.error, event.account) == ("ignored", "no account has the WhatsApp phone number id 1399999", None)
-    assert not Lead.objects.exists()
+    assert not Lead.objects.exists() and not LeadTouch.objects.exists()
+    assert graph_calls(meta_sandbox, "/700002") == []
+
+
+def test_a_ctwa_message_goes_to_the_account_whose_channel_has_the_phone_number_id(acme, globex, acme_meta, meta_sandbox, deliver):
+    connect_meta(globex, meta_sandbox, phone_number_id="1300009", page_id=None, ad_account=None)
+
+    deliver(ctwa(phone_number_id="1300009"))
+    deliver(ctwa(wa_id="5491155550003", phone_number_id="1300001"))
+
+    assert sorted(Lead.objects.values_list("account__slug", "phone", "meta_ad_id")) == [
+        ("acme", "+5491155550003", "700002"), ("globex", "+5491155550002", "700002")]
+    assert sorted(WebhookEvent.objects.values_list("account__slug", flat=True)) == ["acme", "globex"]
 
 
 def test_a_statuses_change_is_not_marketings_business(acme, acme_meta, deliver):

@@ -50,6 +50,20 @@ def deliveries(event: OutboxEvent) -> list[tuple]:
     return list(event.deliveries.order_by("subscriber").values_list("subscriber", "status", "attempts", "last_error"))
 
 
+@pytest.fixture(autouse=True)
+def only_this_modules_subscribers():
+    """These tests watch the outbox with their own subscribers: the installed apps' subscribers (e.g.
+    automation's planner) are set aside meanwhile and put back after."""
+    names = [value for key, value in vars(events).items() if key.isupper() and isinstance(value, str)]
+    set_aside = [(name, handler) for name in names for handler in events.subscribers_of(name).values()
+                 if not getattr(handler, "__module__", "").startswith("tests.")]
+    for name, handler in set_aside:
+        events.unsubscribe(name, handler)
+    yield
+    for name, handler in set_aside:
+        events.subscribe(name, handler)
+
+
 def after_the_grace() -> timezone.datetime:
     return timezone.now() + events.SWEEP_GRACE
 

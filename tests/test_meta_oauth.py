@@ -15,7 +15,7 @@ from rest_framework.test import APIClient
 from crm_marketing.audit import SystemEvent
 from marketing.models import AdAccount
 from meta_oauth.backends import META_SCOPES
-from meta_oauth.models import MetaConnection, OAuthState
+from meta_oauth.models import MetaConnection, MetaPage, OAuthState
 from tests.conftest import make_user
 
 CALLBACK = "http://testserver/crm/auth/meta/callback"
@@ -260,10 +260,13 @@ def test_a_state_is_refused_once_its_user_is_no_longer_a_manager(meta_sandbox, a
     assert_nothing_stored(acme)
 
 
-def test_disconnect_forgets_the_token_and_keeps_the_ad_accounts(meta_sandbox, alice, acme):
+def test_disconnect_forgets_the_token_and_page_tokens_and_keeps_the_ad_accounts_and_assets(meta_sandbox, alice, acme):
     client = browser(alice)
     client.get(through_dialog(meta_sandbox, start_dialog(client)["auth_url"]))
     AdAccount.objects.create(account=acme, meta_ad_account_id="act_300001", name="Acme - Leads AR", currency="ARS")
+    page = MetaPage(account=acme, meta_page_id="1500001", name="Acme Ventas", subscribed_at=timezone.now())
+    page.set_page_token("EAAsandboxPageToken1500001")
+    page.save()
 
     response = client.post("/crm/auth/meta/disconnect", {}, format="json")
 
@@ -272,6 +275,8 @@ def test_disconnect_forgets_the_token_and_keeps_the_ad_accounts(meta_sandbox, al
     connection = MetaConnection.objects.get(account=acme)
     assert (connection.status, connection.token_ciphertext, connection.scopes) == ("disconnected", "", [])
     assert AdAccount.objects.filter(account=acme).count() == 1
+    page.refresh_from_db()
+    assert (page.meta_page_id, page.page_token_ciphertext, page.is_subscribed) == ("1500001", "", True)
     event = SystemEvent.objects.get(action="meta.disconnect")
     assert (event.account, event.actor) == (acme, alice)
 

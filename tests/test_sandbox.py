@@ -287,7 +287,9 @@ def test_whatsapp_sends_are_recorded_and_only_approved_templates_go_out(meta_san
     with pytest.raises(GraphError) as caught:
         client.post("1300001/messages", dict(body, template={"name": "recordatorio_reunion", "language": {"code": "es"}}))
 
-    assert [t["status"] for t in templates] == ["APPROVED", "PENDING", "REJECTED"]
+    assert [t["status"] for t in templates] == ["APPROVED", "PENDING", "REJECTED", "APPROVED", "APPROVED", "PAUSED", "DISABLED",
+                                                "IN_APPEAL", "PENDING_DELETION", "LIMIT_EXCEEDED"]
+    assert {t.get("parameter_format") for t in templates} >= {"POSITIONAL", "NAMED"}
     assert sent["contacts"] == [{"input": "5491155550001", "wa_id": "5491155550001"}]
     assert sent["messages"][0]["id"].startswith("wamid.")
     assert caught.value.code == 132001

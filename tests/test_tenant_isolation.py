@@ -83,6 +83,27 @@ def acme_dataset(acme: Account) -> dict[str, object]:
             date=date.today(), currency=acme.currency, spend=Decimal("777.77"), impressions=1, clicks=1, synced_at=lead.created_at,
         )
         rows.update({"adaccount": ad_account, "campaign": campaign})
+    if apps.is_installed("meta_oauth"):
+        from meta_oauth.models import MetaPage, WhatsAppChannel
+
+        rows["whatsappchannel"] = WhatsAppChannel.objects.create(
+            account=acme, meta_waba_id="1200001", meta_phone_number_id="1300001", verified_name=f"{MARKER}Channel")
+        page = MetaPage(account=acme, meta_page_id="1500001", name=f"{MARKER}Page")
+        page.set_page_token(f"{MARKER}PageToken")
+        page.save()
+        rows["metapage"] = page
+    if apps.is_installed("automation"):
+        from automation.models import AutomationRule, MessageSend, MessageTemplate, RuleStep
+
+        template = MessageTemplate.objects.create(account=acme, meta_template_id="990010", meta_waba_id="990011",
+                                                  name=f"{MARKER}template", language="es", status="APPROVED")
+        rule = AutomationRule.objects.create(account=acme, name=f"{MARKER}Rule", trigger_type="lead_created")
+        step = RuleStep.objects.create(account=acme, rule=rule, template=template)
+        send = MessageSend.objects.create(account=acme, rule=rule, step=step, lead=lead, template=template,
+                                          trigger_type="lead_created", trigger_key="event:990012", rule_name=f"{MARKER}Rule",
+                                          template_name=f"{MARKER}template", status="sent", due_at=lead.created_at,
+                                          sent_at=lead.created_at)
+        rows.update({"messagetemplate": template, "automationrule": rule, "rulestep": step, "messagesend": send})
     return rows
 
 
@@ -157,6 +178,8 @@ def test_filters_naming_acme_rows_find_nothing_for_mallory(acme, alice, mallory,
     lead, campaign = rows["lead"], rows.get("campaign")
     queries = [("/crm/opportunities", {"lead": lead.pk}), ("/crm/sales", {"lead": lead.pk}), ("/crm/leads", {"seller": alice.pk}),
                ("/crm/leads", {"meta_campaign_id": "990001"}), ("/crm/leads", {"email": lead.email}), ("/crm/leads", {"phone": lead.phone})]
+    if "messagesend" in rows:
+        queries += [("/crm/marketing/automation-logs", {"lead": lead.pk}), ("/crm/marketing/automation-logs", {"rule": rows["automationrule"].pk})]
 
     for url, params in queries:
         response = mallory_api.get(url, params)

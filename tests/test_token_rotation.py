@@ -8,7 +8,7 @@ from cryptography.fernet import Fernet
 from django.core.management import CommandError, call_command
 
 from crm_marketing.crypto import TokenDecryptionError
-from meta_oauth.models import MetaConnection
+from meta_oauth.models import MetaConnection, MetaPage
 from tests.conftest import make_account
 
 OLD_KEY = Fernet.generate_key().decode()
@@ -102,3 +102,20 @@ def test_an_unreadable_token_is_a_503_reconnect_not_a_500(meta_sandbox, settings
     status = alice_api.get("/crm/marketing/token-status").json()["data"]
     assert (status["connected"], status["needs_reconnect"], status["business_managers"], status["ad_accounts"]) == (
         False, True, None, None)
+
+
+def test_page_tokens_are_rotated_with_the_user_tokens(settings, acme):
+    settings.META_TOKEN_KEYS = [OLD_KEY]
+    store_token(acme, "EAA-acme-token")
+    page = MetaPage(account=acme, meta_page_id="1500001", name="Acme Ventas")
+    page.set_page_token("EAA-page-token")
+    page.save()
+    MetaPage.objects.create(account=acme, meta_page_id="1500002", name="No token")
+
+    settings.META_TOKEN_KEYS = [NEW_KEY, OLD_KEY]
+    output = rotate()
+
+    settings.META_TOKEN_KEYS = [NEW_KEY]
+    page.refresh_from_db()
+    assert output == "Re-encrypted 2 Meta token(s) with the newest key.\n"
+    assert page.get_page_token() == "EAA-page-token"

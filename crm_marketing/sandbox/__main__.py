@@ -15,9 +15,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--app-id", default="sandbox-app")
     parser.add_argument("--app-secret", default="sandbox-secret")
+    parser.add_argument("--webhook-url", default=None, help="POST emitted webhooks here (default: queue them)")
     args = parser.parse_args()
     sandbox = MetaSandbox(host=args.host, port=args.port, app_id=args.app_id, app_secret=args.app_secret,
-                          ads=args.ads, days=args.days, seed=args.seed)
+                          ads=args.ads, days=args.days, seed=args.seed, webhook_url=args.webhook_url)
     sandbox.serve_forever(ready=lambda sb: print(f"Meta sandbox on {sb.base_url} (Ctrl-C stops)", flush=True))
 
 

@@ -3,14 +3,13 @@ from __future__ import annotations
 
 import datetime as dt
 import html
-import json
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 from urllib.parse import urlencode, urlsplit, urlunsplit
 from zoneinfo import ZoneInfo
 
-from . import insights
+from . import assets, insights, whatsapp
 from .request import GraphFault, GraphRequest, not_found, select
 from .state import JobPlan, ReportRun, SandboxState
 
@@ -37,11 +36,16 @@ def dispatch(state: SandboxState, req: GraphRequest) -> Response:
         return ok(access_token(state, req))
     if segs == ["debug_token"]:
         return ok(debug_token(state, req))
+    page_id = state.page_tokens.get(req.token or "")
+    if page_id is not None:
+        with state.lock:
+            return ok(assets.page_token_call(state, req, page_id))
     user_id = state.user_token(req.token).user_id
     if not segs or len(segs) > 2:
         raise GraphFault("Unknown path components: " + req.path, code=2500)
     node, edge = segs[0], (segs[1] if len(segs) > 1 else None)
-    if req.method != "GET" and (edge, node.startswith("act_")) not in (("insights", True), ("messages", False)):
+    writable = (("insights", True), ("messages", False), ("subscribed_apps", False))
+    if req.method != "GET" and (edge, node.startswith("act_")) not in writable:
         raise GraphFault(f"Unsupported {req.method.lower()} request.", code=100, subcode=33)
     with state.lock:
         handler = _find_handler(state, node, edge)
@@ -49,15 +53,16 @@ def dispatch(state: SandboxState, req: GraphRequest) -> Response:
 
 
 def _find_handler(state: SandboxState, node: str, edge: str | None) -> Callable[..., Any]:
-    wa = state.whatsapp
     table: dict[tuple[str, str | None], Callable[..., Any]] = {}
     if node == "me" or node in state.users:
-        table = {(node, None): get_user, (node, "businesses"): list_businesses, (node, "adaccounts"): list_my_accounts}
+        table = {(node, None): get_user, (node, "businesses"): list_businesses, (node, "adaccounts"): list_my_accounts,
+                 (node, "accounts"): assets.list_my_pages}
     elif node.startswith("act_"):
         table = {(node, None): get_account, (node, "campaigns"): list_objects, (node, "adsets"): list_objects,
                  (node, "ads"): list_objects, (node, "insights"): account_insights}
     elif node in state.businesses:
-        table = {(node, None): get_business, (node, "owned_ad_accounts"): list_owned_accounts}
+        table = {(node, None): get_business, (node, "owned_ad_accounts"): list_owned_accounts,
+                 (node, "owned_whatsapp_business_accounts"): assets.list_owned_wabas}
     elif node in state.report_runs:
         table = {(node, None): poll_report_run, (node, "insights"): report_run_insights}
     elif node in state.campaigns or node in state.adsets or node in state.ads:
@@ -66,14 +71,14 @@ def _find_handler(state: SandboxState, node: str, edge: str | None) -> Callable[
         table = {(node, None): get_lead}
     elif node in state.forms:
         table = {(node, None): lambda s, r, u, n: select(s.forms[n], r.fields()), (node, "leads"): list_form_leads}
-    elif node == wa["waba_id"]:
-        table = {(node, None): lambda s, r, u, n: {"id": n, "name": "Acme WhatsApp"},
-                 (node, "message_templates"): list_templates}
-    elif node == wa["phone_number_id"]:
-        table = {(node, None): lambda s, r, u, n: {"id": n, "display_phone_number": wa["display_phone_number"]},
-                 (node, "messages"): send_message}
+    elif node in state.wabas:
+        table = {(node, None): assets.get_waba, (node, "message_templates"): list_templates,
+                 (node, "phone_numbers"): assets.list_phone_numbers, (node, "subscribed_apps"): assets.waba_subscribed_apps}
+    elif node in state.phone_numbers:
+        table = {(node, None): assets.get_phone_number, (node, "messages"): whatsapp.send_message}
     elif node in state.pages:
-        table = {(node, None): lambda s, r, u, n: select(s.pages[n], r.fields())}
+        table = {(node, None): assets.page_with_user_token,
+                 (node, "subscribed_apps"): assets.page_subscribed_apps_needs_page_token}
     handler = table.get((node, edge))
     if handler is None:
         raise not_found(node) if edge is None or not table else GraphFault(
@@ -298,33 +303,7 @@ def list_form_leads(state: SandboxState, req: GraphRequest, user_id: str, node: 
 
 # -- WhatsApp --------------------------------------------------------------------------------------------
 def list_templates(state: SandboxState, req: GraphRequest, user_id: str, node: str) -> dict[str, Any]:
-    items = [t for t in state.templates if not req.param("status") or t["status"] == req.param("status")]
+    items = [t for t in state.wabas[node].get("message_templates", [])
+             if not req.param("status") or t["status"] == req.param("status")]
     return req.page([select(t, req.fields()) for t in items])
 
-
-def send_message(state: SandboxState, req: GraphRequest, user_id: str, node: str) -> dict[str, Any]:
-    body = req.body if isinstance(req.body, dict) else {}
-    if body.get("messaging_product") != "whatsapp":
-        raise GraphFault("(#100) The parameter messaging_product is required.", code=100)
-    to = str(body.get("to") or "")
-    if not to:
-        raise GraphFault("(#100) The parameter to is required.", code=100)
-    kind = body.get("type", "text")
-    if kind == "template":
-        template = body.get("template")
-        template = json.loads(template) if isinstance(template, str) else template or {}
-        language = (template.get("language") or {}).get("code")
-        if not any(t["name"] == template.get("name") and t["status"] == "APPROVED"
-                   and (language is None or t["language"] == language) for t in state.templates):
-            details = f"template name ({template.get('name')}) does not exist in {language}"
-            raise GraphFault("(#132001) Template name does not exist in the translation", code=132001,
-                             extra={"error_data": {"messaging_product": "whatsapp", "details": details}})
-    elif kind == "text" and not (body.get("text") or {}).get("body"):
-        raise GraphFault("(#100) The parameter text['body'] is required.", code=100)
-    wamid = f"wamid.SBX{to}{state.next_id():>08}"
-    state.sent_messages.append(dict(body, wamid=wamid, phone_number_id=node))
-    message: dict[str, Any] = {"id": wamid}
-    if kind == "template":
-        message["message_status"] = "accepted"
-    wa_id = "".join(c for c in to if c.isdigit())
-    return {"messaging_product": "whatsapp", "contacts": [{"input": to, "wa_id": wa_id}], "messages": [message]}

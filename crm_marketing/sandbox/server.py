@@ -31,7 +31,14 @@ MESSAGES = {
     613: "(#613) Calls to this api have exceeded the rate limit.",
     190: "Error validating access token: Session has expired.",
     130429: "(#130429) Rate limit hit",
+    131026: "(#131026) Message undeliverable.",
+    131047: "(#131047) Re-engagement message.",
+    131048: "(#131048) Spam rate limit hit.",
+    131049: "(#131049) This message was not delivered to maintain healthy ecosystem engagement.",
     131050: "(#131050) Unable to deliver message. User has stopped marketing messages.",
+    131056: "(#131056) (Business Account, Consumer Account) pair rate limit hit",
+    132000: "(#132000) Number of parameters does not match the expected number of params",
+    132001: "(#132001) Template name does not exist in the translation",
 }
 
 

@@ -13,7 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .assets import load_wabas
+from .outbox import WebhookOutbox
 from .request import GraphFault, not_found
+from .whatsapp import Traffic
 
 FIXTURE_PATH = Path(__file__).with_name("fixture.json")
 SHORT_TOKEN_SECONDS = 2 * 3600
@@ -100,8 +103,9 @@ class ReportRun:
 class SandboxState:
     def __init__(self, fixture: dict[str, Any] | None, *, app_id: str, app_secret: str,
                  ads: int | None = None, days: int | None = None, seed: int | None = None,
-                 today: dt.date | None = None) -> None:
+                 today: dt.date | None = None, webhook_url: str | None = None) -> None:
         self.lock = threading.RLock()
+        self.outbox = WebhookOutbox(app_secret, webhook_url)
         self.fixture = copy.deepcopy(fixture) if fixture is not None else load_default_fixture()
         self.app_id, self.app_secret = app_id, app_secret
         self.generated_ads = ads
@@ -112,8 +116,9 @@ class SandboxState:
 
     # -- lifecycle -----------------------------------------------------------------------
     def reset(self) -> None:
-        """Back to the fixture: objects, leads, templates; drops issued tokens and codes (fixture
-        tokens are valid again), scripts, report runs, restatements, sent messages and the log."""
+        """Back to the fixture: objects, leads, WABAs, phone numbers, templates; drops issued tokens and
+        codes (fixture tokens are valid again), scripts, report runs, restatements, sent messages,
+        subscriptions, opt-outs, the status plan, queued webhooks and the log."""
         with self.lock:
             data = copy.deepcopy(self.fixture)
             self.users = {u["id"]: u for u in data["users"]}
@@ -128,8 +133,17 @@ class SandboxState:
             self.pages = {p["id"]: p for p in data.get("pages", [])}
             self.forms = {f["id"]: f for f in data.get("forms", [])}
             self.leads = {lead["id"]: lead for lead in data.get("leads", [])}
-            self.whatsapp = data["whatsapp"]
-            self.templates: list[dict[str, Any]] = self.whatsapp["message_templates"]
+            self.wabas = {w["id"]: w for w in load_wabas(data)}
+            self.phone_numbers = {p["id"]: p for w in self.wabas.values() for p in w.get("phone_numbers", [])}
+            for waba in self.wabas.values():
+                for phone in waba.get("phone_numbers", []):
+                    phone["_waba_id"] = waba["id"]
+            first_waba = next(iter(self.wabas.values()), {"message_templates": []})
+            self.templates: list[dict[str, Any]] = first_waba.setdefault("message_templates", [])
+            self.page_tokens = {p["access_token"]: p["id"] for p in self.pages.values() if p.get("access_token")}
+            self.subscriptions: list[dict[str, Any]] = []
+            self.traffic = Traffic()
+            self.outbox.clear()
             self.application = data.get("application", "Sandbox App")
             now = int(time.time())
             self.tokens: dict[str, Token] = {}
@@ -168,6 +182,9 @@ class SandboxState:
             ads.append({"id": str(700001 + i), "adset_id": sid, "name": f"Anuncio {i + 1}",
                         "status": "ACTIVE", "effective_status": "ACTIVE"})
         return campaigns, adsets, ads
+
+    def all_templates(self) -> list[dict[str, Any]]:
+        return [t for waba in self.wabas.values() for t in waba.get("message_templates", [])]
 
     def next_id(self, prefix: str = "") -> str:
         with self.lock:

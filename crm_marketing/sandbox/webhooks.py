@@ -115,15 +115,17 @@ def plain_message_payload(wa_id: str, name: str, text: str, *, message_id: str |
 
 def status_event(wamid: str, status: str, recipient_id: str, biz_opaque_callback_data: str | None = None, *,
                  timestamp: int | None = None, error_code: int | None = None,
-                 error_title: str = "Unable to deliver message.") -> dict[str, Any]:
-    """One item of `statuses`; `error_code` adds Meta's `errors` list (for status 'failed')."""
+                 error_title: str = "Unable to deliver message.", category: str = "marketing",
+                 conversation_id: str = "CONV_SBX") -> dict[str, Any]:
+    """One item of `statuses`; `error_code` adds Meta's `errors` list (for status 'failed').
+    'sent' and 'delivered' carry the conversation and pricing (category, billable), as Meta's do."""
     event: dict[str, Any] = {"id": wamid, "status": status, "timestamp": str(timestamp or _now()),
                              "recipient_id": recipient_id}
     if biz_opaque_callback_data is not None:
         event["biz_opaque_callback_data"] = biz_opaque_callback_data
     if status in ("sent", "delivered"):
-        event["conversation"] = {"id": "CONV_SBX", "origin": {"type": "marketing"}}
-        event["pricing"] = {"billable": True, "pricing_model": "PMP", "category": "marketing", "type": "regular"}
+        event["conversation"] = {"id": conversation_id, "origin": {"type": category}}
+        event["pricing"] = {"billable": True, "pricing_model": "PMP", "category": category, "type": "regular"}
     if error_code is not None:
         event["errors"] = [{"code": error_code, "title": error_title, "message": error_title,
                             "error_data": {"details": error_title}}]

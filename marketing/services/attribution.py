@@ -21,7 +21,6 @@ from crm_marketing.errors import Conflict
 from crm_marketing.graph import GraphClient
 from crm_marketing.models import E164, Account, Lead, LeadTouch
 from marketing.models import Ad, AdAccount, AdSet, Campaign
-from meta_oauth.models import MetaConnection
 from meta_oauth.services import client_for_account
 
 log = logging.getLogger(__name__)
@@ -213,37 +212,6 @@ def note_inbound(lead: Lead, at: dt.datetime) -> bool:
 def publish_replied(lead: Lead, *, message_id: str, at: dt.datetime) -> None:
     events.publish(events.LEAD_REPLIED, account_id=lead.account_id, lead_id=lead.pk, message_id=message_id,
                    replied_at=at.isoformat())
-
-
-# -- accounts behind Meta ids ---------------------------------------------------------------------------------
-def account_for_phone_number_id(phone_number_id: str | None) -> Account | None:
-    """The account whose Meta connection sends from this WhatsApp phone number (connected ones first)."""
-    if not phone_number_id:
-        return None
-    connections = MetaConnection.objects.select_related("account").filter(phone_number_id=str(phone_number_id))
-    connection = connections.exclude(status=MetaConnection.Status.DISCONNECTED).order_by("-updated_at").first() \
-        or connections.order_by("-updated_at").first()
-    return connection.account if connection else None
-
-
-def accounts_for_leadgen(*, ad_id: str = "", form_id: str = "") -> tuple[list[Account], list[Account]]:
-    """(accounts our rows tie to the ad or form, other accounts with a usable connection to try).
-
-    Our Ad table answers first; then forms seen on earlier leads; the rest are tried by asking Meta
-    for the lead with their token (only a token with access to the page can read it)."""
-    owners: list[int] = []
-    if ad_id:
-        owners += Ad.objects.filter(meta_ad_id=ad_id).order_by("account_id").values_list("account_id", flat=True)
-    if form_id:
-        owners += Lead.objects.filter(meta_form_id=form_id).order_by("account_id").values_list("account_id", flat=True).distinct()
-        owners += LeadTouch.objects.filter(meta_form_id=form_id).order_by("account_id").values_list("account_id", flat=True).distinct()
-    ordered = list(dict.fromkeys(owners))
-    by_id = Account.objects.in_bulk(ordered)
-    known = [by_id[pk] for pk in ordered if pk in by_id]
-    others = Account.objects.filter(
-        pk__in=MetaConnection.objects.filter(status=MetaConnection.Status.CONNECTED).exclude(token_ciphertext="").values("account_id"),
-    ).exclude(pk__in=ordered).order_by("pk")
-    return known, list(others)
 
 
 # -- ads ------------------------------------------------------------------------------------------------------

@@ -29,7 +29,9 @@ class Command(BaseCommand):
         env = {**os.environ, "META_GRAPH_URL": sandbox_url, "META_DIALOG_URL": sandbox_url, "PYTHONUNBUFFERED": "1"}
         manage = [sys.executable, str(settings.BASE_DIR / "manage.py")]
         commands = {
-            "sandbox": manage + ["run_meta_sandbox", "--port", str(sandbox_port)],
+            # The sandbox POSTs its status / preference / template webhooks to the app, like Meta.
+            "sandbox": manage + ["run_meta_sandbox", "--port", str(sandbox_port),
+                                 "--webhook-url", f"http://127.0.0.1:{port}/webhooks/meta"],
             "worker": manage + ["qcluster"],
             "web": manage + ["runserver", f"127.0.0.1:{port}", "--noreload"],
         }

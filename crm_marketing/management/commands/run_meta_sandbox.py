@@ -21,13 +21,17 @@ class Command(BaseCommand):
         parser.add_argument("--days", type=int, default=None, help="days of generated insights (default 90)")
         parser.add_argument("--seed", type=int, default=None)
         parser.add_argument("--fixture", type=Path, default=None, help="JSON seed (default: the bundled one)")
+        parser.add_argument("--webhook-url", default=None,
+                            help="POST status / preference / template webhooks here, signed "
+                                 "(e.g. http://127.0.0.1:8000/webhooks/meta); default: queue them")
 
     def handle(self, *args: Any, **options: Any) -> None:
         fixture = json.loads(options["fixture"].read_text(encoding="utf-8")) if options["fixture"] else None
         sandbox = MetaSandbox(fixture, host=options["host"], port=options["port"],
                               app_id=getattr(settings, "META_APP_ID", "sandbox-app"),
                               app_secret=getattr(settings, "META_APP_SECRET", "sandbox-secret"),
-                              ads=options["ads"], days=options["days"], seed=options["seed"])
+                              ads=options["ads"], days=options["days"], seed=options["seed"],
+                              webhook_url=options["webhook_url"])
         sandbox.serve_forever(ready=lambda sb: self._announce(sb.base_url))
         self.stdout.write("Meta sandbox stopped")
 

@@ -1,0 +1,35 @@
+"""The send log in Django admin: read-only, scoped to the staff member's accounts."""
+from __future__ import annotations
+
+from django.contrib import admin
+
+from automation.models import MessageSend
+from crm_marketing.admin import AccountScopedAdmin
+
+
+@admin.register(MessageSend)
+class MessageSendAdmin(AccountScopedAdmin):
+    list_display = ["id", "lead", "rule_name", "template_name", "status", "skip_reason", "error_code", "due_at",
+                    "sent_at", "delivered_at", "read_at"]
+    list_filter = ["status", "trigger_type", "skip_reason"]
+    search_fields = ["lead__first_name", "lead__last_name", "lead__phone", "rule_name", "template_name", "meta_message_id"]
+    list_select_related = ["lead"]
+    date_hierarchy = "created_at"
+    fields = ["account", "lead", "rule", "rule_name", "step", "template", "template_name", "channel", "trigger_type",
+              "trigger_key", "status", "skip_reason", "due_at", "next_attempt_at", "attempts", "claimed_at",
+              "meta_message_id", "error_code", "error_title", "error_details", "pricing_category", "billable",
+              "parameters", "created_at", "sent_at", "delivered_at", "read_at", "failed_at"]
+    readonly_fields = fields
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def has_view_permission(self, request, obj=None):
+        return request.user.is_active and request.user.is_staff and (
+            request.user.is_superuser or bool(self.account_ids(request)))

@@ -1,0 +1,80 @@
+"""Claiming due sends for one worker, and what happens to sends a worker abandoned.
+
+A claim moves ``queued -> sending`` and stamps ``claimed_at``. On PostgreSQL a batch is picked
+with ``select_for_update(skip_locked=True)`` so concurrent workers take disjoint rows; elsewhere
+each row is taken with its own conditional update (exactly one worker's update matches).
+Just before its POST a send turns ``unknown`` (it may reach Meta from then on): a worker killed
+after that leaves it ``unknown``, settled by a status webhook or, after ``UNCONFIRMED_AFTER``,
+failed as unconfirmed, never re-sent. A ``sending`` row whose lease ran out never left: re-queued.
+"""
+from __future__ import annotations
+
+import datetime as dt
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from automation.models import MessageSend
+
+LEASE = dt.timedelta(minutes=2)
+UNCONFIRMED_AFTER = dt.timedelta(hours=24)
+Status = MessageSend.Status
+
+
+def due_filter(now: dt.datetime) -> Q:
+    return Q(status=Status.QUEUED, due_at__lte=now) & (Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
+
+
+def claim_due(*, limit: int = 100, account_id: int | None = None, now: dt.datetime | None = None) -> list[int]:
+    """Ids of up to ``limit`` due sends now owned by the caller (status ``sending``)."""
+    now = now or timezone.now()
+    due = MessageSend.objects.filter(due_filter(now))
+    if account_id is not None:
+        due = due.filter(account_id=account_id)
+    due = due.order_by("due_at", "id")
+    taken = {"status": Status.SENDING, "claimed_at": now, "updated_at": now}
+    if connection.vendor == "postgresql":
+        with transaction.atomic():
+            ids = list(due.select_for_update(skip_locked=True).values_list("id", flat=True)[:limit])
+            if ids:
+                MessageSend.objects.filter(id__in=ids, status=Status.QUEUED).update(**taken)
+        return ids
+    claimed = []
+    for send_id in due.values_list("id", flat=True)[:limit]:
+        if MessageSend.objects.filter(due_filter(now), id=send_id).update(**taken):
+            claimed.append(send_id)
+    return claimed
+
+
+def release(send_id: int, claimed_at: dt.datetime, *, retry_at: dt.datetime, count_attempt: bool = True, **fields) -> bool:
+    """Give a claimed send back to the queue for ``retry_at`` (only if this claim still holds it)."""
+    changes = {"status": Status.QUEUED, "next_attempt_at": retry_at, "claimed_at": None, "updated_at": timezone.now(), **fields}
+    if count_attempt:
+        changes["attempts"] = F("attempts") + 1
+    # SENDING: the request never left; UNKNOWN: Meta answered with an error, so it did not take it.
+    return bool(MessageSend.objects.filter(pk=send_id, status__in=(Status.SENDING, Status.UNKNOWN),
+                                           claimed_at=claimed_at).update(**changes))
+
+
+def lease() -> dt.timedelta:
+    return dt.timedelta(seconds=float(getattr(settings, "AUTOMATION_SEND_LEASE_SECONDS", LEASE.total_seconds())))
+
+
+def expire_abandoned(*, now: dt.datetime | None = None) -> int:
+    """``sending`` rows past their lease: the worker died or hung before its request left (the row
+    turns ``unknown`` just before the POST), so they go back to the queue."""
+    now = now or timezone.now()
+    return MessageSend.objects.filter(status=Status.SENDING, claimed_at__lt=now - lease()).update(
+        status=Status.QUEUED, claimed_at=None, next_attempt_at=None, updated_at=now)
+
+
+def fail_unconfirmed(*, now: dt.datetime | None = None) -> int:
+    """``unknown`` rows nobody confirmed within ``UNCONFIRMED_AFTER``: failed as unconfirmed."""
+    now = now or timezone.now()
+    stale = MessageSend.objects.filter(status=Status.UNKNOWN).filter(
+        Q(claimed_at__lt=now - UNCONFIRMED_AFTER) | Q(claimed_at__isnull=True, updated_at__lt=now - UNCONFIRMED_AFTER))
+    return stale.update(status=Status.FAILED, error_title="unconfirmed",
+                        error_details="No status from Meta within 24 h of a send that may not have reached it.",
+                        failed_at=now, updated_at=now)

@@ -1,0 +1,279 @@
+"""Benchmark the send engine: N due sends over M phone numbers through two `qcluster` processes on
+PostgreSQL, against a Meta sandbox process, with the ORM broker and with the Redis broker.
+
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/crm_bench_automation .venv/bin/python bench/automation.py \
+        [--sends 10000] [--numbers 10] [--brokers orm,redis] [--workers 2] [--kill] [--runs 1]
+
+The database is DROPPED and recreated (its name must contain "bench"). Each run seeds M accounts
+(one WhatsApp number each, 80 msg/s) with N/M leads and one due send per lead, starts a sandbox
+process serving the M numbers, queues the send passes and starts two `qcluster` processes; with
+``--kill`` one worker process of the first cluster is SIGKILLed once 30 % of the sends went out.
+Prints per run: sends/s sustained (first to last send), p95 delay from due to sent, duplicates and
+lost (from the sandbox's own record of what it received, keyed by biz_opaque_callback_data) and the
+highest count any one number saw in one wall-clock second (the sandbox's counter); then the
+machine, the data size, the median over runs and the load average.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/crm_bench_automation"
+REDIS_URL = "redis://127.0.0.1:6379/13"
+THROUGHPUT = 80
+PHONE_BASE = 1390001  # bench phone number ids: 1390001, 1390002, ...
+TOKEN = "EAAsandboxFixtureToken10001"
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(share * len(ordered)) - 1))] if ordered else float("nan")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# -- the sandbox process ------------------------------------------------------------------------------------
+def serve_sandbox(port: int, numbers: int, stats_file: str) -> None:
+    """Run the sandbox with the bench's numbers; on SIGTERM write what it received to ``stats_file``."""
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "crm_marketing.settings")
+    from crm_marketing.sandbox import MetaSandbox
+
+    sandbox = MetaSandbox(port=port)
+    if not hasattr(sandbox, "add_phone_number"):
+        sys.exit("this sandbox serves one phone number only (no add_phone_number): merge the sandbox work first")
+    for n in range(numbers):
+        sandbox.add_phone_number(str(PHONE_BASE + n), throughput_mps=THROUGHPUT)
+
+    def dump(*_):
+        with sandbox.state.lock:
+            sent = [m.get("biz_opaque_callback_data") for m in sandbox.sent_messages if m.get("type") == "template"]
+        peaks = {str(PHONE_BASE + n): sandbox.max_sends_per_second(str(PHONE_BASE + n)) for n in range(numbers)}
+        Path(stats_file).write_text(json.dumps({"sent": sent, "max_per_second": peaks}))
+        os._exit(0)
+
+    signal.signal(signal.SIGTERM, dump)
+    sandbox.serve_forever()
+
+
+# -- one run ----------------------------------------------------------------------------------------------------------
+def one_run(args: argparse.Namespace) -> None:
+    """In its own process (the broker is a setting): seed, start everything, measure, print one JSON line."""
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "crm_marketing.settings")
+    import django
+
+    django.setup()
+    from django.db import connection
+    from django.utils import timezone
+    from django_q.tasks import async_task
+
+    from django.db.models import Count
+
+    from automation.models import MessageSend
+
+    with connection.cursor() as cursor:
+        cursor.execute("TRUNCATE automation_messagesend, automation_throughputslot, automation_enginepass, "
+                       "django_q_ormq, django_q_task RESTART IDENTITY CASCADE")
+    if args.broker == "redis":
+        import redis
+
+        redis.Redis.from_url(REDIS_URL).flushdb()
+    port = free_port()
+    stats_file = tempfile.mktemp(prefix="sandbox-stats-", suffix=".json")
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    sandbox = subprocess.Popen([sys.executable, __file__, "--serve-sandbox", str(port), str(args.numbers), stats_file],
+                               env=env, cwd=ROOT)
+    time.sleep(2)
+    seed(numbers=args.numbers, sends=args.sends, phone_base=PHONE_BASE, token=TOKEN)
+    total = MessageSend.objects.count()
+    worker_env = dict(env, META_GRAPH_URL=f"http://127.0.0.1:{port}", Q_WORKERS=str(args.workers),
+                      AUTOMATION_PASS_SECONDS="600", AUTOMATION_SEND_LEASE_SECONDS="20", AUTOMATION_PASS_BATCH="50",
+                      Q_BROKER_URL=REDIS_URL if args.broker == "redis" else "")
+    for _ in range(2 * args.workers):
+        async_task("automation.tasks.run_send_pass", None, 600, task_name="bench-send-pass")
+    clusters = [subprocess.Popen([sys.executable, "manage.py", "qcluster"], cwd=ROOT, env=worker_env,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                for _ in range(2)]
+    killed = None
+    deadline = time.monotonic() + args.timeout
+    try:
+        while time.monotonic() < deadline:
+            counts = dict(MessageSend.objects.values_list("status").annotate(n=Count("id")))
+            done = counts.get("sent", 0)
+            if args.kill and killed is None and done >= 0.3 * total:
+                killed = kill_one_worker(clusters[0].pid)
+            if counts.get("queued", 0) + counts.get("sending", 0) == 0:
+                break
+            time.sleep(0.5)
+    finally:
+        for cluster in clusters:
+            try:
+                os.killpg(cluster.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        for cluster in clusters:
+            try:
+                cluster.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(cluster.pid, signal.SIGKILL)
+        sandbox.send_signal(signal.SIGTERM)
+        sandbox.wait(timeout=30)
+    received = json.loads(Path(stats_file).read_text())
+    os.unlink(stats_file)
+    rows = list(MessageSend.objects.filter(sent_at__isnull=False).values_list("due_at", "sent_at"))
+    sent_times = sorted(sent for _, sent in rows)
+    span = (sent_times[-1] - sent_times[0]).total_seconds() if len(sent_times) > 1 else float("nan")
+    by_id = Counter(received["sent"])
+    ours = set(str(pk) for pk in MessageSend.objects.values_list("pk", flat=True))
+    statuses = dict(MessageSend.objects.values_list("status").annotate(n=Count("id")))
+    print(json.dumps({
+        "broker": args.broker, "kill": bool(args.kill), "killed_pid": killed, "sends": total,
+        "sent_per_second": round(len(sent_times) / span, 1) if span == span and span > 0 else None,
+        "p95_due_to_sent_s": round(percentile([(s - d).total_seconds() for d, s in rows], 0.95), 2),
+        "duplicates": sum(c - 1 for c in by_id.values() if c > 1),
+        "lost": len(ours - set(by_id)), "max_per_number_second": max(received["max_per_second"].values()),
+        "statuses": statuses, "at": timezone.now().isoformat()}))
+
+
+def seed(*, numbers: int, sends: int, phone_base: int, token: str) -> None:
+    """M accounts with one number, the approved template, a rule and N/M leads with one due send each."""
+    from django.db import transaction
+    from django.utils import timezone
+
+    from automation.models import AutomationRule, MessageSend, MessageTemplate, RuleStep
+    from crm_marketing.models import Account, Lead
+    from meta_oauth.models import MetaConnection, WhatsAppChannel
+
+    now = timezone.now()
+    per_number = sends // numbers
+    with transaction.atomic():
+        for n in range(numbers):
+            account, created = Account.objects.get_or_create(
+                slug=f"bench-wa-{n}", defaults={"name": f"Bench WA {n}", "currency": "USD", "timezone": "UTC"})
+            if created:
+                connection = MetaConnection(account=account, status="connected", meta_user_id="10001", connected_at=now)
+                connection.set_token(token)
+                connection.save()
+                WhatsAppChannel.objects.create(account=account, meta_waba_id="1200001", meta_phone_number_id=str(phone_base + n),
+                                               throughput_mps=THROUGHPUT, is_selected=True)
+                template = MessageTemplate.objects.create(
+                    account=account, meta_template_id="1100001", meta_waba_id="1200001", name="seguimiento_lead_v1",
+                    language="es", status="APPROVED", components=[{"type": "BODY", "text": "Hola {{1}}"}])
+                rule = AutomationRule.objects.create(account=account, name="Bench welcome", trigger_type="lead_created",
+                                                     max_sends_per_lead_per_day=100)
+                RuleStep.objects.create(account=account, rule=rule, template=template, variables={"1": "lead.first_name"})
+                Lead.objects.bulk_create([Lead(account=account, first_name=f"Lead {i}", phone=f"+5491{n:02d}{i:07d}")
+                                          for i in range(per_number)], batch_size=2000)
+            rule = AutomationRule.objects.get(account=account)
+            step = rule.steps.get()
+            MessageSend.objects.bulk_create([
+                MessageSend(account=account, rule=rule, step=step, lead_id=lead_id, template_id=step.template_id,
+                            trigger_type="lead_created", trigger_key=f"bench:{now.timestamp()}", rule_name=rule.name,
+                            template_name="seguimiento_lead_v1", due_at=now, created_at=now)
+                for lead_id in Lead.objects.filter(account=account).values_list("pk", flat=True)], batch_size=2000)
+
+
+def kill_one_worker(cluster_pid: int) -> int | None:
+    """SIGKILL the first worker process of a qcluster (its sentinel's oldest child) mid-run."""
+    def children(pid: int) -> list[int]:
+        try:
+            return sorted(int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split())
+        except OSError:
+            return []
+
+    for sentinel in children(cluster_pid):
+        workers = children(sentinel)
+        if workers:
+            os.kill(workers[0], signal.SIGKILL)
+            return workers[0]
+    return None
+
+
+# -- the orchestrator ----------------------------------------------------------------------------------------------------
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--serve-sandbox":
+        serve_sandbox(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4])
+        return
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sends", type=int, default=10_000)
+    parser.add_argument("--numbers", type=int, default=10)
+    parser.add_argument("--brokers", default="orm,redis")
+    parser.add_argument("--workers", type=int, default=2, help="Q_WORKERS of each of the two qcluster processes")
+    parser.add_argument("--kill", action="store_true", help="also run with one worker SIGKILLed mid-run")
+    parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument("--timeout", type=float, default=600)
+    parser.add_argument("--one-run", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--broker", default="orm", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    os.environ.setdefault("DATABASE_URL", DEFAULT_URL)
+    if args.one_run:
+        one_run(args)
+        return
+    url = os.environ["DATABASE_URL"]
+    if "bench" not in url.rsplit("/", 1)[-1]:
+        sys.exit("DATABASE_URL must name a database containing 'bench': it is dropped and recreated")
+    recreate_database(url)
+    results = []
+    for broker in [b for b in args.brokers.split(",") if b]:
+        for kill in ([False, True] if args.kill else [False]):
+            for _ in range(args.runs):
+                cmd = [sys.executable, __file__, "--one-run", "--broker", broker, "--sends", str(args.sends),
+                       "--numbers", str(args.numbers), "--workers", str(args.workers), "--timeout", str(args.timeout)]
+                out = subprocess.run(cmd + (["--kill"] if kill else []), capture_output=True, text=True, cwd=ROOT)
+                line = next((ln for ln in reversed(out.stdout.splitlines()) if ln.startswith("{")), None)
+                if line is None:
+                    sys.exit(f"run failed:\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}")
+                results.append(json.loads(line))
+                print(line, flush=True)
+    report(results, args)
+
+
+def recreate_database(url: str) -> None:
+    import psycopg
+
+    name = url.rsplit("/", 1)[-1]
+    admin = url.rsplit("/", 1)[0] + "/postgres"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, check=True)
+
+
+def report(results: list[dict], args: argparse.Namespace) -> None:
+    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                if ln.startswith("model name")), "?")
+    print(f"\nMachine: {os.cpu_count()} cores ({cpu}); load average {os.getloadavg()[0]:.2f} "
+          f"{os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}")
+    print(f"Data: {args.sends} due sends over {args.numbers} numbers ({THROUGHPUT} msg/s each), "
+          f"2 qcluster x {args.workers} workers, median of {args.runs} run(s)")
+    print(f"{'broker':<8}{'kill':<6}{'sends/s':>9}{'p95 s':>8}{'dup':>6}{'lost':>6}{'max/num/s':>11}")
+    groups: dict[tuple, list[dict]] = {}
+    for result in results:
+        groups.setdefault((result["broker"], result["kill"]), []).append(result)
+    for (broker, kill), runs in groups.items():
+        def med(key):
+            values = [r[key] for r in runs if r[key] is not None]
+            return statistics.median(values) if values else float("nan")
+        print(f"{broker:<8}{'yes' if kill else 'no':<6}{med('sent_per_second'):>9.1f}{med('p95_due_to_sent_s'):>8.2f}"
+              f"{max(r['duplicates'] for r in runs):>6}{max(r['lost'] for r in runs):>6}"
+              f"{max(r['max_per_number_second'] for r in runs):>11}")
+    print("Targets: >= 500 sends/s, each number <= 80/s, 0 duplicates, 0 lost")
+
+
+if __name__ == "__main__":
+    main()
