@@ -30,3 +30,23 @@ class UpstreamFailed(DomainError):
 
     status_code = 502
     code = "meta_error"
+
+
+class InvalidInput(DomainError):
+    """Input a service found wrong, by field: the same 400 a serializer's errors give."""
+
+    status_code = 400
+    code = "validation_error"
+
+    def __init__(self, fields: dict[str, list[str]], message: str = "The request has invalid fields."):
+        super().__init__(message, fields=fields)
+
+
+class NotFound(DomainError):
+    """No such object in this account: missing and another account's answer alike."""
+
+    status_code = 404
+    code = "not_found"
+
+    def __init__(self, message: str = "Not found."):
+        super().__init__(message)

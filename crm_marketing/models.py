@@ -26,20 +26,46 @@ validate_e164 = RegexValidator(E164, "Enter a phone number in E.164 format, e.g.
 validate_currency = RegexValidator(CURRENCY, "Enter an ISO 4217 currency code, e.g. USD.")
 
 
-class Lead(AccountOwned):
-    class Status(models.TextChoices):
-        NEW = "new"
-        CONTACTED = "contacted"
-        QUALIFIED = "qualified"
-        CONVERTED = "converted"
-        LOST = "lost"
+# The choices live at module level so each model's Meta can build its check constraints from them
+# (a nested class is out of reach from the nested Meta); the models alias them (Lead.Status, ...).
+class LeadStatus(models.TextChoices):
+    NEW = "new"
+    CONTACTED = "contacted"
+    QUALIFIED = "qualified"
+    CONVERTED = "converted"
+    LOST = "lost"
 
-    class Source(models.TextChoices):
-        ORGANIC = "organic", "Organic"
-        META_LEAD_ADS = "meta_lead_ads", "Meta Lead Ads"
-        META_CTWA = "meta_ctwa", "Meta CTWA"
-        MANUAL = "manual", "Manual"
-        IMPORT = "import", "Import"
+
+class LeadSource(models.TextChoices):
+    ORGANIC = "organic", "Organic"
+    META_LEAD_ADS = "meta_lead_ads", "Meta Lead Ads"
+    META_CTWA = "meta_ctwa", "Meta CTWA"
+    MANUAL = "manual", "Manual"
+    IMPORT = "import", "Import"
+
+
+class OpportunityStage(models.TextChoices):
+    NEW = "new"
+    QUALIFIED = "qualified"
+    PROPOSAL = "proposal"
+    NEGOTIATION = "negotiation"
+    WON = "won"
+    LOST = "lost"
+
+
+CLOSED_STAGES = (OpportunityStage.WON, OpportunityStage.LOST)
+CLOSED_STAGE_VALUES = [stage.value for stage in CLOSED_STAGES]
+OPEN_STAGE_VALUES = [value for value in OpportunityStage.values if value not in CLOSED_STAGE_VALUES]
+
+
+class SaleStatus(models.TextChoices):
+    COMPLETED = "completed"
+    REFUNDED = "refunded"
+
+
+class Lead(AccountOwned):
+    Status = LeadStatus
+    Source = LeadSource
 
     META_SOURCES = (Source.META_LEAD_ADS, Source.META_CTWA)
 
@@ -70,8 +96,8 @@ class Lead(AccountOwned):
         constraints = [
             models.UniqueConstraint(fields=["account", "phone"], condition=Q(phone__isnull=False), name="lead_phone_unique_per_account"),
             models.CheckConstraint(condition=Q(phone__isnull=True) | Q(phone__regex=E164), name="lead_phone_e164"),
-            models.CheckConstraint(condition=Q(status__in=["new", "contacted", "qualified", "converted", "lost"]), name="lead_status_valid"),
-            models.CheckConstraint(condition=Q(lead_source__in=["organic", "meta_lead_ads", "meta_ctwa", "manual", "import"]), name="lead_source_valid"),
+            models.CheckConstraint(condition=Q(status__in=LeadStatus.values), name="lead_status_valid"),
+            models.CheckConstraint(condition=Q(lead_source__in=LeadSource.values), name="lead_source_valid"),
         ]
         indexes = [
             models.Index(fields=["account", "lead_source", "created_at"], name="lead_account_source_created"),
@@ -121,19 +147,13 @@ class LeadTouch(AccountOwned):
         verbose_name_plural = "lead touches"
         constraints = [
             models.UniqueConstraint(fields=["account", "lead_source", "external_id"], condition=~Q(external_id=""), name="leadtouch_external_unique"),
+            models.CheckConstraint(condition=Q(lead_source__in=LeadSource.values), name="leadtouch_source_valid"),
         ]
 
 
 class Opportunity(AccountOwned):
-    class Stage(models.TextChoices):
-        NEW = "new"
-        QUALIFIED = "qualified"
-        PROPOSAL = "proposal"
-        NEGOTIATION = "negotiation"
-        WON = "won"
-        LOST = "lost"
-
-    CLOSED_STAGES = (Stage.WON, Stage.LOST)
+    Stage = OpportunityStage
+    CLOSED_STAGES = CLOSED_STAGES
 
     lead = models.ForeignKey(Lead, on_delete=models.CASCADE, related_name="opportunities")
     title = models.CharField(max_length=200, blank=True)
@@ -154,7 +174,7 @@ class Opportunity(AccountOwned):
             models.CheckConstraint(condition=Q(amount__gte=0), name="opportunity_amount_not_negative"),
             models.CheckConstraint(condition=Q(currency__regex=CURRENCY), name="opportunity_currency_iso4217"),
             models.CheckConstraint(
-                condition=Q(stage__in=["won", "lost"], closed_at__isnull=False) | Q(stage__in=["new", "qualified", "proposal", "negotiation"], closed_at__isnull=True),
+                condition=Q(stage__in=CLOSED_STAGE_VALUES, closed_at__isnull=False) | Q(stage__in=OPEN_STAGE_VALUES, closed_at__isnull=True),
                 name="opportunity_closed_iff_won_or_lost",
             ),
         ]
@@ -172,9 +192,7 @@ class Opportunity(AccountOwned):
 
 
 class Sale(AccountOwned):
-    class Status(models.TextChoices):
-        COMPLETED = "completed"
-        REFUNDED = "refunded"
+    Status = SaleStatus
 
     opportunity = models.ForeignKey(Opportunity, null=True, blank=True, on_delete=models.PROTECT, related_name="sales")
     lead = models.ForeignKey(Lead, on_delete=models.PROTECT, related_name="sales")
@@ -192,7 +210,8 @@ class Sale(AccountOwned):
         constraints = [
             models.CheckConstraint(condition=Q(amount__gte=0), name="sale_amount_not_negative"),
             models.CheckConstraint(condition=Q(currency__regex=CURRENCY), name="sale_currency_iso4217"),
-            models.CheckConstraint(condition=Q(status__in=["completed", "refunded"]), name="sale_status_valid"),
+            models.CheckConstraint(condition=Q(status__in=SaleStatus.values), name="sale_status_valid"),
+            models.CheckConstraint(condition=Q(lead_source="") | Q(lead_source__in=LeadSource.values), name="sale_lead_source_valid"),
             models.UniqueConstraint(fields=["opportunity"], condition=Q(opportunity__isnull=False), name="sale_one_per_opportunity"),
         ]
         indexes = [

@@ -37,12 +37,15 @@ class Account(models.Model):
         return self.name
 
 
+class MembershipRole(models.TextChoices):
+    CEO = "ceo", "CEO"
+    ADMIN = "admin", "Admin"
+    MARKETING = "marketing", "Marketing"
+    SELLER = "seller", "Seller"
+
+
 class Membership(models.Model):
-    class Role(models.TextChoices):
-        CEO = "ceo", "CEO"
-        ADMIN = "admin", "Admin"
-        MARKETING = "marketing", "Marketing"
-        SELLER = "seller", "Seller"
+    Role = MembershipRole
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
     account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="memberships")
@@ -52,7 +55,7 @@ class Membership(models.Model):
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["user", "account"], name="membership_user_account_unique"),
-            models.CheckConstraint(condition=models.Q(role__in=["ceo", "admin", "marketing", "seller"]), name="membership_role_valid"),
+            models.CheckConstraint(condition=models.Q(role__in=MembershipRole.values), name="membership_role_valid"),
         ]
 
     def __str__(self) -> str:

@@ -10,6 +10,14 @@ from django.utils import timezone
 from crm_marketing.tenancy import Account
 
 
+class WebhookEventStatus(models.TextChoices):
+    RECEIVED = "received"
+    PROCESSING = "processing"
+    PROCESSED = "processed"
+    IGNORED = "ignored"
+    FAILED = "failed"
+
+
 class WebhookEvent(models.Model):
     """A change of a Meta webhook delivery, stored before any processing.
 
@@ -17,12 +25,7 @@ class WebhookEvent(models.Model):
     on arrival (Meta sends page / WABA / phone ids); the app handler that maps the event sets it.
     """
 
-    class Status(models.TextChoices):
-        RECEIVED = "received"
-        PROCESSING = "processing"
-        PROCESSED = "processed"
-        IGNORED = "ignored"
-        FAILED = "failed"
+    Status = WebhookEventStatus
 
     account = models.ForeignKey(Account, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
     object = models.CharField(max_length=64, help_text="page, whatsapp_business_account, ...")
@@ -47,7 +50,7 @@ class WebhookEvent(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["field", "dedupe_key"], name="webhookevent_unique_per_field"),
             models.CheckConstraint(
-                condition=Q(status__in=["received", "processing", "processed", "ignored", "failed"]),
+                condition=Q(status__in=WebhookEventStatus.values),
                 name="webhookevent_status_valid",
             ),
         ]
@@ -65,15 +68,18 @@ class WebhookEvent(models.Model):
         return value if isinstance(value, dict) else {}
 
 
+class HandlerOutcomeStatus(models.TextChoices):
+    PROCESSED = "processed"  # the handler did something (``result``)
+    SKIPPED = "skipped"  # not its business (returned None)
+    IGNORED = "ignored"  # IgnoreEvent: nothing of ours; ``process_webhook_events --status ignored`` re-runs it
+    FAILED = "failed"  # RetryLater or an error (``error``)
+
+
 class WebhookHandlerOutcome(models.Model):
     """What one handler made of one event. A retry runs only the handlers without a final outcome
     (failed ones, and new handlers), so a RetryLater from one never re-runs another that succeeded."""
 
-    class Status(models.TextChoices):
-        PROCESSED = "processed"  # the handler did something (``result``)
-        SKIPPED = "skipped"  # not its business (returned None)
-        IGNORED = "ignored"  # IgnoreEvent: nothing of ours; ``process_webhook_events --status ignored`` re-runs it
-        FAILED = "failed"  # RetryLater or an error (``error``)
+    Status = HandlerOutcomeStatus
 
     FINAL = (Status.PROCESSED, Status.SKIPPED, Status.IGNORED)
 
@@ -89,7 +95,7 @@ class WebhookHandlerOutcome(models.Model):
         ordering = ["event_id", "id"]
         constraints = [
             models.UniqueConstraint(fields=["event", "handler"], name="webhookoutcome_once_per_handler"),
-            models.CheckConstraint(condition=Q(status__in=["processed", "skipped", "ignored", "failed"]), name="webhookoutcome_status_valid"),
+            models.CheckConstraint(condition=Q(status__in=HandlerOutcomeStatus.values), name="webhookoutcome_status_valid"),
         ]
 
     def __str__(self) -> str:

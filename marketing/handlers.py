@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from crm_marketing.errors import NotConnected
 from crm_marketing.graph import GraphError
+from crm_marketing.meta_time import parse_meta_time
 from crm_marketing.models import Account, Lead
 from crm_marketing.webhook_models import WebhookEvent
 from crm_marketing.webhooks import EventFailed, IgnoreEvent, RetryLater
@@ -86,7 +87,7 @@ def handle_messages(event: WebhookEvent) -> str | None:
 
 
 def _message_time(message: dict) -> dt.datetime:
-    return attribution.from_epoch(message.get("timestamp")) or timezone.now()
+    return parse_meta_time(message.get("timestamp")) or timezone.now()
 
 
 def _click_to_whatsapp(account: Account, message: dict, referral: dict, name: str) -> tuple[str, Exception | None]:

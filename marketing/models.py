@@ -115,19 +115,27 @@ class DailyInsight(AccountOwned):
         ]
 
 
-class SyncRun(AccountOwned):
-    class Kind(models.TextChoices):
-        ENTITIES = "entities"
-        INSIGHTS = "insights"
-        FULL = "full"
-        LEADS_BACKFILL = "leads_backfill"
+class SyncRunKind(models.TextChoices):
+    ENTITIES = "entities"
+    INSIGHTS = "insights"
+    FULL = "full"
+    LEADS_BACKFILL = "leads_backfill"
 
-    class Status(models.TextChoices):
-        QUEUED = "queued"
-        RUNNING = "running"
-        SUCCEEDED = "succeeded"
-        FAILED = "failed"
-        PARKED = "parked"
+
+class SyncRunStatus(models.TextChoices):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    PARKED = "parked"
+
+
+ACTIVE_SYNC_STATUSES = [SyncRunStatus.QUEUED.value, SyncRunStatus.RUNNING.value]
+
+
+class SyncRun(AccountOwned):
+    Kind = SyncRunKind
+    Status = SyncRunStatus
 
     ad_account = models.ForeignKey(AdAccount, on_delete=models.CASCADE, related_name="sync_runs")
     kind = models.CharField(max_length=16, choices=Kind.choices)
@@ -153,7 +161,9 @@ class SyncRun(AccountOwned):
         indexes = [models.Index(fields=["ad_account", "-created_at"], name="syncrun_adaccount_created")]
         constraints = [
             # At most one queued or running sync per ad account: a second request is a 409.
-            models.UniqueConstraint(fields=["ad_account"], condition=Q(status__in=["queued", "running"]), name="syncrun_one_active_per_ad_account"),
+            models.UniqueConstraint(fields=["ad_account"], condition=Q(status__in=ACTIVE_SYNC_STATUSES), name="syncrun_one_active_per_ad_account"),
+            models.CheckConstraint(condition=Q(kind__in=SyncRunKind.values), name="syncrun_kind_valid"),
+            models.CheckConstraint(condition=Q(status__in=SyncRunStatus.values), name="syncrun_status_valid"),
         ]
 
     def __str__(self) -> str:

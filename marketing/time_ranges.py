@@ -22,7 +22,7 @@ from datetime import date, datetime, time, timedelta
 from typing import Callable, Mapping
 from zoneinfo import ZoneInfo
 
-from rest_framework.exceptions import ValidationError
+from crm_marketing.errors import InvalidInput
 
 RELATIVE_DAYS = {"7d": 7, "30d": 30, "90d": 90}
 ENDING_YESTERDAY = {"last_7d": 7, "last_30d": 30, "last_90d": 90}
@@ -37,7 +37,11 @@ LAST_DAY = date(2999, 12, 31)
 
 @dataclass(frozen=True)
 class Window:
-    """An inclusive range of days and the label it was asked for with."""
+    """An inclusive range of days and the label it was asked for with.
+
+    The one day-range type: the stats endpoints resolve it from a request, the insights sync
+    halves and slices it into report runs (a sync's windows carry the ``custom`` label).
+    """
 
     since: date
     until: date
@@ -57,8 +61,26 @@ class Window:
         end = datetime.combine(self.until + timedelta(days=1), time.min, tzinfo=tz)
         return start, end
 
+    def halves(self) -> tuple["Window", "Window"]:
+        """(older, newer) halves."""
+        middle = self.since + timedelta(days=self.days // 2 - 1)
+        return Window(self.since, middle, self.label), Window(middle + timedelta(days=1), self.until, self.label)
+
+    def slices(self, days: int) -> list["Window"]:
+        """Consecutive windows of at most ``days``, newest first."""
+        out, until = [], self.until
+        while until >= self.since:
+            since = max(self.since, until - timedelta(days=days - 1))
+            out.append(Window(since, until, self.label))
+            until = since - timedelta(days=1)
+        return out
+
     def as_dict(self) -> dict:
+        """``{"since": "YYYY-MM-DD", "until": ...}``: a payload's period and Graph's ``time_range``."""
         return {"since": self.since.isoformat(), "until": self.until.isoformat()}
+
+    def __str__(self) -> str:
+        return f"{self.since}..{self.until}"
 
 
 def _allowed_message() -> str:
@@ -70,9 +92,9 @@ def _parse_day(params: Mapping, name: str) -> date:
     try:
         day = date.fromisoformat(raw)
     except (TypeError, ValueError):
-        raise ValidationError({name: ["Enter a date as YYYY-MM-DD."]}) from None
+        raise InvalidInput({name: ["Enter a date as YYYY-MM-DD."]}) from None
     if not FIRST_DAY <= day <= LAST_DAY:
-        raise ValidationError({name: [f"Enter a date between {FIRST_DAY} and {LAST_DAY}."]})
+        raise InvalidInput({name: [f"Enter a date between {FIRST_DAY} and {LAST_DAY}."]})
     return day
 
 
@@ -84,12 +106,12 @@ def resolve_window(params: Mapping, *, today: date, earliest: Callable[[], date 
     label = params.get("time_range")
     if "since" in params or "until" in params:
         if label not in (None, "", CUSTOM):
-            raise ValidationError({"time_range": ["Give either time_range or since and until, not both."]})
+            raise InvalidInput({"time_range": ["Give either time_range or since and until, not both."]})
         since, until = _parse_day(params, "since"), _parse_day(params, "until")
         if since > until:
-            raise ValidationError({"since": ["since must be on or before until."]})
+            raise InvalidInput({"since": ["since must be on or before until."]})
         if (until - since).days + 1 > MAX_CUSTOM_DAYS:
-            raise ValidationError({"until": [f"The range may span at most {MAX_CUSTOM_DAYS} days."]})
+            raise InvalidInput({"until": [f"The range may span at most {MAX_CUSTOM_DAYS} days."]})
         return Window(since, until, CUSTOM)
     label = label or default
     if label in RELATIVE_DAYS:
@@ -107,4 +129,4 @@ def resolve_window(params: Mapping, *, today: date, earliest: Callable[[], date 
     if label == "lifetime":
         first = earliest()
         return Window(max(FIRST_DAY, min(first, today)) if first else today, today, label)
-    raise ValidationError({"time_range": [_allowed_message()]})
+    raise InvalidInput({"time_range": [_allowed_message()]})

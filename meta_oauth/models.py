@@ -10,11 +10,14 @@ from crm_marketing.crypto import decrypt_token, encrypt_token
 from crm_marketing.tenancy import AccountOwned
 
 
+class MetaConnectionStatus(models.TextChoices):
+    CONNECTED = "connected"
+    NEEDS_RECONNECT = "needs_reconnect"
+    DISCONNECTED = "disconnected"
+
+
 class MetaConnection(AccountOwned):
-    class Status(models.TextChoices):
-        CONNECTED = "connected"
-        NEEDS_RECONNECT = "needs_reconnect"
-        DISCONNECTED = "disconnected"
+    Status = MetaConnectionStatus
 
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.CONNECTED)
     meta_user_id = models.CharField(verbose_name="Meta user ID", max_length=32, blank=True)
@@ -32,6 +35,7 @@ class MetaConnection(AccountOwned):
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["account"], name="metaconnection_one_per_account"),
+            models.CheckConstraint(condition=Q(status__in=MetaConnectionStatus.values), name="metaconnection_status_valid"),
             models.CheckConstraint(
                 condition=Q(status="disconnected", token_ciphertext="") | (~Q(status="disconnected") & ~Q(token_ciphertext="")),
                 name="metaconnection_token_iff_not_disconnected",

@@ -6,12 +6,11 @@ a MetaConnection for the account the OAuth state was issued for.
 """
 from __future__ import annotations
 
-from datetime import datetime
-from datetime import timezone as dt_timezone
 from typing import Any
 
 from social_core.exceptions import AuthResponseError
 
+from crm_marketing.meta_time import parse_meta_time
 from meta_oauth.services import TokenDetails, save_connection
 
 CONNECT_PIPELINE = (
@@ -20,15 +19,6 @@ CONNECT_PIPELINE = (
     "meta_oauth.pipeline.meta_user",
     "meta_oauth.pipeline.store_connection",
 )
-
-
-def _moment(epoch: Any) -> datetime | None:
-    """Meta's unix times; 0 means "never expires"."""
-    try:
-        value = int(epoch)
-    except (TypeError, ValueError):
-        return None
-    return datetime.fromtimestamp(value, tz=dt_timezone.utc) if value > 0 else None
 
 
 def long_lived_token(backend, short_token: str, **kwargs) -> dict[str, Any]:
@@ -46,8 +36,8 @@ def token_details(backend, access_token: str, **kwargs) -> dict[str, Any]:
                                 claim="app_id", stage="token_exchange")
     scopes = data.get("scopes")
     return {"token_details": TokenDetails(
-        expires_at=_moment(data.get("expires_at")),
-        data_access_expires_at=_moment(data.get("data_access_expires_at")),
+        expires_at=parse_meta_time(data.get("expires_at")),
+        data_access_expires_at=parse_meta_time(data.get("data_access_expires_at")),
         scopes=[str(s) for s in scopes] if isinstance(scopes, list) else [],
         meta_user_id=str(data.get("user_id") or ""),
     )}

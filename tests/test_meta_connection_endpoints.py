@@ -1,27 +1,21 @@
 """/crm/marketing token-status, meta-portfolios, meta-accounts, connect."""
 from __future__ import annotations
 
-from datetime import timedelta
-
 import pytest
-from django.utils import timezone
 from rest_framework import serializers
 
 from crm_marketing.audit import SystemEvent
 from marketing.models import AdAccount, DailyInsight, SyncRun
 from meta_oauth.backends import META_SCOPES
 from meta_oauth.models import MetaConnection
-from tests.conftest import api_client_for, make_user
+from tests import factories
+from tests.factories import api_client_for, make_user
 
 
 def connect_meta(account, sandbox, *, meta_user_id: str = "10001", days: int = 60) -> MetaConnection:
-    """A connection as the OAuth callback leaves it, with a real sandbox token."""
-    connection = MetaConnection(account=account, status="connected", meta_user_id=meta_user_id, scopes=list(META_SCOPES),
-                                token_expires_at=timezone.now() + timedelta(days=days, minutes=5),
-                                connected_at=timezone.now())
-    connection.set_token(sandbox.issue_token(meta_user_id))
-    connection.save()
-    return connection
+    """A connection as the OAuth callback leaves it: a real sandbox token, no ad account or number chosen yet."""
+    return factories.connect_meta(account, sandbox, meta_user_id=meta_user_id, ad_account=None, whatsapp=False,
+                                  scopes=META_SCOPES, expires_in_days=days)
 
 
 def iso(moment) -> str:

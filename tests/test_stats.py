@@ -31,9 +31,9 @@ from zoneinfo import ZoneInfo
 import pytest
 from django.utils import timezone
 
-from marketing.models import AdAccount, Campaign, DailyInsight, ExchangeRate
+from marketing.models import Campaign, ExchangeRate
 from meta_oauth.models import MetaConnection
-from tests.conftest import make_lead, make_opportunity, make_sale
+from tests.factories import connect_meta, make_ad_account, make_campaign, make_insight, make_lead, make_opportunity, make_sale
 
 pytestmark = pytest.mark.django_db
 
@@ -54,31 +54,6 @@ def data_of(response, status: int = 200):
     assert body.pop("timestamp").endswith("Z")
     assert body["success"] is True
     return body["data"]
-
-
-def make_ad_account(account, meta_id: str, currency: str, *, selected: bool, last_synced_at=None) -> AdAccount:
-    return AdAccount.objects.create(account=account, meta_ad_account_id=meta_id, name=meta_id, currency=currency,
-                                    is_selected=selected, last_synced_at=last_synced_at)
-
-
-def make_campaign(ad_account: AdAccount, meta_id: str, name: str, status: str = "ACTIVE", **fields) -> Campaign:
-    return Campaign.objects.create(account=ad_account.account, ad_account=ad_account, meta_campaign_id=meta_id, name=name,
-                                   status=status, **fields)
-
-
-def make_insight(campaign: Campaign, ad: str, day: date, spend: str, impressions: int = 0, clicks: int = 0) -> DailyInsight:
-    return DailyInsight.objects.create(
-        account=campaign.account, ad_account=campaign.ad_account, meta_campaign_id=campaign.meta_campaign_id,
-        meta_adset_id=f"{campaign.meta_campaign_id}-set", meta_ad_id=ad, date=day, currency=campaign.ad_account.currency,
-        spend=Decimal(spend), impressions=impressions, clicks=clicks, synced_at=timezone.now(),
-    )
-
-
-def connect_meta(account) -> MetaConnection:
-    connection = MetaConnection(account=account, status=MetaConnection.Status.CONNECTED, meta_user_id="10")
-    connection.set_token("test-token")
-    connection.save()
-    return connection
 
 
 def build_golden(acme) -> dict:
@@ -133,7 +108,7 @@ def build_golden(acme) -> dict:
     make_sale(o1, "1000.00", opportunity=opo, closed_at=local(3, 8))  # SO
     make_sale(l7, "400.00", closed_at=local(2, 28, 23, 30))  # S6
     make_sale(l1, "999.00", closed_at=local(4, 1, 1))  # S7
-    connect_meta(acme)
+    connect_meta(acme, ad_account=None)
     return {"C1": c1, "C2": c2, "C3": c3, "C4": c4}
 
 
@@ -383,7 +358,7 @@ def test_without_a_meta_connection_the_stats_still_count_crm_leads_and_revenue(a
 
 
 def test_a_connection_that_needs_reconnecting_is_not_connected(alice_api, acme):
-    connection = connect_meta(acme)
+    connection = connect_meta(acme, ad_account=None)
     connection.status = MetaConnection.Status.NEEDS_RECONNECT
     connection.save()
 

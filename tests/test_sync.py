@@ -15,9 +15,10 @@ from django_q.models import Schedule
 from crm_marketing.graph import GraphClient
 from crm_marketing.sandbox.insights import figures
 from marketing.models import Ad, AdAccount, AdSet, Campaign, DailyInsight, SyncRun
-from marketing.services.insights import Window, ad_account_today, lead_count
+from marketing.services.insights import ad_account_today, lead_count
 from marketing.services.sync import backfill_floor, sync_ad_account
 from marketing.tasks import sync_due_ad_accounts
+from marketing.time_ranges import Window
 from meta_oauth.models import MetaConnection
 
 FAST = {"poll_interval": 0.001}

@@ -5,8 +5,8 @@ from datetime import date, datetime, timezone as dt_timezone
 from zoneinfo import ZoneInfo
 
 import pytest
-from rest_framework.exceptions import ValidationError
 
+from crm_marketing.errors import InvalidInput
 from marketing.time_ranges import Window, resolve_window
 
 TODAY = date(2025, 3, 15)  # a Saturday in a non-leap year
@@ -73,10 +73,10 @@ def test_a_window_starts_and_ends_at_midnight_in_the_accounts_timezone():
 
 @pytest.mark.parametrize("params", [{"time_range": "junk"}, {"time_range": "31d"}, {"time_range": "custom"}, {"time_range": "LIFETIME"}])
 def test_an_unknown_time_range_is_refused_with_the_allowed_values(params):
-    with pytest.raises(ValidationError) as error:
+    with pytest.raises(InvalidInput) as error:
         window(params)
 
-    assert error.value.detail == {"time_range": [ALLOWED_MESSAGE]}
+    assert error.value.fields == {"time_range": [ALLOWED_MESSAGE]}
 
 
 @pytest.mark.parametrize(("params", "field", "message"), [
@@ -88,10 +88,10 @@ def test_an_unknown_time_range_is_refused_with_the_allowed_values(params):
     ({"since": "2025-03-01", "until": "2025-03-31", "time_range": "7d"}, "time_range", "Give either time_range or since and until, not both."),
 ])
 def test_a_bad_custom_window_is_refused_on_the_field_at_fault(params, field, message):
-    with pytest.raises(ValidationError) as error:
+    with pytest.raises(InvalidInput) as error:
         window(params)
 
-    assert error.value.detail == {field: [message]}
+    assert error.value.fields == {field: [message]}
 
 
 @pytest.mark.django_db
@@ -107,3 +107,16 @@ def test_the_endpoints_answer_400_listing_the_allowed_time_ranges(alice_api, pat
 
 def test_lifetime_never_starts_before_1970_whatever_the_data_says():
     assert window({"time_range": "lifetime"}, earliest=lambda: date(1, 1, 1)) == Window(date(1970, 1, 1), TODAY, "lifetime")
+
+
+def test_a_stats_window_splits_into_the_report_windows_the_insights_sync_asks_meta_for():
+    march = Window(date(2025, 3, 1), date(2025, 3, 31), "this_month")
+
+    assert march.halves() == (Window(date(2025, 3, 1), date(2025, 3, 15), "this_month"),
+                              Window(date(2025, 3, 16), date(2025, 3, 31), "this_month"))
+    assert march.slices(10) == [Window(date(2025, 3, 22), date(2025, 3, 31), "this_month"),
+                                Window(date(2025, 3, 12), date(2025, 3, 21), "this_month"),
+                                Window(date(2025, 3, 2), date(2025, 3, 11), "this_month"),
+                                Window(date(2025, 3, 1), date(2025, 3, 1), "this_month")]
+    assert march.as_dict() == {"since": "2025-03-01", "until": "2025-03-31"}
+    assert str(march) == "2025-03-01..2025-03-31"

@@ -10,10 +10,9 @@ from typing import Any
 from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
-from rest_framework.exceptions import ValidationError
 
 from crm_marketing.audit import record_event
-from crm_marketing.errors import Conflict, DomainError
+from crm_marketing.errors import Conflict, DomainError, InvalidInput
 from crm_marketing.graph import GraphClient, GraphError
 from crm_marketing.tenancy import Account
 from marketing.models import AdAccount
@@ -139,7 +138,7 @@ def list_ad_accounts(account: Account, *, portfolio_id: str | None = None) -> li
             rows = client.get_all(path, {"fields": AD_ACCOUNT_FIELDS, "limit": PAGE_SIZE})
         except GraphError as error:
             if portfolio_id and _is_inaccessible(error):
-                raise ValidationError({"portfolio_id": ["Meta does not show this portfolio to the connected user."]}) from None
+                raise InvalidInput({"portfolio_id": ["Meta does not show this portfolio to the connected user."]}) from None
             raise upstream_error(account, error) from None
     return [_ad_account_view(row) for row in rows]
 
@@ -160,11 +159,11 @@ def connect_ad_account(account: Account, *, meta_ad_account_id: str, account_nam
             data = client.get(meta_ad_account_id, {"fields": AD_ACCOUNT_FIELDS + ",business{id}"})
         except GraphError as error:
             if _is_inaccessible(error):
-                raise ValidationError({"account_id": ["Meta does not show this ad account to the connected user."]}) from None
+                raise InvalidInput({"account_id": ["Meta does not show this ad account to the connected user."]}) from None
             raise upstream_error(account, error) from None
     view = _ad_account_view(data)
     if view.id != meta_ad_account_id:
-        raise ValidationError({"account_id": ["Meta answered for another ad account."]})
+        raise InvalidInput({"account_id": ["Meta answered for another ad account."]})
     business = data.get("business")
     defaults = {
         "name": view.name or account_name,

@@ -13,10 +13,9 @@ from typing import Any, Iterator
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
-from rest_framework.exceptions import ValidationError
 
 from crm_marketing.audit import record_event
-from crm_marketing.errors import Conflict
+from crm_marketing.errors import Conflict, InvalidInput
 from crm_marketing.graph import GraphClient, GraphError
 from crm_marketing.tenancy import Account
 from meta_oauth.models import MetaConnection, MetaPage, WhatsAppChannel
@@ -114,7 +113,7 @@ def select_whatsapp_channel(account: Account, phone_number_id: str, *, actor=Non
         live = list(_live_phone_numbers(client))
         found = next(((w, p) for w, p in live if str(p["id"]) == phone_number_id), None)
         if found is None:
-            raise ValidationError({"phone_number_id": ["Meta does not show this phone number to the connected user."]})
+            raise InvalidInput({"phone_number_id": ["Meta does not show this phone number to the connected user."]})
         waba_id, phone = found
         client.post(f"{waba_id}/subscribed_apps")
     fields = {**_live_fields(waba_id, phone), "is_selected": True, "subscribed_at": timezone.now()}
@@ -177,7 +176,7 @@ def subscribe_page(account: Account, page_id: str, *, actor=None, request=None) 
         live = client.get_all("me/accounts", {"fields": "id,name,access_token", "limit": PAGE_SIZE})
     item = next((p for p in live if str(p.get("id") or "") == page_id), None)
     if item is None or not item.get("access_token"):
-        raise ValidationError({"page_id": ["Meta does not show this page (with a page token) to the connected user."]})
+        raise InvalidInput({"page_id": ["Meta does not show this page (with a page token) to the connected user."]})
     page_client = _page_client(str(item["access_token"]))
     with closing(page_client):
         try:

@@ -19,6 +19,7 @@ from django.utils import timezone
 from crm_marketing import events, services
 from crm_marketing.errors import Conflict
 from crm_marketing.graph import GraphClient
+from crm_marketing.meta_time import parse_meta_time
 from crm_marketing.models import E164, Account, Lead, LeadTouch
 from marketing.models import Ad, AdAccount, AdSet, Campaign
 from meta_oauth.services import client_for_account
@@ -46,21 +47,6 @@ def normalize_phone(raw: Any, *, international: bool = False) -> str | None:
     else:
         return None
     return candidate if _E164.match(candidate) else None
-
-
-def from_epoch(value: Any) -> dt.datetime | None:
-    try:
-        return dt.datetime.fromtimestamp(int(value), tz=dt.timezone.utc)
-    except (TypeError, ValueError, OverflowError, OSError):
-        return None
-
-
-def from_meta_time(value: Any) -> dt.datetime | None:
-    """Meta's "2026-11-24T14:03:11+0000"."""
-    try:
-        return dt.datetime.strptime(str(value), "%Y-%m-%dT%H:%M:%S%z")
-    except ValueError:
-        return None
 
 
 @dataclass
@@ -119,7 +105,7 @@ def touch_from_lead(data: dict[str, Any], *, form_id: str = "") -> Touch:
     names = {f"meta_{kind}_name": data[f"{kind}_name"] for kind in ("campaign", "adset", "ad") if data.get(f"{kind}_name")}
     return Touch(
         lead_source=Lead.Source.META_LEAD_ADS, external_id=leadgen_id,
-        touched_at=from_meta_time(data.get("created_time")) or timezone.now(),
+        touched_at=parse_meta_time(data.get("created_time")) or timezone.now(),
         phone=phone, email=email[:254], first_name=(first or phone or email or f"Meta lead {leadgen_id}")[:120],
         last_name=last[:120], meta_campaign_id=str(data.get("campaign_id") or ""), meta_adset_id=str(data.get("adset_id") or ""),
         meta_ad_id=str(data.get("ad_id") or ""), meta_form_id=str(data.get("form_id") or form_id),

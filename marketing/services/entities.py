@@ -5,12 +5,12 @@ only show up in insights (deleted long ago) get rows named from the insight rows
 """
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass
 from typing import Any, Iterable
 
 from django.db import transaction
 
+from crm_marketing.meta_time import parse_meta_time
 from marketing.models import Ad, AdAccount, AdSet, Campaign
 from marketing.services.metered import MeteredGraph
 
@@ -35,18 +35,6 @@ class EntityCounts:
     @property
     def total(self) -> int:
         return self.campaigns + self.adsets + self.ads
-
-
-def parse_meta_time(value: str | None) -> dt.datetime | None:
-    """'2026-10-01T00:00:00-0300' -> an aware datetime; None or garbage -> None."""
-    if not value:
-        return None
-    for fmt in ("%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S.%f%z"):
-        try:
-            return dt.datetime.strptime(value, fmt)
-        except ValueError:
-            continue
-    return None
 
 
 def parse_budget(value: Any) -> int | None:

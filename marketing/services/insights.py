@@ -22,6 +22,7 @@ from marketing.models import AdAccount
 from marketing.services.entities import AdDirectory
 from marketing.services.insight_store import InsightValues, upsert_insights
 from marketing.services.metered import MeteredGraph
+from marketing.time_ranges import Window
 
 INSIGHT_FIELDS = ("account_id,account_currency,campaign_id,campaign_name,adset_id,adset_name,ad_id,ad_name,"
                   "date_start,date_stop,spend,impressions,clicks,inline_link_clicks,reach,actions,cost_per_action_type")
@@ -39,36 +40,6 @@ class ReportTooLarge(Exception):
 
 class InsightsFailed(Exception):
     """The window cannot be synced (even one day failed, or the run never finished)."""
-
-
-@dataclass(frozen=True)
-class Window:
-    since: dt.date
-    until: dt.date
-
-    @property
-    def days(self) -> int:
-        return (self.until - self.since).days + 1
-
-    def halves(self) -> tuple[Window, Window]:
-        """(older, newer) halves."""
-        middle = self.since + dt.timedelta(days=self.days // 2 - 1)
-        return Window(self.since, middle), Window(middle + dt.timedelta(days=1), self.until)
-
-    def slices(self, days: int) -> list[Window]:
-        """Consecutive windows of at most `days`, newest first."""
-        out, until = [], self.until
-        while until >= self.since:
-            since = max(self.since, until - dt.timedelta(days=days - 1))
-            out.append(Window(since, until))
-            until = since - dt.timedelta(days=1)
-        return out
-
-    def as_param(self) -> dict[str, str]:
-        return {"since": self.since.isoformat(), "until": self.until.isoformat()}
-
-    def __str__(self) -> str:
-        return f"{self.since}..{self.until}"
 
 
 @dataclass
@@ -166,7 +137,7 @@ class InsightsReader:
         """One cheap synchronous account-level call: is there any spend or impression in the window?"""
         try:
             page = self.graph.get(f"{self.ad_account.meta_ad_account_id}/insights", {
-                "level": "account", "time_increment": "all_days", "time_range": window.as_param(),
+                "level": "account", "time_increment": "all_days", "time_range": window.as_dict(),
                 "fields": "spend,impressions"})
         except GraphError as error:
             if error.code == TOO_MUCH_DATA_CODE or error.is_transient:
@@ -194,7 +165,7 @@ class InsightsReader:
         try:
             # Retried on 5xx / transient codes: a POST that did reach Meta only leaves an orphaned report run.
             started = self.graph.post(f"{self.ad_account.meta_ad_account_id}/insights", {
-                "level": "ad", "time_increment": 1, "time_range": window.as_param(), "fields": INSIGHT_FIELDS,
+                "level": "ad", "time_increment": 1, "time_range": window.as_dict(), "fields": INSIGHT_FIELDS,
                 "action_breakdowns": ["action_type"], "action_attribution_windows": ATTRIBUTION_WINDOWS},
                 retry_post=True)
         except GraphError as error:

@@ -18,10 +18,11 @@ from crm_marketing.errors import NotConnected
 from crm_marketing.graph import GraphClient, GraphError
 from marketing.models import AdAccount, SyncRun
 from marketing.services.entities import EntityCounts, sync_entities
-from marketing.services.insights import (InsightsFailed, InsightsReader, Window, ad_account_today,
+from marketing.services.insights import (InsightsFailed, InsightsReader, ad_account_today,
                                          restatement_window)
 from marketing.services.metered import MeteredGraph, Throttled, default_park_seconds
 from marketing.services.runs import LeaseLost, beat, claim_run, lease_duration, open_run, take_over_stale_run
+from marketing.time_ranges import Window
 from meta_oauth.services import client_for_account, note_graph_error
 
 BACKFILL_MONTHS = 37  # how far back Meta keeps insights

@@ -16,9 +16,9 @@ from typing import Mapping
 from zoneinfo import ZoneInfo
 
 from django.db.models import Max
-from django.http import Http404
 from django.utils import timezone
 
+from crm_marketing.errors import NotFound
 from crm_marketing.models import Account
 from marketing.models import AdAccount, Campaign
 from marketing.services.insights import ATTRIBUTION_WINDOWS
@@ -49,7 +49,7 @@ def campaign_for(account: Account, meta_campaign_id: str) -> Campaign:
     """The account's campaign by its Meta id; 404 alike for unknown and another account's."""
     campaign = Campaign.objects.filter(account=account, meta_campaign_id=meta_campaign_id).select_related("ad_account").first()
     if campaign is None:
-        raise Http404("No such campaign.")
+        raise NotFound()
     return campaign
 
 

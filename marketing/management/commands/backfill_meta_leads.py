@@ -5,8 +5,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from crm_marketing.errors import NotConnected
 from crm_marketing.graph import GraphError
-from crm_marketing.models import Account
-from marketing.management.sync_command import since_date
+from crm_marketing.cli import account_by_slug, since_date
 from marketing.services.leads_backfill import DEFAULT_DAYS, backfill_account_leads
 
 
@@ -21,9 +20,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, account, since, forms, **options):
         since = since_date(since)
-        target = Account.objects.filter(slug=account).first()
-        if target is None:
-            raise CommandError(f"No account with slug {account!r}.")
+        target = account_by_slug(account)
         try:
             day, result = backfill_account_leads(target, since=since, form_ids=forms)
         except NotConnected as exc:

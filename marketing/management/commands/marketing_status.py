@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone as dt_timezone
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand
 from django.utils import timezone
 
+from crm_marketing.cli import account_by_slug
 from crm_marketing.health import queue_depth
 from crm_marketing.logging import mask_phone, redact
 from crm_marketing.models import Account
@@ -34,10 +35,7 @@ class Command(BaseCommand):
         parser.add_argument("--account", required=True, help="the account's slug")
 
     def handle(self, *args, account: str, **options) -> None:
-        found = Account.objects.filter(slug=account).first()
-        if found is None:
-            raise CommandError(f"No account with slug {account!r}.")
-        for line in status_lines(found, now=timezone.now()):
+        for line in status_lines(account_by_slug(account), now=timezone.now()):
             self.stdout.write(line)
 
 

@@ -5,8 +5,8 @@ import time
 
 from django.core.management.base import BaseCommand, CommandError
 
+from crm_marketing.cli import ProgressBar, account_by_slug, since_date
 from crm_marketing.tenancy import Account
-from marketing.management.sync_command import ProgressBar, since_date
 from marketing.services import rollups
 
 
@@ -22,9 +22,7 @@ class Command(BaseCommand):
         since = since_date(options["since"])
         accounts = Account.objects.order_by("pk")
         if options["account"]:
-            accounts = accounts.filter(slug=options["account"])
-            if not accounts.exists():
-                raise CommandError(f"No account with slug {options['account']!r}.")
+            accounts = accounts.filter(pk=account_by_slug(options["account"]).pk)
         started = time.monotonic()
         bars: list[ProgressBar] = []
 

@@ -1,7 +1,8 @@
 """Sync daily ad insights: the 28-day restatement window plus the history backfill, or from --since."""
 from __future__ import annotations
 
-from marketing.management.sync_command import SyncCommand, since_date
+from crm_marketing.cli import since_date
+from marketing.management.sync_command import SyncCommand
 from marketing.models import SyncRun
 
 
