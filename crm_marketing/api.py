@@ -37,15 +37,30 @@ class EnvelopePagination(LimitOffsetPagination):
         return Response({"results": data, "total": self.count, "limit": self.limit, "offset": self.offset})
 
     def get_paginated_response_schema(self, schema):
-        return {
-            "type": "object",
-            "properties": {
-                "results": schema,
-                "total": {"type": "integer"},
-                "limit": {"type": "integer"},
-                "offset": {"type": "integer"},
-            },
-        }
+        return page_schema(schema)
+
+    def get_schema_operation_parameters(self, view):
+        return [
+            {"name": "limit", "required": False, "in": "query", "description": f"Page size (default {self.default_limit}, at most {self.max_limit}).",
+             "schema": {"type": "integer", "minimum": 1, "maximum": self.max_limit}},
+            {"name": "offset", "required": False, "in": "query", "description": "Rows to skip.",
+             "schema": {"type": "integer", "minimum": 0, "maximum": MAX_DB_INTEGER - self.max_limit}},
+        ]
+
+
+def page_schema(results: dict, **extra_properties: dict) -> dict:
+    """The OpenAPI schema of a page: {results, total, limit, offset} (+ any extra keys a view adds)."""
+    return {
+        "type": "object",
+        "required": ["results", "total", "limit", "offset", *extra_properties],
+        "properties": {
+            "results": results,
+            "total": {"type": "integer", "minimum": 0},
+            "limit": {"type": "integer", "minimum": 1},
+            "offset": {"type": "integer", "minimum": 0},
+            **extra_properties,
+        },
+    }
 
 
 # The largest id or offset a query may carry: a signed 64-bit integer, SQLite's and PostgreSQL's limit.
@@ -65,11 +80,18 @@ def _scoping(func):
 _SEALED = ("initial", "get_queryset", "get_object", "perform_create", "dispatch")
 
 
+# The statuses a view that calls Meta while the user waits adds to its documented errors.
+META_ERRORS = (502, 503)
+
+
 class AccountScopedMixin:
     """Resolves request.account once per request and rate-limits it; subclasses cannot opt out."""
 
     allowed_roles: frozenset[str] = ALL_ROLES
     rate_limit_group = "api"
+    # Error statuses this view answers beyond those every /crm/ operation can (crm_marketing.openapi
+    # documents 400/401/403/429 everywhere, 404 with a path parameter, 409/413 on writes).
+    error_statuses: tuple[int, ...] = ()
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

@@ -145,7 +145,7 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["crm_marketing.envelope.EnvelopeRenderer"],
     "DEFAULT_PARSER_CLASSES": ["crm_marketing.envelope.JSONParser"],
     "EXCEPTION_HANDLER": "crm_marketing.envelope.exception_handler",
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "crm_marketing.openapi.EnvelopeAutoSchema",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
 SPECTACULAR_SETTINGS = {
@@ -153,6 +153,9 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Meta Ads Marketing Hub, ROI tracking and WhatsApp HSM automation.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Request bodies get their own components without the read-only fields (the API refuses them).
+    "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "crm_marketing.openapi.add_error_envelope"],
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",

@@ -110,6 +110,18 @@ class CampaignStatSerializer(serializers.Serializer):
         }
 
 
+class CampaignPageSerializer(serializers.Serializer):
+    """GET campaigns: a page of CampaignStats (EnvelopePagination's keys) and the currency check.
+    The view builds the dict; this serializer is its schema."""
+
+    results = CampaignStatSerializer(many=True)
+    total = serializers.IntegerField(min_value=0)
+    limit = serializers.IntegerField(min_value=1)
+    offset = serializers.IntegerField(min_value=0)
+    currency_mismatch = serializers.BooleanField()
+    unconverted_currencies = serializers.ListField(child=serializers.CharField())
+
+
 class RoiReportSerializer(_CurrencyCheck):
     campaigns = CampaignStatSerializer(many=True)
     time_period = serializers.CharField()

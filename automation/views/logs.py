@@ -13,6 +13,7 @@ from automation.models import MessageSend, TriggerType
 from crm_marketing.api import MAX_DB_INTEGER, AccountScopedAPIView, AccountScopedViewSet, QueryFilter
 from crm_marketing.tenancy import MARKETING_ROLES
 from marketing.stats import window_for
+from marketing.views.stats import TIME_RANGE_PARAMETERS
 
 
 class SendLogSerializer(serializers.ModelSerializer):
@@ -64,7 +65,7 @@ class AutomationStatsView(AccountScopedAPIView):
     allowed_roles = MARKETING_ROLES
     serializer_class = AutomationStatsSerializer
 
-    @extend_schema(operation_id="automation_stats", responses=AutomationStatsSerializer)
+    @extend_schema(operation_id="automation_stats", parameters=TIME_RANGE_PARAMETERS, responses=AutomationStatsSerializer)
     def get(self, request):
         figures = automation_stats(request.account, window_for(request.account, request.query_params))
         return Response(AutomationStatsSerializer(asdict(figures)).data)

@@ -10,7 +10,7 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.response import Response
 
-from crm_marketing.api import AccountScopedAPIView, StrictSerializerMixin
+from crm_marketing.api import META_ERRORS, AccountScopedAPIView, StrictSerializerMixin
 from crm_marketing.tenancy import MANAGER_ROLES, MARKETING_ROLES
 from marketing.services import assets
 
@@ -45,6 +45,7 @@ class SubscribePageInput(StrictSerializerMixin, serializers.Serializer):
 
 
 class _AssetsView(AccountScopedAPIView):
+    error_statuses = META_ERRORS
     @property
     def allowed_roles(self):
         return MANAGER_ROLES if self.request.method == "POST" else MARKETING_ROLES

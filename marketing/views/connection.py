@@ -8,7 +8,7 @@ from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.response import Response
 
-from crm_marketing.api import AccountScopedAPIView, StrictSerializerMixin
+from crm_marketing.api import META_ERRORS, AccountScopedAPIView, StrictSerializerMixin
 from crm_marketing.tenancy import MANAGER_ROLES, MARKETING_ROLES
 from marketing.services import accounts
 from marketing.serializers import MetaAdAccountSerializer, PortfolioSerializer, TokenStatusSerializer
@@ -41,6 +41,7 @@ class TokenStatusView(AccountScopedAPIView):
 
 
 class MetaPortfoliosView(AccountScopedAPIView):
+    error_statuses = META_ERRORS
     allowed_roles = MARKETING_ROLES
 
     @extend_schema(responses=PortfolioSerializer(many=True))
@@ -49,6 +50,7 @@ class MetaPortfoliosView(AccountScopedAPIView):
 
 
 class MetaAccountsView(AccountScopedAPIView):
+    error_statuses = META_ERRORS
     allowed_roles = MARKETING_ROLES
 
     @extend_schema(parameters=[AdAccountsQuery], responses=MetaAdAccountSerializer(many=True))
@@ -60,6 +62,7 @@ class MetaAccountsView(AccountScopedAPIView):
 
 
 class ConnectAdAccountView(AccountScopedAPIView):
+    error_statuses = META_ERRORS
     allowed_roles = MANAGER_ROLES
 
     @extend_schema(request=ConnectAdAccountInput, responses=inline_serializer("AdAccountConnected", {

@@ -11,15 +11,18 @@ from rest_framework.response import Response
 
 from crm_marketing.api import AccountScopedAPIView, EnvelopePagination
 from crm_marketing.tenancy import MARKETING_ROLES
-from marketing import stats
+from marketing import stats, time_ranges
+from crm_marketing.openapi import ordering_parameter, page_parameters
 from marketing.serializers import (
-    CampaignDetailSerializer, CampaignInsightsSerializer, CampaignListParams, CampaignStatSerializer, MarketingStatsSerializer,
+    CampaignDetailSerializer, CampaignInsightsSerializer, CampaignListParams, CampaignPageSerializer, CampaignStatSerializer,
+    MarketingStatsSerializer,
     RoiReportSerializer, TimeseriesParams, TimeseriesPointSerializer,
 )
 
 
+# The window every stats-like endpoint reads (automation's stats too): one definition for the schema.
 TIME_RANGE_PARAMETERS = [
-    OpenApiParameter("time_range", OpenApiTypes.STR, description="7d, 30d, 90d, last_7d, last_30d, last_90d, this_month, last_month, this_year, lifetime (default 30d)"),
+    OpenApiParameter("time_range", OpenApiTypes.STR, enum=time_ranges.ALLOWED, description=f"default {time_ranges.DEFAULT}"),
     OpenApiParameter("since", OpenApiTypes.DATE, description="with until, instead of time_range (inclusive, account timezone)"),
     OpenApiParameter("until", OpenApiTypes.DATE),
 ]
@@ -47,6 +50,7 @@ class RoiView(_StatsView):
 
 
 class TimeseriesView(_StatsView):
+    error_statuses = (404,)  # an unknown campaign_id
     @extend_schema(operation_id="marketing_stats_timeseries", parameters=[*TIME_RANGE_PARAMETERS, TimeseriesParams],
                    responses=TimeseriesPointSerializer(many=True))
     def get(self, request):
@@ -69,9 +73,9 @@ class _Rows(list):
 class CampaignListView(_StatsView):
     """A page of CampaignStats over the window (default 30d), filtered by status, ordered."""
 
-    @extend_schema(operation_id="marketing_campaigns_list", parameters=[*TIME_RANGE_PARAMETERS, CampaignListParams,
-                   OpenApiParameter("limit", OpenApiTypes.INT), OpenApiParameter("offset", OpenApiTypes.INT)],
-                   responses=CampaignStatSerializer(many=True))
+    @extend_schema(operation_id="marketing_campaigns_list", parameters=[
+        *TIME_RANGE_PARAMETERS, CampaignListParams, ordering_parameter(stats.CAMPAIGN_ORDERING), *page_parameters(),
+    ], responses=CampaignPageSerializer)
     def get(self, request):
         params = CampaignListParams(data=request.query_params)
         params.is_valid(raise_exception=True)

@@ -16,6 +16,7 @@ class SyncView(AccountScopedAPIView):
     503 when Meta is not connected or no ad account is selected."""
 
     allowed_roles = MARKETING_ROLES
+    error_statuses = (503,)
 
     @extend_schema(request=None, responses={202: inline_serializer("SyncQueued", {"task_id": serializers.CharField()})})
     def post(self, request):
