@@ -35,6 +35,7 @@ class TemplateSyncView(AccountScopedAPIView):
     spends the WABA's Graph quota; 503 without a usable Meta connection or a selected WhatsApp channel."""
 
     allowed_roles = MANAGER_ROLES
+    error_statuses = (503,)
 
     @extend_schema(request=None, responses={202: inline_serializer("TemplateSyncQueued", {"task_id": serializers.CharField()})})
     def post(self, request):
