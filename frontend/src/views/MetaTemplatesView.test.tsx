@@ -24,6 +24,7 @@ describe("MetaTemplatesView", () => {
     const engineCard = card.closest("section")!;
     expect(within(engineCard).getByText("90%")).toBeInTheDocument();
     expect(within(engineCard).getByText("55.6%")).toBeInTheDocument();
+    expect(within(engineCard).getByText("30%")).toBeInTheDocument(); // share of new leads followed up
     expect(within(engineCard).getByText("Leads uncontacted after 24 h").nextSibling).toHaveTextContent("4");
   });
 

@@ -48,7 +48,7 @@ function EngineCard() {
           <div><dt>{t("hsm.deliveryRate")}</dt><dd>{formatPercentage(stats.data.delivery_rate, language)}</dd></div>
           <div><dt>{t("hsm.readRate")}</dt><dd>{formatPercentage(stats.data.read_rate, language)}</dd></div>
           <div><dt>{t("hsm.failed")}</dt><dd>{formatNumber(stats.data.failed, language)}</dd></div>
-          <div><dt>{t("hsm.followedUp")}</dt><dd>{formatNumber(stats.data.leads_followed_up, language)}</dd></div>
+          <div><dt>{t("hsm.followedUp")}</dt><dd>{formatPercentage(stats.data.leads_followed_up, language)}</dd></div>
           <div><dt>{t("hsm.uncontacted")}</dt><dd className={stats.data.leads_uncontacted_24h > 0 ? "bad" : ""}>{formatNumber(stats.data.leads_uncontacted_24h, language)}</dd></div>
         </dl>
       )}
