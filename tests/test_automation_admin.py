@@ -11,7 +11,7 @@ from django.test import Client
 from automation.models import AutomationRule, MessageTemplate, RuleStep
 from crm_marketing.audit import SystemEvent
 from tests.conftest import make_lead, make_user
-from tests.fixtures.catalog import FOLLOW_UP_VARIABLES, make_channel, make_rule, make_template
+from tests.fixtures.catalog import FOLLOW_UP_VARIABLES, make_rule, make_template
 from tests.fixtures.webhooks import connect_meta
 
 pytestmark = pytest.mark.django_db
@@ -225,21 +225,19 @@ def test_templates_are_read_only_in_the_admin(alice, acme, template):
 
 
 def test_the_sync_action_fetches_the_accounts_templates(alice, acme, template, meta_sandbox, django_capture_on_commit_callbacks):
-    connect_meta(acme, meta_sandbox, ad_account=None)
-    make_channel(acme)
+    connect_meta(acme, meta_sandbox, ad_account=None)  # with its WhatsApp channel (WABA 1200001)
 
     with django_capture_on_commit_callbacks(execute=True):
         response = admin_client(alice).post(TEMPLATES, {"action": "sync_templates_now", "_selected_action": [template.pk]}, follow=True)
 
     assert [str(m) for m in response.context["messages"]][0].startswith("Acme: template sync queued (task ")
-    assert sorted(MessageTemplate.objects.values_list("name", "status")) == [
-        ("promo_black_friday", "REJECTED"), ("recordatorio_reunion", "PENDING"), ("seguimiento_lead_v1", "APPROVED")]
+    assert sorted(MessageTemplate.objects.values_list("name", "status")) == sorted(
+        (t["name"], t["status"]) for t in meta_sandbox.state.templates)
     assert SystemEvent.objects.get().action == "automation.templates.sync"
 
 
 def test_a_marketing_member_cannot_start_a_sync_from_the_admin(maria, acme, template, meta_sandbox):
-    connect_meta(acme, meta_sandbox, ad_account=None)
-    make_channel(acme)
+    connect_meta(acme, meta_sandbox, ad_account=None)  # with its WhatsApp channel (WABA 1200001)
 
     response = admin_client(maria).post(TEMPLATES, {"action": "sync_templates_now", "_selected_action": [template.pk]}, follow=True)
 
@@ -248,8 +246,7 @@ def test_a_marketing_member_cannot_start_a_sync_from_the_admin(maria, acme, temp
 
 
 def test_the_sync_button_works_before_any_template_exists(alice, acme, meta_sandbox, django_capture_on_commit_callbacks):
-    connect_meta(acme, meta_sandbox, ad_account=None)
-    make_channel(acme)
+    connect_meta(acme, meta_sandbox, ad_account=None)  # with its WhatsApp channel (WABA 1200001)
     client = admin_client(alice)
 
     listing = client.get(TEMPLATES).content.decode()
@@ -258,12 +255,11 @@ def test_the_sync_button_works_before_any_template_exists(alice, acme, meta_sand
 
     assert "Sync templates now</button>" in listing
     assert [str(m) for m in response.context["messages"]][0].startswith("Acme: template sync queued (task ")
-    assert MessageTemplate.objects.filter(account=acme).count() == 3
+    assert MessageTemplate.objects.filter(account=acme).count() == len(meta_sandbox.state.templates)
 
 
 def test_a_marketing_member_gets_no_sync_button_and_its_post_syncs_nothing(maria, acme, meta_sandbox):
-    connect_meta(acme, meta_sandbox, ad_account=None)
-    make_channel(acme)
+    connect_meta(acme, meta_sandbox, ad_account=None)  # with its WhatsApp channel (WABA 1200001)
     client = admin_client(maria)
 
     listing = client.get(TEMPLATES).content.decode()

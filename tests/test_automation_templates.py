@@ -13,6 +13,7 @@ from automation.services.templates import sync_templates
 from crm_marketing.audit import SystemEvent
 from crm_marketing.models import WebhookEvent
 from crm_marketing.sandbox import template_status_payload
+from meta_oauth.models import WhatsAppChannel
 from meta_oauth.services import client_for_account
 from tests.conftest import api_client_for, make_user
 from tests.fixtures.catalog import FOLLOW_UP_COMPONENTS, make_channel, make_rule, make_template
@@ -26,7 +27,13 @@ URL = "/crm/marketing/hsm/templates"
 def acme_whatsapp(acme, meta_sandbox):
     """acme connected to Meta with the sandbox's WhatsApp number (WABA 1200001) selected."""
     connect_meta(acme, meta_sandbox, ad_account=None)
-    return make_channel(acme)
+    return WhatsAppChannel.objects.get(account=acme, is_selected=True)
+
+
+def served_templates(sandbox) -> list[dict]:
+    """The templates the sandbox's WABA 1200001 serves now, as Meta sends them."""
+    with sandbox.state.lock:
+        return [dict(t) for t in sandbox.state.templates]
 
 
 def synced(account) -> dict[str, tuple]:
@@ -36,14 +43,19 @@ def synced(account) -> dict[str, tuple]:
 
 # -- the sync --------------------------------------------------------------------------------------------------
 def test_a_sync_stores_every_template_of_the_waba_with_the_status_meta_sends(acme, acme_whatsapp, meta_sandbox):
+    served = served_templates(meta_sandbox)
+
     result = sync_templates(acme, client=client_for_account(acme))
 
-    assert (result.created, result.updated, result.marked_deleted) == (3, 0, 0)
-    assert synced(acme) == {
-        "seguimiento_lead_v1": ("1100001", "es", "MARKETING", "APPROVED", "POSITIONAL", "GREEN", ""),
-        "recordatorio_reunion": ("1100002", "es", "UTILITY", "PENDING", "NAMED", "", ""),
-        "promo_black_friday": ("1100003", "es_AR", "MARKETING", "REJECTED", "POSITIONAL", "", "PROMOTIONAL"),
-    }
+    assert (result.created, result.updated, result.marked_deleted) == (len(served), 0, 0)
+    assert synced(acme) == {  # Meta leaves parameter_format out of older (positional) templates
+        t["name"]: (t["id"], t["language"], t["category"], t["status"], t.get("parameter_format", "POSITIONAL"),
+                    t.get("quality_score", {}).get("score", ""), t.get("rejected_reason", ""))
+        for t in served}
+    assert synced(acme)["promo_black_friday"] == ("1100003", "es_AR", "MARKETING", "REJECTED", "POSITIONAL", "", "PROMOTIONAL")
+    assert {row[3] for row in synced(acme).values()} == {
+        "APPROVED", "PENDING", "REJECTED", "PAUSED", "DISABLED", "IN_APPEAL", "PENDING_DELETION", "LIMIT_EXCEEDED"}
+    assert {row[4] for row in synced(acme).values()} == {"POSITIONAL", "NAMED"}
     assert MessageTemplate.objects.get(name="seguimiento_lead_v1").components == FOLLOW_UP_COMPONENTS
     assert {t.meta_waba_id for t in MessageTemplate.objects.all()} == {"1200001"}
     calls = [r for r in meta_sandbox.requests if "message_templates" in r.path]
@@ -58,10 +70,13 @@ def test_a_sync_follows_every_page_and_keeps_statuses_meta_adds_tomorrow(acme, a
              "status": "SOME_NEW_STATUS" if n == 0 else "APPROVED", "components": [{"type": "BODY", "text": f"Extra {n}"}]}
             for n in range(150))
 
+    served = served_templates(meta_sandbox)
+
     result = sync_templates(acme, client=client_for_account(acme))
 
-    assert result.created == 153
-    assert MessageTemplate.objects.filter(account=acme).count() == 153
+    assert len(served) > 100
+    assert result.created == len(served)
+    assert MessageTemplate.objects.filter(account=acme).count() == len(served)
     assert MessageTemplate.objects.get(name="extra_000").status == "SOME_NEW_STATUS"
     assert len([r for r in meta_sandbox.requests if "message_templates" in r.path]) == 2  # 100 per page
 
@@ -69,16 +84,18 @@ def test_a_sync_follows_every_page_and_keeps_statuses_meta_adds_tomorrow(acme, a
 def test_a_second_sync_updates_in_place_and_marks_templates_meta_dropped_as_deleted(acme, acme_whatsapp, meta_sandbox):
     sync_templates(acme, client=client_for_account(acme))
     first_ids = dict(MessageTemplate.objects.values_list("name", "pk"))
+    first_statuses = {t["name"]: t["status"] for t in served_templates(meta_sandbox)}
     with meta_sandbox.state.lock:
         meta_sandbox.state.templates[:] = [t for t in meta_sandbox.state.templates if t["name"] != "promo_black_friday"]
     meta_sandbox.set_template_status("recordatorio_reunion", "APPROVED")
 
     result = sync_templates(acme, client=client_for_account(acme))
 
-    assert (result.created, result.updated, result.unchanged, result.marked_deleted) == (0, 1, 1, 1)
+    assert (result.created, result.updated, result.unchanged, result.marked_deleted) == (0, 1, len(first_ids) - 2, 1)
+    assert result.status_changes == ["recordatorio_reunion PENDING -> APPROVED", "promo_black_friday REJECTED -> DELETED"]
     assert dict(MessageTemplate.objects.values_list("name", "pk")) == first_ids  # rows kept: steps point at them
-    assert {name: row[3] for name, row in synced(acme).items()} == {
-        "seguimiento_lead_v1": "APPROVED", "recordatorio_reunion": "APPROVED", "promo_black_friday": "DELETED"}
+    assert {name: row[3] for name, row in synced(acme).items()} == dict(
+        first_statuses, recordatorio_reunion="APPROVED", promo_black_friday="DELETED")
 
 
 def test_a_rule_is_flagged_when_its_template_is_paused_and_cleared_when_approved_again(acme, acme_whatsapp, meta_sandbox):
@@ -112,7 +129,7 @@ def test_a_flag_written_for_another_reason_is_not_cleared_by_a_sync(acme, acme_w
 def test_a_sync_without_a_whatsapp_channel_is_refused_and_writes_nothing(acme, meta_sandbox):
     from crm_marketing.errors import NotConnected
 
-    connect_meta(acme, meta_sandbox, ad_account=None)
+    connect_meta(acme, meta_sandbox, ad_account=None, phone_number_id=None)
 
     with pytest.raises(NotConnected, match="No WhatsApp channel"):
         sync_templates(acme, client=client_for_account(acme))
@@ -253,8 +270,10 @@ def test_marketing_reads_templates_and_a_seller_is_refused(acme, bob_api):
 
 
 # -- POST /crm/marketing/hsm/templates/sync, the command, the schedule ------------------------------------------------
-def test_alice_queues_a_template_sync_and_the_worker_runs_it(alice, alice_api, acme, acme_whatsapp,
+def test_alice_queues_a_template_sync_and_the_worker_runs_it(alice, alice_api, acme, acme_whatsapp, meta_sandbox,
                                                              django_capture_on_commit_callbacks):
+    served = len(served_templates(meta_sandbox))
+
     with django_capture_on_commit_callbacks(execute=True):
         response = alice_api.post(f"{URL}/sync")
 
@@ -262,8 +281,8 @@ def test_alice_queues_a_template_sync_and_the_worker_runs_it(alice, alice_api, a
     assert response.status_code == 202
     task = Task.objects.get(name=body["data"]["task_id"])
     assert (task.func, task.args, task.success) == ("automation.tasks.sync_account_templates", (acme.pk,), True)
-    assert task.result.startswith("acme WABA 1200001: 3 template(s) (3 new")
-    assert MessageTemplate.objects.filter(account=acme).count() == 3
+    assert task.result.startswith(f"acme WABA 1200001: {served} template(s) ({served} new")
+    assert MessageTemplate.objects.filter(account=acme).count() == served
     event = SystemEvent.objects.get(action="automation.templates.sync")
     assert (event.account_id, event.actor_id, event.details) == (acme.pk, alice.pk, {"task_id": body["data"]["task_id"]})
 
@@ -278,7 +297,7 @@ def test_a_marketing_member_cannot_start_a_template_sync(acme, acme_whatsapp):
 
 
 def test_a_template_sync_without_a_whatsapp_channel_is_a_503(alice_api, acme, meta_sandbox):
-    connect_meta(acme, meta_sandbox, ad_account=None)
+    connect_meta(acme, meta_sandbox, ad_account=None, phone_number_id=None)
 
     response = alice_api.post(f"{URL}/sync")
 
@@ -287,12 +306,13 @@ def test_a_template_sync_without_a_whatsapp_channel_is_a_503(alice_api, acme, me
     assert not SystemEvent.objects.exists()
 
 
-def test_the_command_syncs_one_account_and_prints_one_line(acme, acme_whatsapp):
+def test_the_command_syncs_one_account_and_prints_one_line(acme, acme_whatsapp, meta_sandbox):
+    served = len(served_templates(meta_sandbox))
     out = io.StringIO()
 
     call_command("sync_hsm_templates", "--account", "acme", stdout=out)
 
-    assert out.getvalue() == ("Synced templates of 1 account(s): 3 template(s), 3 new, 0 updated, 0 marked DELETED, "
+    assert out.getvalue() == (f"Synced templates of 1 account(s): {served} template(s), {served} new, 0 updated, 0 marked DELETED, "
                               "0 rule(s) flagged, 0 flag(s) cleared.\n")
 
 
@@ -301,11 +321,11 @@ def test_the_command_refuses_an_unknown_account_in_one_line(db):
         call_command("sync_hsm_templates", "--account", "nope")
 
 
-def test_a_schedule_syncs_every_accounts_templates_every_six_hours(acme, acme_whatsapp):
+def test_a_schedule_syncs_every_accounts_templates_every_six_hours(acme, acme_whatsapp, meta_sandbox):
     schedule = Schedule.objects.get(name="automation.sync_all_templates")
 
     assert (schedule.func, schedule.schedule_type, schedule.minutes, schedule.repeats) == (
         "automation.tasks.sync_all_templates", "I", 360, -1)
     from automation.tasks import sync_all_templates
-    assert sync_all_templates().startswith("acme WABA 1200001: 3 template(s)")
+    assert sync_all_templates().startswith(f"acme WABA 1200001: {len(served_templates(meta_sandbox))} template(s) (")
     assert AutomationRule.objects.count() == 0

@@ -99,7 +99,11 @@ def test_alice_connects_meta_picks_the_ad_account_and_reads_the_figures_of_her_d
     save_screenshot(page, "hub_marketing")
 
     previous_sync = ad_account.last_synced_at
-    page.get_by_role("button", name="Sincronizar ahora").click()  # runs inline in tests (Q_SYNC)
+    # The sync runs inline in the POST (Q_SYNC): wait for its answer, not for a button that is enabled
+    # until the click's state change lands (that check could pass before the sync even started).
+    with page.expect_response(lambda r: r.url.endswith("/crm/marketing/sync") and r.request.method == "POST") as answer:
+        page.get_by_role("button", name="Sincronizar ahora").click()
+    assert answer.value.status == 202, answer.value.text()
     expect(page.get_by_role("button", name="Sincronizar ahora")).to_be_enabled()
     expect(page.locator("#sync-banner")).to_have_count(0)
     ad_account.refresh_from_db()
