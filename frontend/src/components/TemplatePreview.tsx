@@ -24,7 +24,7 @@ export function TemplatePreview({ template, variables = {} }: { template: HSMTem
   const footer = template.components.find((c) => c.type?.toUpperCase() === "FOOTER");
   return (
     <div className="wa-bubble" aria-label={t("hsm.previewOf", { name: template.name })}>
-      {header?.text && <p className="wa-header">{header.text}</p>}
+      {header?.text && <p className="wa-header">{renderBody(header.text, variables, (key) => `{{${key}}}`)}</p>}
       <p className="wa-body">{renderBody(bodyOf(template), variables, (key) => `{{${key}}}`)}</p>
       {footer?.text && <p className="wa-footer">{footer.text}</p>}
     </div>
