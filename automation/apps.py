@@ -6,8 +6,9 @@ class AutomationConfig(AppConfig):
     verbose_name = "Automation (WhatsApp HSM)"
 
     def ready(self) -> None:
-        from automation import handlers, template_handlers
+        from automation import handlers, health, template_handlers
         from automation.engine import planning
+        from crm_marketing.health import register_check
         from crm_marketing.webhooks import register_handler
 
         planning.subscribe_all()  # CRM events plan sends; a reply ends follow-ups
@@ -16,3 +17,4 @@ class AutomationConfig(AppConfig):
         register_handler("message_template_status_update", template_handlers.handle_template_status_update)
         register_handler("message_template_quality_update", template_handlers.handle_template_quality_update)
         register_handler("template_category_update", template_handlers.handle_template_category_update)
+        register_check("automation_sends", health.due_sends)  # /readyz: oldest due send

@@ -27,6 +27,7 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
 
+from crm_marketing.event_models import OutboxEvent
 from crm_marketing.ratelimits import RateLimited, client_ip, enforce_rate_limit
 from crm_marketing.webhook_models import WebhookEvent
 
@@ -106,11 +107,19 @@ def webhook_backlog() -> dict[str, Any]:
     return {"pending": figures["pending"], "oldest_pending_age_seconds": age_seconds(figures["oldest"])}
 
 
+def domain_event_backlog() -> dict[str, Any]:
+    """Domain events some subscriber has not taken yet (the outbox's partial index): a count or an
+    age that keeps growing means the delivery task and the sweep are not running."""
+    figures = OutboxEvent.objects.filter(delivered_at__isnull=True).aggregate(undelivered=Count("id"), oldest=Min("created_at"))
+    return {"undelivered": figures["undelivered"], "oldest_undelivered_age_seconds": age_seconds(figures["oldest"])}
+
+
 CORE_CHECKS: dict[str, Check] = {
     "database": check_database,
     "cache": check_cache,
     "broker": check_broker,
     "webhook_events": webhook_backlog,
+    "domain_events": domain_event_backlog,
 }
 
 

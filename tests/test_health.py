@@ -10,9 +10,12 @@ from django.test import Client, override_settings
 from django.utils import timezone
 from django_q.models import OrmQ
 
+from automation.models import MessageSend
 from crm_marketing import health
+from crm_marketing.event_models import OutboxEvent
 from crm_marketing.webhook_models import WebhookEvent
 from marketing.models import AdAccount, SyncRun
+from tests.factories import make_lead
 from tests.test_run_demo import free_port
 
 HEALTH_REDIS_DB = 12  # a Redis database no other test uses
@@ -54,7 +57,8 @@ def test_healthz_answers_ok_without_touching_the_database(db, django_assert_num_
 
 def core_and_marketing(checks: dict) -> dict:
     """The checks this suite knows; other apps may register more."""
-    return {name: checks[name] for name in ("database", "cache", "broker", "webhook_events", "marketing_syncs")}
+    return {name: checks[name] for name in ("database", "cache", "broker", "webhook_events", "domain_events",
+                                            "marketing_syncs", "automation_sends")}
 
 
 def test_readyz_answers_ok_with_every_check_and_its_figures(db):
@@ -67,7 +71,9 @@ def test_readyz_answers_ok_with_every_check_and_its_figures(db):
         "cache": {"ok": True},
         "broker": {"ok": True, "kind": "orm", "queue_depth": 0},
         "webhook_events": {"ok": True, "pending": 0, "oldest_pending_age_seconds": None},
+        "domain_events": {"ok": True, "undelivered": 0, "oldest_undelivered_age_seconds": None},
         "marketing_syncs": {"ok": True, "active": 0, "oldest_active_age_seconds": None, "stale_running": 0},
+        "automation_sends": {"ok": True, "due": 0, "oldest_due_age_seconds": None},
     }
     assert all(check["ok"] for check in response.json()["checks"].values())
 
@@ -93,6 +99,30 @@ def test_readyz_counts_waiting_tasks_and_the_oldest_undelivered_webhook_change(d
     assert 3 * 3600 <= checks["webhook_events"]["oldest_pending_age_seconds"] < 4 * 3600
 
 
+def test_readyz_shows_the_oldest_undelivered_domain_event_and_the_oldest_due_send(acme):
+    now = timezone.now()
+    waiting = OutboxEvent.objects.create(name="lead_created", account=acme, payload={}, next_attempt_at=now)
+    OutboxEvent.objects.filter(pk=waiting.pk).update(created_at=now - timedelta(minutes=7))
+    OutboxEvent.objects.create(name="lead_created", account=acme, payload={}, delivered_at=now,
+                               created_at=now - timedelta(hours=5))  # delivered: not a backlog
+    lead = make_lead(acme)
+    for n, (status, due_ago, next_attempt) in enumerate([
+        (MessageSend.Status.QUEUED, timedelta(minutes=3), None),  # due 3 minutes ago, nobody took it
+        (MessageSend.Status.QUEUED, timedelta(minutes=30), now + timedelta(seconds=30)),  # throttled: retried later
+        (MessageSend.Status.QUEUED, -timedelta(hours=1), None),  # not due yet
+        (MessageSend.Status.SENT, timedelta(hours=2), None),
+    ]):
+        MessageSend.objects.create(account=acme, lead=lead, trigger_type="lead_created", trigger_key=f"event:{n}",
+                                   status=status, due_at=now - due_ago, next_attempt_at=next_attempt)
+
+    checks = Client().get("/readyz").json()["checks"]
+
+    assert checks["domain_events"]["undelivered"] == 1
+    assert 7 * 60 <= checks["domain_events"]["oldest_undelivered_age_seconds"] < 8 * 60
+    assert checks["automation_sends"]["due"] == 1
+    assert 3 * 60 <= checks["automation_sends"]["oldest_due_age_seconds"] < 4 * 60
+
+
 def test_readyz_is_503_naming_the_cache_when_the_cache_is_unreachable_and_healthz_stays_up(db):
     with override_settings(CACHES=unreachable_redis_cache(free_port())):
         ready = Client().get("/readyz")
@@ -106,7 +136,9 @@ def test_readyz_is_503_naming_the_cache_when_the_cache_is_unreachable_and_health
         "cache": {"ok": False, "error": "ConnectionError (unreachable or failing)"},
         "broker": {"ok": True, "kind": "orm", "queue_depth": 0},
         "webhook_events": {"ok": True, "pending": 0, "oldest_pending_age_seconds": None},
+        "domain_events": {"ok": True, "undelivered": 0, "oldest_undelivered_age_seconds": None},
         "marketing_syncs": {"ok": True, "active": 0, "oldest_active_age_seconds": None, "stale_running": 0},
+        "automation_sends": {"ok": True, "due": 0, "oldest_due_age_seconds": None},
     }
     assert alive.status_code == 200 and alive.json() == {"status": "ok"}
 
