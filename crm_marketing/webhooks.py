@@ -26,12 +26,13 @@ import json
 import logging
 import uuid
 from collections import defaultdict
+from contextlib import nullcontext
 from datetime import timedelta
 from typing import Any, Callable, Optional
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F, Q
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import path
@@ -40,7 +41,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
 from crm_marketing.envelope import MAX_JSON_DEPTH, UNSTORABLE_TEXT, error_body, utc_timestamp
-from crm_marketing.queueing import enqueue_after_commit
+from crm_marketing.queueing import broker_is_this_database, enqueue_after_commit
 from crm_marketing.ratelimits import RateLimited, enforce_rate_limit
 from crm_marketing.events import subscriber_id as handler_id
 from crm_marketing.webhook_models import WebhookEvent, WebhookHandlerOutcome
@@ -50,6 +51,7 @@ log = logging.getLogger(__name__)
 WebhookHandler = Callable[[WebhookEvent], Optional[str]]
 PROCESS_EVENTS_TASK = "crm_marketing.tasks.process_webhook_events"
 MAX_ENTRY_TIME = 2**63 - 1  # entry.time goes in a bigint column
+INSERT_CHUNK = 1000  # changes per INSERT statement (13 parameters each: far below PostgreSQL's 65,535)
 MAX_ATTEMPTS = 8
 MAX_BACKOFF = timedelta(hours=6)
 STUCK_AFTER = timedelta(minutes=30)
@@ -153,11 +155,14 @@ def _changes(body: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def store_changes(body: dict[str, Any]) -> tuple[int, list[int]]:
-    """Store every change not seen before with one bulk insert; returns (changes received, ids of
-    the new events), which one task processes once the rows are committed.
+    """Store every change not seen before; returns (changes received, ids of the new events), which one
+    task processes once the rows are committed.
 
-    The insert skips rows whose (field, dedupe_key) exists; the rows this call inserted are read back
-    by the call's own ``intake_id`` (a concurrent redelivery inserts nothing and reads back nothing)."""
+    One ``INSERT … ON CONFLICT (field, dedupe_key) DO NOTHING RETURNING id`` per thousand changes: the
+    database skips what is stored already (dedupe stays a constraint) and names exactly the rows this
+    call inserted, so a concurrent redelivery stores and queues nothing. A single statement needs no
+    transaction of its own (the webhook answer's hot path: one round trip); several, or the ORM broker
+    (its task row goes in with the events), run in one."""
     rows = _changes(body)
     intake, now = uuid.uuid4().hex, timezone.now()
     candidates: dict[tuple[str, str], WebhookEvent] = {}
@@ -166,20 +171,30 @@ def store_changes(body: dict[str, Any]) -> tuple[int, list[int]]:
         candidates.setdefault((row["field"], key), WebhookEvent(dedupe_key=key, intake_id=intake, received_at=now, **row))
     if not candidates:
         return len(rows), []
-    keys_by_field: dict[str, list[str]] = defaultdict(list)
-    for field, key in candidates:
-        keys_by_field[field].append(key)
-    ours = Q()
-    for field, keys in keys_by_field.items():
-        ours |= Q(field=field, dedupe_key__in=keys)
-    with transaction.atomic():
-        WebhookEvent.objects.bulk_create(candidates.values(), ignore_conflicts=True)
-        new_ids = list(WebhookEvent.objects.filter(ours, intake_id=intake).order_by("id").values_list("pk", flat=True))
+    events = list(candidates.values())
+    chunks = [events[i:i + INSERT_CHUNK] for i in range(0, len(events), INSERT_CHUNK)]
+    with transaction.atomic() if len(chunks) > 1 or broker_is_this_database() else nullcontext():
+        new_ids = sorted(pk for chunk in chunks for pk in _insert_new(chunk))
         if new_ids:  # one task for the delivery; a broker outage leaves the rows to the retry sweep
-            enqueue_after_commit(PROCESS_EVENTS_TASK, new_ids, task_name=_task_name(new_ids))
+            enqueue_after_commit(PROCESS_EVENTS_TASK, new_ids, task_name=_task_name(new_ids), save=False)
     if len(new_ids) < len(rows):
         log.info("webhook delivery of %s change(s): %s already stored, redelivery ignored", len(rows), len(rows) - len(new_ids))
     return len(rows), new_ids
+
+
+def _insert_new(events: list[WebhookEvent]) -> list[int]:
+    """Insert the events whose (field, dedupe_key) is new; the ids of those inserted. (bulk_create with
+    ignore_conflicts cannot say which rows it inserted; PostgreSQL and SQLite 3.35+ both speak this.)"""
+    ops, meta = connection.ops, WebhookEvent._meta
+    fields = [f for f in meta.concrete_fields if not f.primary_key]
+    unique = ", ".join(ops.quote_name(meta.get_field(name).column) for name in ("field", "dedupe_key"))
+    row = "(" + ", ".join(["%s"] * len(fields)) + ")"
+    sql = (f"INSERT INTO {ops.quote_name(meta.db_table)} ({', '.join(ops.quote_name(f.column) for f in fields)}) "
+           f"VALUES {', '.join([row] * len(events))} ON CONFLICT ({unique}) DO NOTHING RETURNING {ops.quote_name(meta.pk.column)}")
+    params = [f.get_db_prep_save(f.pre_save(event, True), connection) for event in events for f in fields]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return [pk for (pk,) in cursor.fetchall()]
 
 
 def queue_events(event_ids: list[int]) -> None:

@@ -350,8 +350,7 @@ def test_a_delivery_of_500_changes_is_stored_as_500_events_processed_by_one_task
 
     assert response.json()["data"] == {"received": 500, "stored": 500}
     assert len(callbacks) == 1
-    assert list(Task.objects.values_list("func", "result")) == [
-        ("crm_marketing.tasks.process_webhook_events", "500 webhook event(s): 500 ignored")]  # statuses: no handler takes them yet
+    assert Task.objects.count() == 0  # its success is not kept in django-q2's results: the events record the outcome
     assert sorted(WebhookEvent.objects.values_list("dedupe_key", flat=True)) == sorted(f"status:wamid.B{n}:sent" for n in range(500))
     assert set(WebhookEvent.objects.values_list("status", "attempts")) == {("ignored", 1)}
 
