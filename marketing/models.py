@@ -226,3 +226,19 @@ class CampaignDay(AccountOwned):
 
     def __str__(self) -> str:
         return f"{self.day} {self.meta_campaign_id or '(no campaign)'} {self.currency}"
+
+
+class RollupVersion(AccountOwned):
+    """The version of one account's ROI rollup: a new random token in every transaction that writes the
+    rollup (``rollups.lock_account``), committed with the rows it changed. The stats cache
+    (marketing/services/stats_cache.py) keys on it, so a committed rollup write makes every cached read
+    of the account a miss. Random rather than a counter: a token never comes back after a rollback or a
+    restored backup."""
+
+    token = models.CharField(max_length=32)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["account"], name="rollupversion_one_per_account")]
+
+    def __str__(self) -> str:
+        return f"rollup version {self.token}"

@@ -35,7 +35,9 @@ log = logging.getLogger(__name__)
 TRACKED: dict[type, tuple[str, ...]] = {
     Lead: ("account_id", "created_at", "lead_source", "meta_campaign_id"),
     Opportunity: ("account_id", "created_at", "lead_id"),
-    Sale: ("account_id", "closed_at", "status", "amount", "currency", "lead_source", "meta_campaign_id"),
+    # lead_id: no cell moves when a sale changes lead within a campaign and day, but the distinct customers do,
+    # and the stats cache (marketing/services/stats_cache.py) learns of changes through the rollup's writers.
+    Sale: ("account_id", "closed_at", "status", "amount", "currency", "lead_source", "meta_campaign_id", "lead_id"),
     DailyInsight: ("account_id", "date", "meta_campaign_id", "currency", "spend", "impressions", "clicks"),
 }
 REBUILD_TASK = "marketing.tasks.rebuild_roi_rollups"

@@ -38,6 +38,7 @@ from crm_marketing.models import Account, Lead, Opportunity, Sale
 from crm_marketing.services import repair_sale_attribution
 from crm_marketing.validation import EARLIEST_MOMENT, LATEST_MOMENT, MOMENT_RANGE
 from marketing.models import CampaignDay, DailyInsight
+from marketing.services import stats_cache
 from marketing.time_ranges import Window
 
 log = logging.getLogger("marketing.rollups")
@@ -51,10 +52,12 @@ UNIQUE = ["account", "day", "meta_campaign_id", "currency"]
 
 
 def lock_account(account_id: int) -> None:
-    """Serialize the rollup writers of one account until the current transaction ends."""
+    """Serialize the rollup writers of one account until the current transaction ends, and give its
+    rollup a new version (committed with the writer's rows: what the stats cache keys on)."""
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [LOCK_NAMESPACE, account_id & 0x7FFFFFFF])
+    stats_cache.rollup_changed(account_id)
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from django.db.models.functions import TruncDate
 
 from crm_marketing.models import Account, Lead, Sale
 from marketing.models import CampaignDay, DailyInsight, ExchangeRate
+from marketing.services import stats_cache
 from marketing.time_ranges import Window
 
 ZERO = Decimal("0")
@@ -179,12 +180,8 @@ def _customers(scope: Scope, windows: Sequence[Window], key: Key) -> list[dict]:
     return list(sales.order_by().values(**group).annotate(**counts))
 
 
-def collect(scope: Scope, windows: Sequence[Window], key: Key = TOTAL, *, customers: bool = True) -> list[dict[str, Figures] | dict[date, Figures]]:
-    """Figures per window, each a dict from the group key (TOTAL, campaign id or day) to Figures.
-
-    ``customers=False`` skips the distinct-customers query for callers that show no ``cpa``."""
-    result: list[dict] = [defaultdict(Figures) for _ in windows]
-    convert = scope.converter.convert
+def _cell_rows(scope: Scope, windows: Sequence[Window], key: Key) -> list[dict]:
+    """The rollup's sums per currency (and group key) for each window i, as ``<measure>{i}``."""
     span = _span(windows)
     cells = CampaignDay.objects.filter(account=scope.account, day__gte=span.since, day__lte=span.until)
     if scope.campaign_id is not None:
@@ -194,7 +191,28 @@ def collect(scope: Scope, windows: Sequence[Window], key: Key = TOTAL, *, custom
         f"{name}{i}": Sum(name, filter=Q(day__gte=window.since, day__lte=window.until)) if len(windows) > 1 else Sum(name)
         for name in CampaignDay.MEASURES for i, window in enumerate(windows)
     }
-    for row in cells.order_by().values("currency", **group).annotate(**sums):
+    return list(cells.order_by().values("currency", **group).annotate(**sums))
+
+
+def collect(scope: Scope, windows: Sequence[Window], key: Key = TOTAL, *, customers: bool = True) -> list[dict[str, Figures] | dict[date, Figures]]:
+    """Figures per window, each a dict from the group key (TOTAL, campaign id or day) to Figures.
+
+    ``customers=False`` skips the distinct-customers query for callers that show no ``cpa``. The result
+    comes from the stats cache while the account's rollup is unchanged (marketing/services/stats_cache.py),
+    keyed also by the exchange rates read for this request."""
+    converter = scope.converter
+    read = ("collect", tuple((w.since, w.until) for w in windows), key, scope.campaign_id, customers,
+            scope.account.timezone, converter.target, tuple(sorted(converter.rates.items())))
+    result, missing = stats_cache.cached(scope.account.pk, read, lambda: _collect(scope, windows, key, customers))
+    converter.missing |= missing
+    return result
+
+
+def _collect(scope: Scope, windows: Sequence[Window], key: Key, customers: bool) -> tuple[list[dict], set[str]]:
+    """``collect``'s figures read from the rollup and the sales, and the currencies it could not convert."""
+    result: list[dict] = [defaultdict(Figures) for _ in windows]
+    converter = Converter(scope.converter.target, scope.converter.rates)  # its own ``missing``: cached with the result
+    for row in _cell_rows(scope, windows, key):
         for i in range(len(windows)):
             figures = result[i][row.get("key", TOTAL)]
             figures.leads += row[f"leads{i}"] or 0
@@ -202,15 +220,15 @@ def collect(scope: Scope, windows: Sequence[Window], key: Key = TOTAL, *, custom
             figures.impressions += row[f"impressions{i}"] or 0
             figures.clicks += row[f"clicks{i}"] or 0
             if row[f"spend{i}"] is not None:  # None: no cell of this currency in window i
-                figures.spend += convert(row["currency"], row[f"spend{i}"])
-                figures.revenue += convert(row["currency"], row[f"revenue{i}"])
-                if not scope.converter.can_convert(row["currency"]) and (row[f"spend{i}"] or row[f"revenue{i}"]):
+                figures.spend += converter.convert(row["currency"], row[f"spend{i}"])
+                figures.revenue += converter.convert(row["currency"], row[f"revenue{i}"])
+                if not converter.can_convert(row["currency"]) and (row[f"spend{i}"] or row[f"revenue{i}"]):
                     figures.unconverted = True
     if customers:
         for row in _customers(scope, windows, key):
             for i in range(len(windows)):
                 result[i][row["key"]].customers += row[f"n{i}"] or 0
-    return result
+    return result, converter.missing
 
 
 def earliest_day(account: Account) -> date | None:

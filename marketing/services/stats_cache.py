@@ -1,0 +1,70 @@
+"""A cache of the ROI reads that cannot serve a stale figure.
+
+``figures.collect`` reads two things: the rollup (``CampaignDay``) and the distinct customers of the
+sales. Both change only in a transaction that takes the account's rollup lock
+(``rollups.lock_account``: the CRM signals, the insights upsert, rebuilds), and that lock gives the
+account's ``RollupVersion`` a new random token in the same transaction. A cached read is stored with
+the token read *before* its queries and served only while the account's current token is still that
+one, so:
+
+- a committed rollup write changes the token, and every read that starts after the commit misses;
+- a read racing a write stores rows at least as new as its token (READ COMMITTED: the queries after
+  the token's read see every commit before it), never older;
+- a token is never reused (random, in the database, not in the cache), so neither a Redis restart
+  nor a restored database brings an old entry back.
+
+One entry per (account, read): the token is stored inside it, so a new token overwrites the entry
+instead of piling up versions. What the endpoints add around the figures (exchange rates,
+campaign names, the Meta connection, today's window) is read fresh on every request: only the
+rollup's and the sales' rows are cached. Anything else that changes what ``collect`` reads must
+take ``rollups.lock_account`` (or call ``rollup_changed``) in its transaction.
+
+``STATS_CACHE_SECONDS`` (default 600; 0 turns the cache off) only bounds memory: an entry is never
+served past its token. A cache that fails (Redis down) makes the read compute, never fail.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+from typing import Callable, Hashable, TypeVar
+
+from django.conf import settings
+from django.core.cache import cache
+
+from marketing.models import RollupVersion
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+KEY_PREFIX = "marketing:stats:"
+
+
+def rollup_changed(account_id: int) -> None:
+    """Give the account's rollup a new version token, committed with the caller's transaction."""
+    RollupVersion.objects.bulk_create([RollupVersion(account_id=account_id, token=secrets.token_hex(16))],
+                                      update_conflicts=True, unique_fields=["account"], update_fields=["token"])
+
+
+def cached(account_id: int, read: Hashable, compute: Callable[[], T]) -> T:
+    """``compute()``, or its result cached under ``read`` for the account's current rollup version.
+
+    ``read`` must name everything the result depends on besides the rollup and the sales (the windows,
+    the grouping, the campaign, the timezone the days are cut in)."""
+    seconds = settings.STATS_CACHE_SECONDS
+    token = RollupVersion.objects.filter(account_id=account_id).values_list("token", flat=True).first() if seconds else None
+    if token is None:  # off, or a rollup never written: nothing to key on
+        return compute()
+    key = KEY_PREFIX + hashlib.sha256(repr((account_id, read)).encode()).hexdigest()
+    try:
+        entry = cache.get(key)
+    except Exception:  # noqa: BLE001 - a cache outage costs speed, never the answer
+        log.warning("stats cache unavailable; computing the read", exc_info=True)
+        return compute()
+    if entry is not None and entry[0] == token:
+        return entry[1]
+    value = compute()
+    try:
+        cache.set(key, (token, value), timeout=seconds)
+    except Exception:  # noqa: BLE001
+        log.warning("stats cache unavailable; result not stored", exc_info=True)
+    return value
