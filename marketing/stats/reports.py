@@ -99,9 +99,10 @@ def marketing_stats(account: Account, window: Window) -> dict:
     return payload
 
 
-def _campaign_stat(campaign: Campaign, figures: Figures, currency: str) -> dict:
+def _campaign_stat(campaign: tuple[str, str, str], figures: Figures, currency: str) -> dict:
+    meta_campaign_id, name, status = campaign
     return {
-        "id": campaign.meta_campaign_id, "name": campaign.name, "status": campaign.status,
+        "id": meta_campaign_id, "name": name, "status": status,
         "spend": figures.spend, "impressions": figures.impressions, "clicks": figures.clicks,
         "leads": figures.leads, "opportunities": figures.opportunities, "revenue": figures.revenue,
         "roi": figures.roi, "cpa": figures.cpa, "currency": currency,
@@ -115,8 +116,8 @@ def _campaign_stats(account: Account, window: Window, converter: Converter, camp
     totals = Figures()
     for figures in by_campaign.values():
         totals.add(figures)
-    rows = [_campaign_stat(c, by_campaign.get(c.meta_campaign_id) or Figures(), account.currency)
-            for c in campaigns.only("meta_campaign_id", "name", "status")]
+    rows = [_campaign_stat(c, by_campaign.get(c[0]) or Figures(), account.currency)
+            for c in campaigns.values_list("meta_campaign_id", "name", "status")]  # tuples: 500 model instances cost ~10 ms
     return rows, totals
 
 
