@@ -253,8 +253,10 @@ SOCIAL_AUTH_REDIRECT_IS_HTTPS = env.bool("SOCIAL_AUTH_REDIRECT_IS_HTTPS", defaul
 # `manage.py run_production` (make serve): gunicorn and QCLUSTER_PROCESSES qcluster processes.
 WEB_BIND = env.str("WEB_BIND", default="127.0.0.1:8000")
 WEB_CONCURRENCY = env.int("WEB_CONCURRENCY", default=2)  # gunicorn worker processes
+WEB_THREADS = env.int("WEB_THREADS", default=1)  # threads per worker; more than 1 runs gunicorn's gthread workers
 WEB_TIMEOUT = env.int("WEB_TIMEOUT", default=30)  # seconds before gunicorn restarts a stuck worker
 QCLUSTER_PROCESSES = env.int("QCLUSTER_PROCESSES", default=2)  # each runs Q_WORKERS task workers
+QCLUSTER_NICE = env.int("QCLUSTER_NICE", default=0)  # niceness of the qcluster processes: >0 lets web requests go first
 STOP_TIMEOUT = env.int("STOP_TIMEOUT", default=30)  # seconds a graceful stop may take before SIGKILL
 HEALTH_RATE_LIMIT = env.str("HEALTH_RATE_LIMIT", default="300/m")  # /healthz and /readyz, per address
 # Load balancer probes come over plain HTTP straight to the host: no redirect to https for them.

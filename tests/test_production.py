@@ -81,6 +81,13 @@ def children_of(pid: int) -> list[str]:
     return found
 
 
+def command_of(pid: str) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
 def stop_everything(server: subprocess.Popen, processes: list[str]) -> None:
     """After a failure half-way: stop the supervisor (it stops its children), kill what is left."""
     if server.poll() is None:
@@ -97,13 +104,13 @@ def stop_everything(server: subprocess.Popen, processes: list[str]) -> None:
 
 
 def test_make_serve_mode_serves_health_readiness_and_static_files_and_sigterm_stops_every_process(db, tmp_path):
-    env = production_env(tmp_path, "")
+    env = production_env(tmp_path, "", QCLUSTER_NICE="5")
     env["DATABASE_URL"] = boot_database_url(tmp_path, env)
     subprocess.run([sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"], cwd=ROOT, env=env, check=True, timeout=300)
     manifest = json.loads((tmp_path / "static" / "staticfiles.json").read_text())["paths"]
     port = free_port()
     server = subprocess.Popen([sys.executable, "manage.py", "run_production", "--bind", f"127.0.0.1:{port}", "--workers", "2",
-                               "--qcluster-processes", "2"],
+                               "--threads", "2", "--qcluster-processes", "2"],
                               cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     processes: list[str] = []
     try:
@@ -113,6 +120,8 @@ def test_make_serve_mode_serves_health_readiness_and_static_files_and_sigterm_st
                               headers={"X-Forwarded-Proto": "https", "Accept-Encoding": "gzip"}, timeout=10)
         plain_http_page = requests.get(f"http://127.0.0.1:{port}/accounts/login/", allow_redirects=False, timeout=10)
         processes = children_of(server.pid)
+        niceness = {role: {os.getpriority(os.PRIO_PROCESS, int(pid)) for pid in processes if role in command_of(pid)}
+                    for role in ("gunicorn", "qcluster")}
 
         server.send_signal(signal.SIGTERM)
         output, _ = server.communicate(timeout=60)
@@ -144,6 +153,9 @@ def test_make_serve_mode_serves_health_readiness_and_static_files_and_sigterm_st
     assert {key: readyz_line[key] for key in ("level", "message", "account_id", "method", "path", "status")} == {
         "level": "INFO", "message": "GET /readyz 200", "account_id": None, "method": "GET", "path": "/readyz", "status": 200}
     assert any(line["logger"] == "gunicorn.error" and line["message"].startswith(f"Listening at: http://127.0.0.1:{port}") for line in json_lines)
+    assert any(line["logger"] == "gunicorn.error" and line["message"] == "Using worker: gthread" for line in json_lines)
+    ours = os.getpriority(os.PRIO_PROCESS, 0)
+    assert niceness == {"gunicorn": {ours}, "qcluster": {min(19, ours + 5)}}  # QCLUSTER_NICE: web requests go first
     assert "run_production: stopped." in output
     assert server.returncode == 0
     assert wait_until_gone(processes) == []

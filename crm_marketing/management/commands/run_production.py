@@ -1,5 +1,9 @@
 """manage.py run_production: gunicorn and QCLUSTER_PROCESSES qcluster processes, supervised together.
 
+gunicorn runs WEB_CONCURRENCY workers of WEB_THREADS threads each (gthread when more than one); the
+qcluster processes run at QCLUSTER_NICE (on a host that also serves the web, tasks can wait a moment
+while a person waiting on a page cannot; docs/reliability-load.md has the figures).
+
 What `make serve` ends with (after migrate and collectstatic). Each child runs in its own process
 group, so a stop reaches what it forked too (gunicorn's and qcluster's workers). SIGTERM or SIGINT
 stops them all gracefully (gunicorn finishes its requests, qcluster its tasks), and what is left of
@@ -25,16 +29,18 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--bind", default=None, help="host:port for gunicorn (default WEB_BIND)")
         parser.add_argument("--workers", type=int, default=None, help="gunicorn workers (default WEB_CONCURRENCY)")
+        parser.add_argument("--threads", type=int, default=None, help="threads per gunicorn worker (default WEB_THREADS)")
         parser.add_argument("--qcluster-processes", type=int, default=None, help="qcluster processes (default QCLUSTER_PROCESSES)")
 
-    def handle(self, *args, bind, workers, qcluster_processes, **options):
+    def handle(self, *args, bind, workers, threads, qcluster_processes, **options):
         if settings.DEBUG:
             raise CommandError("run_production needs DEBUG=false and the production settings (docs/production.md); use `make demo` to try the app.")
         bind = bind or settings.WEB_BIND
         workers = workers if workers is not None else settings.WEB_CONCURRENCY
+        threads = threads if threads is not None else settings.WEB_THREADS
         clusters = qcluster_processes if qcluster_processes is not None else settings.QCLUSTER_PROCESSES
-        if workers < 1 or clusters < 0:
-            raise CommandError("--workers must be at least 1 and --qcluster-processes at least 0.")
+        if workers < 1 or threads < 1 or clusters < 0:
+            raise CommandError("--workers and --threads must be at least 1 and --qcluster-processes at least 0.")
         # The same checks a deploy is held to: refuse to start on a warning rather than run half-safe.
         call_command("check", deploy=True, fail_level="WARNING")
 
@@ -44,7 +50,7 @@ class Command(BaseCommand):
 
         manage = [sys.executable, str(settings.BASE_DIR / "manage.py")]
         commands = {"web": [sys.executable, "-m", "gunicorn", "crm_marketing.wsgi:application", "--bind", bind,
-                            "--workers", str(workers), "--timeout", str(settings.WEB_TIMEOUT),
+                            "--workers", str(workers), "--threads", str(threads), "--timeout", str(settings.WEB_TIMEOUT),
                             "--graceful-timeout", str(settings.STOP_TIMEOUT), "--no-control-socket"]}
         if settings.LOG_FORMAT == "json":
             # gunicorn's own lines (boot, worker restarts) in the same JSON, masked the same way; its
@@ -52,10 +58,13 @@ class Command(BaseCommand):
             commands["web"] += ["--log-config-json", str(settings.BASE_DIR / "crm_marketing" / "gunicorn_logging.json")]
         commands.update({f"qcluster-{n}": manage + ["qcluster"] for n in range(1, clusters + 1)})
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        processes = {name: subprocess.Popen(cmd, env=env, cwd=settings.BASE_DIR, start_new_session=True)
+        nice = settings.QCLUSTER_NICE  # tasks can wait a moment, a person waiting on a page cannot
+        processes = {name: subprocess.Popen(cmd, env=env, cwd=settings.BASE_DIR, start_new_session=True,
+                                            preexec_fn=(lambda: os.nice(nice)) if nice and name != "web" else None)
                      for name, cmd in commands.items()}
-        self.stdout.write(f"run_production: gunicorn on {bind} ({workers} workers), {clusters} qcluster process(es) "
-                          f"of {settings.Q_CLUSTER['workers']} workers; pids "
+        shape = f"{workers} workers" + (f" x {threads} threads" if threads > 1 else "")
+        self.stdout.write(f"run_production: gunicorn on {bind} ({shape}), {clusters} qcluster process(es) "
+                          f"of {settings.Q_CLUSTER['workers']} workers{f' at nice {nice}' if nice and clusters else ''}; pids "
                           + ", ".join(f"{name}={p.pid}" for name, p in processes.items()), ending="\n")
         self.stdout.flush()
 
