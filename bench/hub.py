@@ -38,7 +38,7 @@ def free_port() -> int:
 
 
 def start_server(port: int) -> subprocess.Popen:
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "crm_marketing.settings"}
+    env = {"STATS_CACHE_SECONDS": "0", **os.environ, "DJANGO_SETTINGS_MODULE": "crm_marketing.settings"}  # every load reads the rollup
     server = subprocess.Popen([sys.executable, str(ROOT / "manage.py"), "runserver", f"127.0.0.1:{port}", "--noreload"],
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 60

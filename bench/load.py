@@ -1,7 +1,7 @@
 """Load the production run mode: concurrent clients on the stats endpoints and the Meta webhook intake.
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/crm_bench .venv/bin/python bench/load.py \
-        [--clients 16] [--seconds 60] [--runs 3] [--webhook-share 0.5] [--workers 5] [--threads 1] \
+        [--clients 16] [--seconds 60] [--runs 3] [--webhook-share 0.5] [--workers 3] [--threads 6] \
         [--qcluster-processes 1] [--lead-writes-per-minute 0] [--no-stats-cache]
 
 Loopback only and bounded (--seconds per run). It needs the account bench/generate.py built (1 M
@@ -189,6 +189,7 @@ def server_environment(args: argparse.Namespace, url: str, static_root: str) -> 
            "ALLOWED_HOSTS": "127.0.0.1", "TRUSTED_PROXY_COUNT": "1", "STATIC_ROOT": static_root,
            "CACHE_URL": REDIS_URL, "Q_BROKER_URL": REDIS_URL, "Q_WORKERS": str(args.q_workers),
            "API_RATE_LIMIT": "1000000/m", "WEBHOOK_RATE_LIMIT": "1000000/m", "LOG_LEVEL": "INFO",
+           "CONN_MAX_AGE": "3600",  # the same backends all run long, so their CPU can be read from /proc
            "STATS_CACHE_SECONDS": "0" if args.no_stats_cache else "600", "QCLUSTER_NICE": str(args.qcluster_nice),
            "PYTHONUNBUFFERED": "1"}
     return env
@@ -254,13 +255,14 @@ def postgres_cpu_seconds(database: str) -> float:
 
 
 def tree_cpu_seconds(pid: int) -> float:
-    """User + system CPU of ``pid`` and every live descendant (Linux /proc)."""
+    """User + system CPU of ``pid``, every live descendant and the children they reaped (django-q2
+    recycles its workers) (Linux /proc)."""
     total, frontier = 0.0, [pid]
     while frontier:
         current = frontier.pop()
         try:
             fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            total += sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
             for task in Path(f"/proc/{current}/task").iterdir():
                 frontier += [int(child) for child in (task / "children").read_text().split()]
         except (OSError, ValueError):
@@ -498,8 +500,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--webhook-share", type=float, default=0.5, help="share of the requests that are webhooks")
-    parser.add_argument("--workers", type=int, default=5, help="gunicorn workers")
-    parser.add_argument("--threads", type=int, default=1, help="threads per gunicorn worker (>1: gthread)")
+    parser.add_argument("--workers", type=int, default=3, help="gunicorn workers (WEB_CONCURRENCY)")
+    parser.add_argument("--threads", type=int, default=6, help="threads per gunicorn worker (WEB_THREADS; >1: gthread)")
     parser.add_argument("--qcluster-processes", type=int, default=1)
     parser.add_argument("--q-workers", type=int, default=2, help="django-q2 workers per qcluster")
     parser.add_argument("--qcluster-nice", type=int, default=0, help="QCLUSTER_NICE: niceness of the qcluster processes (web first)")

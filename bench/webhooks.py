@@ -1,7 +1,7 @@
 """Time the Meta webhook intake against a real running server on PostgreSQL.
 
     .venv/bin/python bench/webhooks.py [--requests 2000] [--clients 8] [--runs 3] [--batch 500]
-    .venv/bin/python bench/webhooks.py --production [--workers 2 --threads 4] ...
+    .venv/bin/python bench/webhooks.py --production [--workers 3 --threads 6] [--qcluster-nice 10] ...
 
 The database named in DATABASE_URL (default crm_events_bench; its name must contain "bench") is
 DROPPED, recreated and migrated. The script then starts `manage.py runserver --noreload` on
@@ -211,8 +211,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--port", type=int, default=8799)
     parser.add_argument("--production", action="store_true", help="run_production (gunicorn + qcluster, Redis broker)")
-    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (--production)")
-    parser.add_argument("--threads", type=int, default=4, help="threads per gunicorn worker (--production)")
+    parser.add_argument("--workers", type=int, default=3, help="gunicorn workers (--production)")
+    parser.add_argument("--threads", type=int, default=6, help="threads per gunicorn worker (--production)")
     parser.add_argument("--qcluster-nice", type=int, default=0, help="QCLUSTER_NICE (--production)")
     args = parser.parse_args()
     url = os.environ.get("DATABASE_URL", DEFAULT_URL)
