@@ -11,34 +11,39 @@ Per campaign, the CRM figures follow ``Lead.meta_campaign_id`` and the Meta figu
 ``DailyInsight.meta_campaign_id``. CRM timestamps are cut at midnight in the account's timezone.
 All ad accounts of the account count (also ones no longer selected): their leads count too.
 
-All but ``customers`` come from ``CampaignDay`` (marketing.services.rollups keeps it equal to those
-definitions), one indexed range per request whatever the window, instead of scanning the leads,
-opportunities, sales and insights themselves (bench/README.md has the figures). Distinct customers
-do not add up across days, so they stay an exact query on the sales, which carry their lead's
-attribution (``Sale.lead_source``/``meta_campaign_id``) and an index that answers it alone.
-Several windows are read in one pass (conditional aggregates): the stats endpoint reads the period
-and its previous period together.
+Everything comes from the rollups (marketing.services.rollups keeps them equal to those definitions),
+never from the leads, opportunities, sales and insights themselves, and no read grows with history
+(bench/README.md has the figures): the account's figures from AccountDay (a row per day and currency),
+one campaign's from CampaignDay (likewise), the figures of every campaign from their running totals
+(CampaignToDate/CampaignTotal: two rows per campaign whatever the window). Distinct customers do not
+add up across days: they are the window's completed sales (the ``sales`` measure) minus its repeat
+sales (RepeatSale) whose previous sale of the same lead is in the window too. Several windows are read
+in one pass (conditional aggregates): the stats endpoint reads the period and its previous period
+together.
 """
 from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from decimal import Decimal
 from typing import Literal, Sequence
 from zoneinfo import ZoneInfo
 
-from django.db.models import Count, F, Min, Q, Sum
-from django.db.models.functions import TruncDate
+from django.db.models import Count, F, Min, Q, Sum, Value
+from django.db.models.functions import Coalesce
 
 from crm_marketing.models import Account, Lead, Sale
-from marketing.models import CampaignDay, DailyInsight, ExchangeRate
+from marketing.models import AccountDay, CampaignDay, CampaignToDate, CampaignTotal, DailyInsight, ExchangeRate, RepeatSale
 from marketing.time_ranges import Window
 
 ZERO = Decimal("0")
 HUNDRED = Decimal("100")
+CENT = Decimal("0.01")
 Key = Literal["total", "campaign", "day"]
 TOTAL = "total"
+MEASURES = CampaignDay.MEASURES
+FIELDS = {name: CampaignDay._meta.get_field(name) for name in MEASURES}
 
 
 def ratio(numerator: Decimal | int, divisor: Decimal | int, scale: Decimal | int = 1) -> Decimal | None:
@@ -159,57 +164,108 @@ def _span(windows: Sequence[Window]) -> Window:
     return Window(min(w.since for w in windows), max(w.until for w in windows))
 
 
-def _customers(scope: Scope, windows: Sequence[Window], key: Key) -> list[dict]:
-    """Distinct Meta customers (leads with a completed sale) per group key, as ``n{i}`` for window i."""
-    tz = scope.tz
-
-    def closed_within(window: Window) -> Q:
-        start, end = window.bounds(tz)
-        return Q(closed_at__gte=start, closed_at__lt=end)
-
-    sales = Sale.objects.filter(closed_within(_span(windows)), account=scope.account, status=Sale.Status.COMPLETED,
-                                lead_source__in=Lead.META_SOURCES)
+def _day_rows(scope: Scope, windows: Sequence[Window], key: Key) -> list[dict]:
+    """Measures per currency (and group key) as ``{measure}{i}`` for window i, summed from a row per day:
+    AccountDay for the account, CampaignDay for one campaign (or grouped by campaign)."""
+    span = _span(windows)
+    model = AccountDay if scope.campaign_id is None and key != "campaign" else CampaignDay
+    rows = model.objects.filter(account=scope.account, day__gte=span.since, day__lte=span.until)
     if scope.campaign_id is not None:
-        sales = sales.filter(meta_campaign_id=scope.campaign_id)
-    counts = {f"n{i}": Count("lead_id", distinct=True, filter=closed_within(window) if len(windows) > 1 else None)
-              for i, window in enumerate(windows)}
-    group = {"campaign": {"key": F("meta_campaign_id")}, "day": {"key": TruncDate("closed_at", tzinfo=tz)}}.get(key)
-    if group is None:
-        return [{"key": TOTAL, **sales.aggregate(**counts)}]
-    return list(sales.order_by().values(**group).annotate(**counts))
+        rows = rows.filter(meta_campaign_id=scope.campaign_id)
+    group = {"campaign": {"key": F("meta_campaign_id")}, "day": {"key": F("day")}}.get(key, {})
+    sums = {
+        f"{name}{i}": Sum(name, filter=Q(day__gte=window.since, day__lte=window.until)) if len(windows) > 1 else Sum(name)
+        for name in MEASURES for i, window in enumerate(windows)
+    }
+    return list(rows.order_by().values("currency", **group).annotate(**sums))
+
+
+def _to_date_rows(scope: Scope, windows: Sequence[Window]) -> list[dict]:
+    """Measures per campaign and currency, window i's as ``{measure}{i}``: the running totals to ``until`` minus
+    those to ``since - 1`` (CampaignToDate), plus the totals of campaigns whose span ended in between
+    (CampaignTotal). At most two rows per campaign and currency, whatever the window."""
+    merged: dict[tuple[str, str], dict] = {}
+    for i, window in enumerate(windows):
+        before = window.since - timedelta(days=1)
+        differences = {
+            name: Coalesce(Sum(name, filter=Q(day=window.until)), Value(0), output_field=FIELDS[name])
+            - Coalesce(Sum(name, filter=Q(day=before)), Value(0), output_field=FIELDS[name])
+            for name in MEASURES
+        }
+        to_date = (CampaignToDate.objects.filter(account=scope.account, day__in=[before, window.until]).order_by()
+                   .values("meta_campaign_id", "currency").annotate(**differences))
+        ended = (CampaignTotal.objects.filter(account=scope.account, last_day__gte=before, last_day__lt=window.until)
+                 .values("meta_campaign_id", "currency", *MEASURES))
+        for row in [*to_date, *ended]:
+            target = merged.setdefault((row["meta_campaign_id"], row["currency"]), {
+                "key": row["meta_campaign_id"], "currency": row["currency"],
+                **{f"{name}{j}": 0 for name in MEASURES for j in range(len(windows))}})
+            for name in MEASURES:
+                target[f"{name}{i}"] += row[name]
+    return list(merged.values())
+
+
+def _repeats(scope: Scope, windows: Sequence[Window], key: Key) -> list[dict]:
+    """Repeat sales per group key as ``n{i}``: completed Meta sales in window i whose lead's previous one (in the
+    same campaign when the figures are per campaign) is in window i too. Customers = sales - repeats."""
+    tz = scope.tz
+    per_campaign = key == "campaign" or scope.campaign_id is not None
+    previous = "previous_in_campaign_closed_at" if per_campaign else "previous_closed_at"
+    start, end = _span(windows).bounds(tz)
+    repeats = RepeatSale.objects.filter(account=scope.account, closed_at__gte=start, closed_at__lt=end, **{f"{previous}__gte": start})
+    if scope.campaign_id is not None:
+        repeats = repeats.filter(meta_campaign_id=scope.campaign_id)
+    if key == "day":  # a repeat on its previous sale's (local) day
+        counts: dict[date, dict] = {}
+        for closed_at, previous_at in repeats.values_list("closed_at", previous):
+            day = closed_at.astimezone(tz).date()
+            if previous_at.astimezone(tz).date() == day:
+                row = counts.setdefault(day, {"key": day, **{f"n{i}": 0 for i in range(len(windows))}})
+                for i, window in enumerate(windows):
+                    row[f"n{i}"] += window.since <= day <= window.until
+        return list(counts.values())
+
+    def within(window: Window) -> Q:
+        low, high = window.bounds(tz)
+        return Q(closed_at__gte=low, closed_at__lt=high, **{f"{previous}__gte": low})
+
+    counts = {f"n{i}": Count("id", filter=within(window)) for i, window in enumerate(windows)}
+    if key == "campaign":
+        return list(repeats.order_by().values(key=F("meta_campaign_id")).annotate(**counts))
+    return [{"key": TOTAL, **repeats.aggregate(**counts)}]
+
+
+def _cents(amount) -> Decimal:
+    """A sum of amounts in cents, exact: SQLite adds them up as floats (PostgreSQL's numeric is exact already)."""
+    return Decimal(amount or 0).quantize(CENT)
 
 
 def collect(scope: Scope, windows: Sequence[Window], key: Key = TOTAL, *, customers: bool = True) -> list[dict[str, Figures] | dict[date, Figures]]:
     """Figures per window, each a dict from the group key (TOTAL, campaign id or day) to Figures.
 
-    ``customers=False`` skips the distinct-customers query for callers that show no ``cpa``."""
+    ``customers=False`` skips the repeat-sales query for callers that show no ``cpa``."""
     result: list[dict] = [defaultdict(Figures) for _ in windows]
     convert = scope.converter.convert
-    span = _span(windows)
-    cells = CampaignDay.objects.filter(account=scope.account, day__gte=span.since, day__lte=span.until)
-    if scope.campaign_id is not None:
-        cells = cells.filter(meta_campaign_id=scope.campaign_id)
-    group = {"campaign": {"key": F("meta_campaign_id")}, "day": {"key": F("day")}}.get(key, {})
-    sums = {
-        f"{name}{i}": Sum(name, filter=Q(day__gte=window.since, day__lte=window.until)) if len(windows) > 1 else Sum(name)
-        for name in CampaignDay.MEASURES for i, window in enumerate(windows)
-    }
-    for row in cells.order_by().values("currency", **group).annotate(**sums):
+    by_campaign = key == "campaign" and scope.campaign_id is None
+    rows = _to_date_rows(scope, windows) if by_campaign else _day_rows(scope, windows, key)
+    for row in rows:
         for i in range(len(windows)):
             figures = result[i][row.get("key", TOTAL)]
             figures.leads += row[f"leads{i}"] or 0
             figures.opportunities += row[f"opportunities{i}"] or 0
             figures.impressions += row[f"impressions{i}"] or 0
             figures.clicks += row[f"clicks{i}"] or 0
+            figures.customers += row[f"sales{i}"] or 0  # minus the repeat sales below
             if row[f"spend{i}"] is not None:  # None: no cell of this currency in window i
-                figures.spend += convert(row["currency"], row[f"spend{i}"])
-                figures.revenue += convert(row["currency"], row[f"revenue{i}"])
+                figures.spend += convert(row["currency"], _cents(row[f"spend{i}"]))
+                figures.revenue += convert(row["currency"], _cents(row[f"revenue{i}"]))
                 if not scope.converter.can_convert(row["currency"]) and (row[f"spend{i}"] or row[f"revenue{i}"]):
                     figures.unconverted = True
     if customers:
-        for row in _customers(scope, windows, key):
+        for row in _repeats(scope, windows, key):
             for i in range(len(windows)):
-                result[i][row["key"]].customers += row[f"n{i}"] or 0
+                if row[f"n{i}"]:
+                    result[i][row["key"]].customers -= row[f"n{i}"]
     return result
 
 
