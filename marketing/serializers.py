@@ -51,6 +51,7 @@ class PercentField(_RoundedField):
 class PeriodSerializer(serializers.Serializer):
     since = serializers.DateField()
     until = serializers.DateField()
+    complete = serializers.BooleanField(help_text="False while the period includes today: its figures still grow")
 
 
 class _CurrencyCheck(serializers.Serializer):

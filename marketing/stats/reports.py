@@ -57,8 +57,15 @@ def _currency_fields(converter: Converter) -> dict:
     return {"currency_mismatch": bool(converter.missing), "unconverted_currencies": sorted(converter.missing)}
 
 
-def _window_fields(window: Window) -> dict:
-    return {"time_range": window.label, "period": window.as_dict()}
+def period_of(window: Window, today: date) -> dict:
+    """``{since, until, complete}``. ``complete`` is false while the period includes today (or a later day): its
+    figures are still growing (and Meta restates recent spend), so a ``*_change`` against a previous period of
+    complete days reads low; the hub's default range ends yesterday and labels the others "today so far"."""
+    return {**window.as_dict(), "complete": window.until < today}
+
+
+def _window_fields(window: Window, account: Account) -> dict:
+    return {"time_range": window.label, "period": period_of(window, today_for(account))}
 
 
 def marketing_stats(account: Account, window: Window) -> dict:
@@ -70,6 +77,7 @@ def marketing_stats(account: Account, window: Window) -> dict:
     """
     converter = Converter.for_account(account)
     previous = window.previous()
+    today = today_for(account)
     current_figures, previous_figures = (by_key[TOTAL] for by_key in collect(Scope(account, converter), [window, previous]))
     roi, previous_roi = current_figures.roi, previous_figures.roi
     connected = MetaConnection.objects.filter(account=account, status=MetaConnection.Status.CONNECTED).exists()
@@ -88,8 +96,9 @@ def marketing_stats(account: Account, window: Window) -> dict:
         "cpa": current_figures.cpa,
         "cost_per_lead": current_figures.cost_per_lead,
         "currency": account.currency,
-        **_window_fields(window),
-        "previous_period": previous.as_dict(),
+        "time_range": window.label,
+        "period": period_of(window, today),
+        "previous_period": period_of(previous, today),
         "meta_connected": connected,
         "last_synced_at": last_synced_at,
         **_currency_fields(converter),
@@ -133,7 +142,7 @@ def roi_report(account: Account, window: Window) -> dict:
     return {
         "campaigns": order_campaigns(active, DEFAULT_CAMPAIGN_ORDERING),
         "time_period": window.label,
-        "period": window.as_dict(),
+        "period": period_of(window, today_for(account)),
         "total_spend": totals.spend,
         "total_revenue": totals.revenue,
         "average_roi": totals.roi,
@@ -217,7 +226,7 @@ def campaign_detail(campaign: Campaign, window: Window) -> dict:
         "start_time": campaign.start_time, "end_time": campaign.stop_time,
         "performance": _performance(by_key[TOTAL]),
         "currency": account.currency,
-        **_window_fields(window),
+        **_window_fields(window, account),
         **_currency_fields(converter),
     }
 
@@ -232,7 +241,7 @@ def campaign_insights(campaign: Campaign, window: Window) -> dict:
         del row["roi_percentage"]
     return {
         "id": campaign.meta_campaign_id, "name": campaign.name, "insights": insights,
-        **_window_fields(window), "attribution_window": ATTRIBUTION_WINDOW,
+        **_window_fields(window, account), "attribution_window": ATTRIBUTION_WINDOW,
         "currency": account.currency,
         **_currency_fields(converter),
     }
