@@ -16,9 +16,10 @@ const en: Messages = {
   },
   role: { ceo: "CEO", admin: "Admin", marketing: "Marketing", seller: "Seller" },
   range: {
-    label: "Period", "7d": "Last 7 days", "30d": "Last 30 days", "90d": "Last 90 days", this_month: "This month",
-    this_year: "This year", lifetime: "Lifetime", custom: "Custom dates", since: "From", until: "To", apply: "Apply",
-    last_7d: "Last 7 days", last_30d: "Last 30 days", last_90d: "Last 90 days", last_month: "Last month",
+    label: "Period", "7d": "7 days with today so far", "30d": "30 days with today so far", "90d": "90 days with today so far",
+    this_month: "This month, today so far", this_year: "This year, today so far", lifetime: "Lifetime, today so far",
+    custom: "Custom dates", since: "From", until: "To", apply: "Apply",
+    last_7d: "Last 7 complete days", last_30d: "Last 30 complete days", last_90d: "Last 90 complete days", last_month: "Last month",
   },
   hub: {
     title: "Marketing Hub", loadingStats: "Loading figures…",
@@ -31,6 +32,7 @@ const en: Messages = {
     leads: "Leads", opportunities: "Opportunities", revenue: "Sales revenue", spend: "Ad spend",
     roi: "ROI", cpa: "CPA", cpl: "Cost per lead", cpaHint: "Spend / won customers", cplHint: "Spend / leads",
     period: "{{since}} – {{until}}", vsPrevious: "Against the previous period: {{period}}",
+    todaySoFar: "Includes today so far: the changes compare it with complete days and read low.",
   },
   chart: {
     title: "Spend vs revenue", label: "Chart of spend and revenue per day", spend: "Spend", revenue: "Revenue",

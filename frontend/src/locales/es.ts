@@ -14,9 +14,10 @@ const es = {
   },
   role: { ceo: "CEO", admin: "Administrador", marketing: "Marketing", seller: "Vendedor" },
   range: {
-    label: "Período", "7d": "Últimos 7 días", "30d": "Últimos 30 días", "90d": "Últimos 90 días", this_month: "Este mes",
-    this_year: "Este año", lifetime: "Desde el inicio", custom: "Fechas personalizadas", since: "Desde", until: "Hasta", apply: "Aplicar",
-    last_7d: "Últimos 7 días", last_30d: "Últimos 30 días", last_90d: "Últimos 90 días", last_month: "Mes pasado",
+    label: "Período", "7d": "7 días con hoy hasta ahora", "30d": "30 días con hoy hasta ahora", "90d": "90 días con hoy hasta ahora",
+    this_month: "Este mes, hoy hasta ahora", this_year: "Este año, hoy hasta ahora", lifetime: "Desde el inicio, hoy hasta ahora",
+    custom: "Fechas personalizadas", since: "Desde", until: "Hasta", apply: "Aplicar",
+    last_7d: "Últimos 7 días completos", last_30d: "Últimos 30 días completos", last_90d: "Últimos 90 días completos", last_month: "Mes pasado",
   },
   hub: {
     title: "Marketing Hub", loadingStats: "Cargando indicadores…",
@@ -29,6 +30,7 @@ const es = {
     leads: "Leads", opportunities: "Oportunidades", revenue: "Ingresos por ventas", spend: "Inversión publicitaria",
     roi: "ROI", cpa: "CPA", cpl: "Costo por lead", cpaHint: "Inversión / clientes ganados", cplHint: "Inversión / leads",
     period: "{{since}} – {{until}}", vsPrevious: "Frente al período anterior: {{period}}",
+    todaySoFar: "Incluye hoy hasta ahora: las variaciones lo comparan con días completos y se leen más bajas.",
   },
   chart: {
     title: "Inversión vs. ingresos", label: "Gráfico de inversión e ingresos por día", spend: "Inversión", revenue: "Ingresos",

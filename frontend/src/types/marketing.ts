@@ -15,6 +15,8 @@ export type Role = "ceo" | "admin" | "marketing" | "seller";
 export interface Period {
   since: string;
   until: string;
+  /** False while the period includes today: its figures still grow (the hub says "today so far"). */
+  complete: boolean;
 }
 
 export interface CurrencyCheck {
