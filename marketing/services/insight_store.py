@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 from decimal import Decimal
+from operator import itemgetter
 from typing import Sequence
 
 from django.db import connection, transaction
@@ -33,12 +34,12 @@ PG_TYPES = ("bigint", "bigint", "text", "text", "text", "date", "text", "numeric
 BATCH_SIZE = 2000
 TEMP_TABLE = "marketing_insight_upsert"
 InsightValues = tuple[int, int, str, str, str, dt.date, str, Decimal, int, int, int, int, int, dt.datetime]
-_KEY = tuple(COLUMNS.index(name) for name in UNIQUE)
+_KEY = itemgetter(*(COLUMNS.index(name) for name in UNIQUE))
 
 
 def _deduplicated(rows: Sequence[InsightValues]) -> list[InsightValues]:
     """Last row wins per key: one statement may not update the same row twice (PostgreSQL refuses)."""
-    return list({tuple(row[i] for i in _KEY): row for row in rows}.values())
+    return list(dict(zip(map(_KEY, rows), rows)).values())
 
 
 def upsert_insights(rows: Sequence[InsightValues], *, batch_size: int = BATCH_SIZE) -> int:
