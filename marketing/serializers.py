@@ -5,7 +5,7 @@ with 1 decimal (both ROUND_HALF_UP), ``null`` when undefined. The stats code han
 """
 from __future__ import annotations
 
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Context, Decimal
 
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
@@ -17,11 +17,14 @@ CENT = Decimal("0.01")
 TENTH = Decimal("0.1")
 
 
+HALF_UP = Context(rounding=ROUND_HALF_UP)
+
+
 def rounded(value, quantum: Decimal) -> float | None:
     """``value`` rounded half up to ``quantum``; a tiny negative rounds to 0.0, never to -0.0."""
     if value is None:
         return None
-    return float(Decimal(value).quantize(quantum, rounding=ROUND_HALF_UP)) + 0.0
+    return float((value if isinstance(value, Decimal) else Decimal(value)).quantize(quantum, context=HALF_UP)) + 0.0
 
 
 class _RoundedField(serializers.Field):

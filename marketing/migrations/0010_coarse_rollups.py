@@ -151,5 +151,9 @@ class Migration(migrations.Migration):
             model_name='repeatsale',
             constraint=models.UniqueConstraint(fields=('account', 'sale_id'), name='repeatsale_unique_sale'),
         ),
+        migrations.AddIndex(
+            model_name='campaigntodate',
+            index=models.Index(fields=['account', 'day'], include=('meta_campaign_id', 'currency', 'spend', 'impressions', 'clicks', 'leads', 'opportunities', 'revenue', 'sales'), name='campaigntodate_account_day'),
+        ),
         migrations.RunPython(rearm_backfill, migrations.RunPython.noop),
     ]

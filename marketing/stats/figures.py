@@ -26,10 +26,12 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from itertools import chain
 from decimal import Decimal
-from typing import Literal, Sequence
+from typing import Iterable, Literal, Sequence
 from zoneinfo import ZoneInfo
 
+from django.db import connection
 from django.db.models import Count, F, Min, Q, Sum, Value
 from django.db.models.functions import Coalesce
 
@@ -106,6 +108,13 @@ class Figures:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.unconverted = self.unconverted or other.unconverted
 
+    @classmethod
+    def total(cls, parts: Iterable["Figures"]) -> "Figures":
+        parts = list(parts)
+        return cls(**{name: sum((getattr(p, name) for p in parts), start=getattr(cls, name))
+                      for name in ("leads", "opportunities", "revenue", "customers", "spend", "impressions", "clicks")},
+                   unconverted=any(p.unconverted for p in parts))
+
 
 @dataclass
 class Converter:
@@ -180,29 +189,70 @@ def _day_rows(scope: Scope, windows: Sequence[Window], key: Key) -> list[dict]:
     return list(rows.order_by().values("currency", **group).annotate(**sums))
 
 
-def _to_date_rows(scope: Scope, windows: Sequence[Window]) -> list[dict]:
-    """Measures per campaign and currency, window i's as ``{measure}{i}``: the running totals to ``until`` minus
-    those to ``since - 1`` (CampaignToDate), plus the totals of campaigns whose span ended in between
-    (CampaignTotal). At most two rows per campaign and currency, whatever the window."""
-    merged: dict[tuple[str, str], dict] = {}
-    for i, window in enumerate(windows):
-        before = window.since - timedelta(days=1)
-        differences = {
-            name: Coalesce(Sum(name, filter=Q(day=window.until)), Value(0), output_field=FIELDS[name])
-            - Coalesce(Sum(name, filter=Q(day=before)), Value(0), output_field=FIELDS[name])
-            for name in MEASURES
-        }
-        to_date = (CampaignToDate.objects.filter(account=scope.account, day__in=[before, window.until]).order_by()
-                   .values("meta_campaign_id", "currency").annotate(**differences))
-        ended = (CampaignTotal.objects.filter(account=scope.account, last_day__gte=before, last_day__lt=window.until)
-                 .values("meta_campaign_id", "currency", *MEASURES))
-        for row in [*to_date, *ended]:
-            target = merged.setdefault((row["meta_campaign_id"], row["currency"]), {
-                "key": row["meta_campaign_id"], "currency": row["currency"],
-                **{f"{name}{j}": 0 for name in MEASURES for j in range(len(windows))}})
-            for name in MEASURES:
-                target[f"{name}{i}"] += row[name]
-    return list(merged.values())
+def _campaign_figures(scope: Scope, window: Window) -> dict[str, Figures]:
+    """Figures per campaign of one window: the running totals to ``until`` minus those to ``since - 1``
+    (CampaignToDate), plus the totals of campaigns whose span ended in between (CampaignTotal). At most two
+    rows per campaign and currency whatever the window; customers are still the window's sales here.
+    On PostgreSQL one statement also converts the money and sums the currencies, so Python handles a row
+    per campaign (thousands of them at scale, bench/README.md)."""
+    before = window.since - timedelta(days=1)
+    if connection.vendor == "postgresql":
+        return _campaign_figures_sql(scope, before, window.until)
+    differences = {
+        name: Coalesce(Sum(name, filter=Q(day=window.until)), Value(0), output_field=FIELDS[name])
+        - Coalesce(Sum(name, filter=Q(day=before)), Value(0), output_field=FIELDS[name])
+        for name in MEASURES
+    }
+    to_date = (CampaignToDate.objects.filter(account=scope.account, day__in=[before, window.until]).order_by()
+               .values("meta_campaign_id", "currency").annotate(**differences).values_list("meta_campaign_id", "currency", *MEASURES))
+    ended = (CampaignTotal.objects.filter(account=scope.account, last_day__gte=before, last_day__lt=window.until)
+             .values_list("meta_campaign_id", "currency", *MEASURES))
+    converter = scope.converter
+    out: dict[str, Figures] = defaultdict(Figures)
+    for campaign, currency, spend, impressions, clicks, leads, opportunities, revenue, sales in chain(to_date, ended):
+        if not (spend or impressions or clicks or leads or opportunities or revenue or sales):
+            continue  # no figure of this campaign and currency in the window
+        figures = out[campaign]
+        figures.leads += leads
+        figures.opportunities += opportunities
+        figures.impressions += impressions
+        figures.clicks += clicks
+        figures.customers += sales
+        figures.spend += converter.convert(currency, _cents(spend))
+        figures.revenue += converter.convert(currency, _cents(revenue))
+        if (spend or revenue) and not converter.can_convert(currency):
+            figures.unconverted = True
+    return out
+
+
+def _campaign_figures_sql(scope: Scope, before: date, until: date) -> dict[str, Figures]:
+    converter = scope.converter
+    rates = {converter.target: Decimal(1), **converter.rates}
+    to_date, totals = (connection.ops.quote_name(model._meta.db_table) for model in (CampaignToDate, CampaignTotal))
+    differences = ", ".join(f"SUM(CASE WHEN day = %(until)s THEN {m} ELSE -{m} END) AS {m}" for m in MEASURES)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"WITH rates(currency, rate) AS (SELECT * FROM unnest(%(currencies)s::text[], %(rates)s::numeric[])), "
+            f"pairs AS (SELECT meta_campaign_id, currency, {differences} FROM {to_date} "
+            f"  WHERE account_id = %(account)s AND day IN (%(before)s, %(until)s) GROUP BY 1, 2 "
+            f"  UNION ALL SELECT meta_campaign_id, currency, {', '.join(MEASURES)} FROM {totals} "
+            f"  WHERE account_id = %(account)s AND last_day >= %(before)s AND last_day < %(until)s), "
+            f"window_pairs AS MATERIALIZED (SELECT p.*, r.rate FROM pairs p LEFT JOIN rates r USING (currency) "
+            f"  WHERE {' OR '.join(f'p.{m} <> 0' for m in MEASURES)}) "
+            f"SELECT meta_campaign_id, COALESCE(SUM(spend * rate), 0), SUM(impressions)::bigint, SUM(clicks)::bigint, "
+            f"  SUM(leads)::bigint, SUM(opportunities)::bigint, COALESCE(SUM(revenue * rate), 0), SUM(sales)::bigint, "
+            f"  COALESCE(bool_or(rate IS NULL AND (spend <> 0 OR revenue <> 0)), false), NULL "
+            f"FROM window_pairs GROUP BY 1 "
+            f"UNION ALL SELECT NULL, 0, 0, 0, 0, 0, 0, 0, false, currency FROM window_pairs WHERE rate IS NULL GROUP BY currency",
+            {"account": scope.account.pk, "before": before, "until": until, "currencies": list(rates), "rates": list(rates.values())})
+        rows = cursor.fetchall()
+    out: dict[str, Figures] = defaultdict(Figures)
+    for campaign, spend, impressions, clicks, leads, opportunities, revenue, sales, unconverted, missing in rows:
+        if missing is not None:  # a currency without a rate, as convert() would remember it
+            converter.missing.add(missing)
+        else:
+            out[campaign] = Figures(leads, opportunities, revenue, sales, spend, impressions, clicks, unconverted)
+    return out
 
 
 def _repeats(scope: Scope, windows: Sequence[Window], key: Key) -> list[dict]:
@@ -244,10 +294,13 @@ def collect(scope: Scope, windows: Sequence[Window], key: Key = TOTAL, *, custom
     """Figures per window, each a dict from the group key (TOTAL, campaign id or day) to Figures.
 
     ``customers=False`` skips the repeat-sales query for callers that show no ``cpa``."""
-    result: list[dict] = [defaultdict(Figures) for _ in windows]
+    if key == "campaign" and scope.campaign_id is None:
+        result: list[dict] = [defaultdict(Figures, _campaign_figures(scope, window)) for window in windows]
+        rows = []
+    else:
+        result = [defaultdict(Figures) for _ in windows]
+        rows = _day_rows(scope, windows, key)
     convert = scope.converter.convert
-    by_campaign = key == "campaign" and scope.campaign_id is None
-    rows = _to_date_rows(scope, windows) if by_campaign else _day_rows(scope, windows, key)
     for row in rows:
         for i in range(len(windows)):
             figures = result[i][row.get("key", TOTAL)]

@@ -108,9 +108,9 @@ def marketing_stats(account: Account, window: Window) -> dict:
     return payload
 
 
-def _campaign_stat(campaign: Campaign, figures: Figures, currency: str) -> dict:
+def _campaign_stat(meta_campaign_id: str, name: str, status: str, figures: Figures, currency: str) -> dict:
     return {
-        "id": campaign.meta_campaign_id, "name": campaign.name, "status": campaign.status,
+        "id": meta_campaign_id, "name": name, "status": status,
         "spend": figures.spend, "impressions": figures.impressions, "clicks": figures.clicks,
         "leads": figures.leads, "opportunities": figures.opportunities, "revenue": figures.revenue,
         "roi": figures.roi, "cpa": figures.cpa, "currency": currency,
@@ -121,11 +121,10 @@ def _campaign_stats(account: Account, window: Window, converter: Converter, camp
     """CampaignStats of ``campaigns`` and the account's totals (all Meta figures, also those
     of leads without a synced campaign) from the same queries."""
     (by_campaign,) = collect(Scope(account, converter), [window], key="campaign")
-    totals = Figures()
-    for figures in by_campaign.values():
-        totals.add(figures)
-    rows = [_campaign_stat(c, by_campaign.get(c.meta_campaign_id) or Figures(), account.currency)
-            for c in campaigns.only("meta_campaign_id", "name", "status")]
+    totals = Figures.total(by_campaign.values())
+    none = Figures()
+    rows = [_campaign_stat(meta_campaign_id, name, status, by_campaign.get(meta_campaign_id) or none, account.currency)
+            for meta_campaign_id, name, status in campaigns.values_list("meta_campaign_id", "name", "status")]
     return rows, totals
 
 
