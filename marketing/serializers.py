@@ -163,6 +163,16 @@ class PerformanceSerializer(_DayFigures):
 class InsightDaySerializer(_DayFigures):
     date = serializers.DateField()
 
+    def to_representation(self, row: dict) -> dict:
+        """The fields above, built in one go: a lifetime answers a row per day (730 and more), where DRF's
+        field-by-field pass cost more than reading the figures."""
+        return {
+            "spend": rounded(row["spend"], CENT), "impressions": int(row["impressions"]), "clicks": int(row["clicks"]),
+            "leads": int(row["leads"]), "opportunities": int(row["opportunities"]), "revenue": rounded(row["revenue"], CENT),
+            "cpa": rounded(row["cpa"], CENT), "cpc": rounded(row["cpc"], CENT), "cpm": rounded(row["cpm"], CENT),
+            "ctr": rounded(row["ctr"], TENTH), "date": row["date"].isoformat(),
+        }
+
 
 class CampaignDetailSerializer(_CurrencyCheck):
     id = serializers.CharField()

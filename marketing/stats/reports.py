@@ -109,11 +109,14 @@ def marketing_stats(account: Account, window: Window) -> dict:
 
 
 def _campaign_stat(meta_campaign_id: str, name: str, status: str, figures: Figures, currency: str) -> dict:
+    spend, money_ratios = figures.spend, not figures.unconverted  # Figures.roi and .cpa, inlined: 5,000 campaigns at scale
     return {
         "id": meta_campaign_id, "name": name, "status": status,
-        "spend": figures.spend, "impressions": figures.impressions, "clicks": figures.clicks,
+        "spend": spend, "impressions": figures.impressions, "clicks": figures.clicks,
         "leads": figures.leads, "opportunities": figures.opportunities, "revenue": figures.revenue,
-        "roi": figures.roi, "cpa": figures.cpa, "currency": currency,
+        "roi": (figures.revenue - spend) / spend * HUNDRED if money_ratios and spend else None,
+        "cpa": spend / figures.customers if money_ratios and figures.customers else None,
+        "currency": currency,
     }
 
 
