@@ -91,12 +91,13 @@ class GraphError(Exception):
     def __init__(self, message: str, *, http_status: int | None = None, code: int | None = None,
                  subcode: int | None = None, fbtrace_id: str | None = None, transient_flag: bool = False,
                  retry_after: float | None = None, usage: Usage | None = None, method: str = "",
-                 path: str = "", network: bool = False, sent: bool = True) -> None:
+                 path: str = "", network: bool = False, sent: bool = True, garbled: bool = False) -> None:
         super().__init__(message)
         self.message, self.http_status, self.code, self.subcode = message, http_status, code, subcode
         self.fbtrace_id, self.transient_flag, self.retry_after = fbtrace_id, transient_flag, retry_after
         self.usage, self.method, self.path = usage, method, path
         self.network, self.sent = network, sent  # sent=False: the connection never opened
+        self.garbled = garbled  # an answer came but is not JSON (cut off, a proxy's page): asking again may work
 
     @property
     def is_rate_limited(self) -> bool:
@@ -113,8 +114,8 @@ class GraphError(Exception):
 
     @property
     def is_transient(self) -> bool:
-        return not self.is_too_much_data and (
-            self.transient_flag or self.network or self.code in TRANSIENT_CODES or (self.http_status or 0) >= 500)
+        return not self.is_too_much_data and (self.transient_flag or self.network or self.garbled
+                                              or self.code in TRANSIENT_CODES or (self.http_status or 0) >= 500)
 
     def __str__(self) -> str:
         code = "no code" if self.code is None else f"code {self.code}" + (f"/{self.subcode}" if self.subcode else "")
@@ -315,7 +316,7 @@ class GraphClient:
         if not isinstance(info, dict):
             message = "non-JSON response" if body is None else "unexpected response shape"
             error = GraphError(message, http_status=status, method=method, path=path,
-                               retry_after=retry_after, usage=usage)
+                               retry_after=retry_after, usage=usage, garbled=body is None)
         else:
             error = GraphError(
                 self._redact(str(info.get("message") or "")), http_status=status,
