@@ -160,9 +160,9 @@ def _after_error(send: MessageSend, claim: dt.datetime, error: GraphError, now: 
     if error.network:
         if not error.sent:  # the connection never opened: Meta cannot have seen it
             return _retry_or_fail(send, claim, now + _backoff(send.attempts), "network error before the request left")
-        MessageSend.objects.filter(pk=send.pk, status=Status.UNKNOWN, claimed_at=claim).update(
-            error_title="no answer from Meta (timeout or dropped connection)", updated_at=timezone.now())
-        return "unknown"
+        return _unknown(send, claim, "no answer from Meta (timeout or dropped connection)")
+    if error.garbled and (error.http_status or 0) < 300:  # a success whose body was cut off: Meta took it
+        return _unknown(send, claim, f"Meta's answer could not be read (HTTP {error.http_status})")
     code = error.code
     if error.is_token_invalid:
         note_graph_error(send.account, error)
@@ -184,6 +184,13 @@ def _after_error(send: MessageSend, claim: dt.datetime, error: GraphError, now: 
             wait = max(wait, dt.timedelta(seconds=error.retry_after))
         return _retry_or_fail(send, claim, now + wait, str(error))
     return _fail(send, error)
+
+
+def _unknown(send: MessageSend, claim: dt.datetime, why: str) -> str:
+    """The POST may have reached Meta: the row stays unknown for a status webhook or reconciliation."""
+    MessageSend.objects.filter(pk=send.pk, status=Status.UNKNOWN, claimed_at=claim).update(
+        error_title=why, updated_at=timezone.now())
+    return "unknown"
 
 
 def _backoff(attempts: int) -> dt.timedelta:
