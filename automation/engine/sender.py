@@ -34,6 +34,7 @@ RETRY_CODES = frozenset({4, 80007, 130429, 131048, PAIR_RATE_CODE, 131049, 1, 2}
 TEMPLATE_CODES = frozenset({*range(132000, 132017), 132068, 132069})
 MAX_ATTEMPTS = 10
 NOT_CONNECTED_RETRY = dt.timedelta(minutes=15)
+LIMITER_DOWN_RETRY = dt.timedelta(seconds=10)
 SENT_STATUSES = (Status.SENDING, Status.UNKNOWN, Status.SENT, Status.DELIVERED, Status.READ)
 
 
@@ -130,7 +131,12 @@ def send_claimed(send_id: int, session: SendSession, *, now: dt.datetime | None 
     body = {"messaging_product": "whatsapp", "recipient_type": "individual", "to": recipient, "type": "template",
             "template": {"name": send.template.name, "language": {"code": send.template.language}, "components": components},
             "biz_opaque_callback_data": str(send.pk)}
-    decision = limiter.acquire(channel.meta_phone_number_id, channel.throughput_mps, recipient)
+    try:
+        decision = limiter.acquire(channel.meta_phone_number_id, channel.throughput_mps, recipient)
+    except limiter.LimiterUnavailable as exc:  # a Redis restart: back to the queue, sent once it answers again
+        log.warning("send %s waits: %s", send.pk, exc)
+        claiming.release(send.pk, claim, retry_at=now + LIMITER_DOWN_RETRY, count_attempt=False, error_details=str(exc))
+        return "retry"
     if decision.allowed and not decision.still_valid():
         limiter.forget_pair(channel.meta_phone_number_id, recipient)
         decision = limiter.Decision(False, float(decision.second + 1), "late")
