@@ -2,10 +2,12 @@
 send limiter on a Redis of the test's own (tests/fixtures/redis_server.py), killed and started again
 empty. The API and the webhook intake keep answering (never a 500); no send is lost, none goes out
 twice (the sandbox's request log, per biz_opaque_callback_data), and what was in flight recovers.
-The django-q2 broker on Redis, with a real web server and qcluster: tests/test_faults_redis_broker.py.
+A task the broker lost (Redis restarted under it) is the last case here; the django-q2 broker on a
+real Redis, with a web server and a qcluster, is tests/test_faults_redis_broker.py.
 """
 from __future__ import annotations
 
+import datetime as dt
 import threading
 import time
 from collections import Counter
@@ -19,10 +21,14 @@ from automation.models import MessageSend
 from crm_marketing import events
 from crm_marketing.models import WebhookEvent
 from crm_marketing.sandbox import leadgen_payload
+from marketing.models import SyncRun
+from marketing.services.runs import REQUEUE_AFTER, queue_due_syncs
 from tests.conftest import make_lead
 from tests.fixtures.automation import _no_second_guard, acme_whatsapp, make_rule  # noqa: F401
 from tests.fixtures.redis_server import own_redis  # noqa: F401
 from tests.fixtures.webhooks import post_signed
+from tests.test_sync_endpoint import URL as SYNC_URL
+from tests.test_sync_endpoint import ad_account, connection  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.django_db
 
@@ -125,3 +131,21 @@ def _wait(condition, bound_seconds: float = 30.0) -> None:
         time.sleep(0.01)
 
 
+
+
+def test_a_sync_whose_task_the_broker_lost_is_queued_again_by_the_schedule_5_minutes_later(
+        alice_api, ad_account, django_capture_on_commit_callbacks):  # noqa: F811
+    with django_capture_on_commit_callbacks(execute=False):  # Redis restarts: the queued task is gone
+        asked = alice_api.post(SYNC_URL)
+    run = SyncRun.objects.get()
+    blocked = alice_api.post(SYNC_URL)
+
+    with django_capture_on_commit_callbacks(execute=True):  # the 15-minute tick, just before ...
+        queue_due_syncs(now=run.created_at + REQUEUE_AFTER - dt.timedelta(seconds=1))
+    waiting = SyncRun.objects.get().status
+    with django_capture_on_commit_callbacks(execute=True):  # ... and once the run has waited 5 minutes
+        queue_due_syncs(now=run.created_at + REQUEUE_AFTER)
+
+    assert (asked.status_code, blocked.status_code, waiting) == (202, 409, "queued")
+    assert REQUEUE_AFTER == dt.timedelta(minutes=5)
+    assert list(SyncRun.objects.values_list("pk", "status")) == [(run.pk, "succeeded")]
