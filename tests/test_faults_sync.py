@@ -13,10 +13,10 @@ import datetime as dt
 import pytest
 
 from crm_marketing.graph import GraphClient
-from crm_marketing.sandbox.insights import ad_day_rows
 from marketing.models import Ad, AdSet, Campaign, DailyInsight, SyncRun
 from marketing.services.runs import FAILED_RETRY_BACKOFF, due_ad_accounts, queue_due_syncs
 from marketing.services.sync import sync_ad_account
+from tests.factories import metas_figures, stored_figures
 from tests.test_sync import FAST, ad_account, connection, meta_token  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.django_db
@@ -36,17 +36,6 @@ def impatient(settings):
 
 def fail(sandbox, kind: str, step: str, n: int = 1) -> None:
     sandbox.fail_next(n, kind=kind, path_contains=STEPS[step], hold_seconds=5)
-
-
-def metas_figures(sandbox, run: SyncRun) -> dict:
-    """What Meta reports for every ad and day the run covered: (spend, impressions)."""
-    account = sandbox.state.ad_accounts["act_300001"]
-    return {(row["ad_id"], row["date"]): (row["spend"], row["impressions"])
-            for row in ad_day_rows(sandbox.state, account, run.since, run.until)}
-
-
-def stored_figures(ad_account) -> dict:  # noqa: F811
-    return {(i.meta_ad_id, i.date): (i.spend, i.impressions) for i in DailyInsight.objects.filter(ad_account=ad_account)}
 
 
 def entity_counts() -> tuple[int, int, int]:
