@@ -97,7 +97,7 @@ class GraphError(Exception):
         self.fbtrace_id, self.transient_flag, self.retry_after = fbtrace_id, transient_flag, retry_after
         self.usage, self.method, self.path = usage, method, path
         self.network, self.sent = network, sent  # sent=False: the connection never opened
-        self.garbled = garbled  # an answer came but is not JSON (cut off, a proxy's page): asking again may work
+        self.garbled = garbled  # a success or 5xx answer that is not JSON (cut off mid-body): asking again may work
 
     @property
     def is_rate_limited(self) -> bool:
@@ -316,7 +316,7 @@ class GraphClient:
         if not isinstance(info, dict):
             message = "non-JSON response" if body is None else "unexpected response shape"
             error = GraphError(message, http_status=status, method=method, path=path,
-                               retry_after=retry_after, usage=usage, garbled=body is None)
+                               retry_after=retry_after, usage=usage, garbled=body is None and not 400 <= status < 500)
         else:
             error = GraphError(
                 self._redact(str(info.get("message") or "")), http_status=status,
