@@ -149,6 +149,7 @@ const en: Messages = {
     meta_not_connected: "Meta is not connected.",
     sync_in_progress: "A sync is already running.",
     permission_denied: "You are not allowed to do this.",
+    csrf_failed: "This page is out of date: reload it and try again.",
     not_authenticated: "Your session ended: sign in again.",
     rate_limited: "Too many requests: wait a moment.",
   },

@@ -147,6 +147,7 @@ const es = {
     meta_not_connected: "Meta no está conectado.",
     sync_in_progress: "Ya hay una sincronización en curso.",
     permission_denied: "No tenés permiso para esto.",
+    csrf_failed: "La página quedó desactualizada: recargala e intentá de nuevo.",
     not_authenticated: "Tu sesión terminó: volvé a iniciar sesión.",
     rate_limited: "Demasiadas solicitudes: esperá un momento.",
   },
