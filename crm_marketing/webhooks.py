@@ -7,7 +7,8 @@ statuses for automation). A handler gets the stored ``WebhookEvent`` and:
 - returns ``None`` when the change is not its business (e.g. a statuses-only ``messages`` change),
 - returns a short string saying what it did (the event becomes ``processed``),
 - raises ``IgnoreEvent(reason)`` when the change maps to nothing of ours (``ignored``),
-- raises ``RetryLater(message, retry_after)`` on a transient failure (``failed``, retried later),
+- raises ``RetryLater(message, retry_after)`` on a transient failure (``failed``, retried later); a
+  database ``OperationalError`` (the connection was lost, a deadlock) counts as one,
 - raises anything else on a permanent failure (``failed``; ``process_webhook_events`` re-runs it).
 
 The outcome of each (event, handler) is a ``WebhookHandlerOutcome`` row: a retry runs only the
@@ -31,7 +32,8 @@ from typing import Any, Callable, Optional
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
-from django.db import transaction
+from django.db import InterfaceError, OperationalError, transaction
+from django.db import connection as db_connection
 from django.db.models import F, Q
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import path
@@ -298,6 +300,11 @@ def _run_handler(handler: WebhookHandler, event: WebhookEvent, outcome: WebhookH
     except EventFailed as exc:
         outcome.status, outcome.error, retry_after = WebhookHandlerOutcome.Status.FAILED, str(exc), False
         log.warning("webhook event %s (%s) failed in %s: %s", event.pk, event.field, outcome.handler, exc)
+    except (OperationalError, InterfaceError) as exc:  # the connection was lost (or a deadlock): transient, retried
+        outcome.status, outcome.error = WebhookHandlerOutcome.Status.FAILED, f"database error, retried: {exc}"[:2000]
+        log.warning("webhook event %s (%s): database error in %s: %s", event.pk, event.field, outcome.handler, exc)
+        if not db_connection.in_atomic_block:
+            db_connection.close_if_unusable_or_obsolete()  # the outcome below is saved on a new connection
     except Exception as exc:  # a handler bug must not lose the event: it stays failed and re-runnable
         outcome.status, outcome.error, retry_after = WebhookHandlerOutcome.Status.FAILED, f"{type(exc).__name__}: {exc}", False
         log.exception("webhook handler %s failed on event %s", outcome.handler, event.pk)

@@ -103,6 +103,7 @@ const en: Messages = {
     failed: "Failed", followedUp: "Leads followed up", uncontacted: "Leads uncontacted after 24 h",
     rules: "Rules", noRules: "No rules yet", addRule: "Create a rule in the admin",
     stepsCount_one: "{{count}} step", stepsCount_other: "{{count}} steps", stepLine: "{{delay}}: {{template}}",
+    noReplyAfter_one: "No reply after {{count}} hour", noReplyAfter_other: "No reply after {{count}} hours",
     immediately: "Immediately", afterMinutes_one: "After {{count}} minute", afterMinutes_other: "After {{count}} minutes",
     afterHours_one: "After {{count}} hour", afterHours_other: "After {{count}} hours",
     afterDays_one: "After {{count}} day", afterDays_other: "After {{count}} days",
@@ -112,7 +113,11 @@ const en: Messages = {
     templateCounters: "{{sent}} sent · {{delivered}} delivered · {{read}} read", previewOf: "Preview of {{name}}",
   },
   engine: { operational: "Operational", idle: "Idle", error: "Errors" },
-  templateStatus: { APPROVED: "Approved", PENDING: "Pending", REJECTED: "Rejected", PAUSED: "Paused", DISABLED: "Disabled" },
+  templateStatus: {
+    APPROVED: "Approved", PENDING: "Pending", REJECTED: "Rejected", PAUSED: "Paused", DISABLED: "Disabled",
+    IN_APPEAL: "In appeal", PENDING_DELETION: "Pending deletion", DELETED: "Deleted", LIMIT_EXCEEDED: "Limit exceeded",
+    ARCHIVED: "Archived", REINSTATED: "Reinstated", FLAGGED: "Flagged",
+  },
   trigger: {
     lead_created: "Lead created", lead_status_changed: "Lead status changed", opportunity_created: "Opportunity created",
     opportunity_stage_changed: "Stage changed", opportunity_won: "Opportunity won", no_reply: "No reply",
@@ -146,6 +151,7 @@ const en: Messages = {
     meta_not_connected: "Meta is not connected.",
     sync_in_progress: "A sync is already running.",
     permission_denied: "You are not allowed to do this.",
+    csrf_failed: "This page is out of date: reload it and try again.",
     not_authenticated: "Your session ended: sign in again.",
     rate_limited: "Too many requests: wait a moment.",
   },

@@ -101,6 +101,7 @@ const es = {
     failed: "Fallidos", followedUp: "Leads con seguimiento", uncontacted: "Leads sin contactar tras 24 h",
     rules: "Reglas", noRules: "Todavía no hay reglas", addRule: "Crear una regla en Administración",
     stepsCount_one: "{{count}} paso", stepsCount_other: "{{count}} pasos", stepLine: "{{delay}}: {{template}}",
+    noReplyAfter_one: "Sin respuesta tras {{count}} hora", noReplyAfter_other: "Sin respuesta tras {{count}} horas",
     immediately: "Al instante", afterMinutes_one: "A los {{count}} minuto", afterMinutes_other: "A los {{count}} minutos",
     afterHours_one: "A la {{count}} hora", afterHours_other: "A las {{count}} horas",
     afterDays_one: "Al {{count}} día", afterDays_other: "A los {{count}} días",
@@ -110,7 +111,11 @@ const es = {
     templateCounters: "{{sent}} enviados · {{delivered}} entregados · {{read}} leídos", previewOf: "Vista previa de {{name}}",
   },
   engine: { operational: "Operativo", idle: "En espera", error: "Con errores" },
-  templateStatus: { APPROVED: "Aprobada", PENDING: "Pendiente", REJECTED: "Rechazada", PAUSED: "Pausada", DISABLED: "Deshabilitada" },
+  templateStatus: {
+    APPROVED: "Aprobada", PENDING: "Pendiente", REJECTED: "Rechazada", PAUSED: "Pausada", DISABLED: "Deshabilitada",
+    IN_APPEAL: "En apelación", PENDING_DELETION: "Eliminación pendiente", DELETED: "Eliminada", LIMIT_EXCEEDED: "Límite excedido",
+    ARCHIVED: "Archivada", REINSTATED: "Restablecida", FLAGGED: "Marcada",
+  },
   trigger: {
     lead_created: "Lead creado", lead_status_changed: "Cambio de estado del lead", opportunity_created: "Oportunidad creada",
     opportunity_stage_changed: "Cambio de etapa", opportunity_won: "Oportunidad ganada", no_reply: "Sin respuesta",
@@ -144,6 +149,7 @@ const es = {
     meta_not_connected: "Meta no está conectado.",
     sync_in_progress: "Ya hay una sincronización en curso.",
     permission_denied: "No tenés permiso para esto.",
+    csrf_failed: "La página quedó desactualizada: recargala e intentá de nuevo.",
     not_authenticated: "Tu sesión terminó: volvé a iniciar sesión.",
     rate_limited: "Demasiadas solicitudes: esperá un momento.",
   },

@@ -232,6 +232,7 @@ export interface AutomationRule {
   is_active: boolean;
   quiet_hours?: { start: string | null; end: string | null } | null;
   max_sends_per_lead_per_day: number;
+  no_reply_hours?: number | null;
   steps: RuleStep[];
   sent_count?: number;
   delivered_count?: number;
