@@ -111,6 +111,8 @@ class AccountScopedAdmin(admin.ModelAdmin):
         model = db_field.related_model
         if model is Account:
             field.queryset = field.queryset.filter(pk__in=account_ids)
+            if len(account_ids) == 1:  # a member of one account finds it chosen, with no empty choice
+                field.initial, field.empty_label = account_ids[0], None
         elif any(f.name == "account" for f in model._meta.fields):
             field.queryset = field.queryset.filter(account__in=account_ids)
         elif model._meta.label == "auth.User" or model._meta.model_name == "user":

@@ -6,7 +6,7 @@ resolve ``request.account`` from the user's membership, rate-limit the call, and
 """
 from __future__ import annotations
 
-from drf_spectacular.views import SpectacularAPIView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework import exceptions, permissions, serializers, status, viewsets
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.response import Response
@@ -251,12 +251,20 @@ class QueryFilter(serializers.Serializer):
         return queryset.filter(**{self.LOOKUPS.get(k, k): v for k, v in self.validated_data.items()})
 
 
-class SchemaView(SpectacularAPIView):
-    """/crm/schema/ for signed-in users and token scripts; refusals in the envelope's JSON whatever
-    format was asked (the schema's own renderers would write the error as YAML)."""
-
-    permission_classes = [permissions.IsAuthenticated]
+class JsonRefusalsMixin:
+    """Refusals in the envelope's JSON whatever format the view renders (the schema's own renderers
+    would write the error as YAML, the docs page's as HTML)."""
 
     def handle_exception(self, exc):
         self.request.accepted_renderer, self.request.accepted_media_type = EnvelopeRenderer(), "application/json"
         return super().handle_exception(exc)
+
+
+class SchemaView(JsonRefusalsMixin, SpectacularAPIView):
+    """/crm/schema/ for signed-in users and token scripts."""
+
+    permission_classes = [permissions.IsAuthenticated]
+
+
+class DocsView(JsonRefusalsMixin, SpectacularSwaggerView):
+    """/crm/docs/: Swagger UI over /crm/schema/ (signed-in users; a forged write is the JSON 403)."""

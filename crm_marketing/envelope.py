@@ -15,6 +15,7 @@ from rest_framework import exceptions, parsers
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 
+from crm_marketing.authentication import CsrfFailed
 from crm_marketing.errors import DomainError
 from crm_marketing.ratelimits import RateLimited
 from crm_marketing.validation import MAX_JSON_DEPTH, UNSTORABLE_TEXT, json_problem
@@ -58,6 +59,7 @@ class JSONParser(parsers.JSONParser):
 
 
 _DRF_CODES = {
+    CsrfFailed: "csrf_failed",  # before PermissionDenied, its base
     exceptions.ParseError: "malformed_request",
     exceptions.NotAuthenticated: "not_authenticated",
     exceptions.AuthenticationFailed: "authentication_failed",

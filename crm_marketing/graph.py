@@ -37,6 +37,16 @@ TRANSIENT_CODES = frozenset({1, 2})
 USAGE_HEADERS = ("x-app-usage", "x-ad-account-usage", "x-business-use-case-usage", "x-fb-ads-insights-throttle")
 BACKOFF_BASE_SECONDS = 0.5
 _TOKEN_IN_TEXT = re.compile(r"(access_token=|Bearer\s+)[^&\s\"']+", re.IGNORECASE)
+# A Graph object id (lead, ad, page, WABA...): digits only. Ids that arrive from outside (webhooks)
+# are checked with is_meta_id before they become a path, so no value chooses another Graph path.
+_META_ID = re.compile(r"[0-9]{1,30}")
+# A relative Graph path: segments of letters, digits, "_", "." and "-" (never "." or ".." alone).
+_GRAPH_PATH = re.compile(r"(?:v\d+\.\d+/)?[A-Za-z0-9_-]+(?:/[A-Za-z0-9_.-]*[A-Za-z0-9_-][A-Za-z0-9_.-]*)*/?")
+
+
+def is_meta_id(value: Any) -> bool:
+    """True for a Graph object id (a string of digits), the only thing an outside value may put in a path."""
+    return isinstance(value, str) and _META_ID.fullmatch(value) is not None
 
 
 def _setting(name: str, default: Any) -> Any:
@@ -91,12 +101,13 @@ class GraphError(Exception):
     def __init__(self, message: str, *, http_status: int | None = None, code: int | None = None,
                  subcode: int | None = None, fbtrace_id: str | None = None, transient_flag: bool = False,
                  retry_after: float | None = None, usage: Usage | None = None, method: str = "",
-                 path: str = "", network: bool = False, sent: bool = True) -> None:
+                 path: str = "", network: bool = False, sent: bool = True, garbled: bool = False) -> None:
         super().__init__(message)
         self.message, self.http_status, self.code, self.subcode = message, http_status, code, subcode
         self.fbtrace_id, self.transient_flag, self.retry_after = fbtrace_id, transient_flag, retry_after
         self.usage, self.method, self.path = usage, method, path
         self.network, self.sent = network, sent  # sent=False: the connection never opened
+        self.garbled = garbled  # a success or 5xx answer that is not JSON (cut off mid-body): asking again may work
 
     @property
     def is_rate_limited(self) -> bool:
@@ -113,13 +124,17 @@ class GraphError(Exception):
 
     @property
     def is_transient(self) -> bool:
-        return not self.is_too_much_data and (
-            self.transient_flag or self.network or self.code in TRANSIENT_CODES or (self.http_status or 0) >= 500)
+        return not self.is_too_much_data and (self.transient_flag or self.network or self.garbled
+                                              or self.code in TRANSIENT_CODES or (self.http_status or 0) >= 500)
 
     def __str__(self) -> str:
         code = "no code" if self.code is None else f"code {self.code}" + (f"/{self.subcode}" if self.subcode else "")
         trace = f" fbtrace_id={self.fbtrace_id}" if self.fbtrace_id else ""
         return f"Graph {self.method} {self.path} failed (HTTP {self.http_status}, {code}): {self.message}{trace}"
+
+
+def _is_absolute(path: str) -> bool:
+    return path.startswith(("http://", "https://"))
 
 
 def _encode(params: Mapping[str, Any] | None) -> dict[str, str]:
@@ -171,8 +186,9 @@ class GraphClient:
         self.session.close()
 
     # -- public calls -------------------------------------------------------------------------------
-    def get(self, path: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
-        return self._call("GET", self._url(path), params=_encode(params))
+    def get(self, path: str, params: dict[str, Any] | None = None, *, next_link: bool = False) -> dict[str, Any]:
+        """GET a Graph path; with ``next_link``, ``path`` is a ``paging.next`` URL Meta gave (rebased on our host)."""
+        return self._call("GET", self._url(path, next_link=next_link), params=_encode(params))
 
     def post(self, path: str, data: dict[str, Any] | None = None, *, retry_post: bool = False) -> dict[str, Any]:
         """POST; retried like a GET only with ``retry_post=True``, for a call whose repetition is harmless."""
@@ -210,10 +226,11 @@ class GraphClient:
             raise GraphError("batch answered fewer results than calls", method="POST", path="/", http_status=200)
         return results
 
-    def iter_pages(self, path: str, params: dict[str, Any] | None = None, *,
-                   max_pages: int = 200) -> Iterator[list[dict[str, Any]]]:
-        """Yield each page's `data`, following `paging.next` (rebased on our base URL, token removed)."""
-        page = self.get(path, params)
+    def iter_pages(self, path: str, params: dict[str, Any] | None = None, *, max_pages: int = 200,
+                   next_link: bool = False) -> Iterator[list[dict[str, Any]]]:
+        """Yield each page's `data`, following `paging.next` (rebased on our base URL, token removed);
+        with ``next_link`` the first page is itself a next link Meta gave."""
+        page = self.get(path, params, next_link=next_link)
         for number in range(1, max_pages + 1):
             rows = page.get("data") or []
             yield rows
@@ -221,22 +238,25 @@ class GraphClient:
             if not next_url or not rows:
                 return
             if number == max_pages:
-                log.warning("graph pagination of %s stopped at max_pages=%s", urlsplit(self._url(path)).path, max_pages)
+                log.warning("graph pagination of %s stopped at max_pages=%s", urlsplit(self._url(path, next_link=True)).path, max_pages)
                 return
-            page = self._call("GET", self._url(next_url), params={})
+            page = self._call("GET", self._url(next_url, next_link=True), params={})
 
     def get_all(self, path: str, params: dict[str, Any] | None = None, *, max_pages: int = 200) -> list[dict[str, Any]]:
         return [row for rows in self.iter_pages(path, params, max_pages=max_pages) for row in rows]
 
     # -- internals -----------------------------------------------------------------------------------
-    def _url(self, path: str) -> str:
-        if path.startswith(("http://", "https://")):
-            # A next link: keep its path and query, drop any access_token, send it to *our* host only.
+    def _url(self, path: str, *, next_link: bool = False) -> str:
+        """The URL of a Graph path. An absolute URL is accepted only as a next link Meta gave (its path and
+        query kept, any token dropped, sent to *our* host only); anything else must be a plain Graph path."""
+        if next_link and _is_absolute(path):
             parts = urlsplit(path)
             pairs = parse_qsl(parts.query, keep_blank_values=True)
             query = urlencode([(k, v) for k, v in pairs if k not in ("access_token", "appsecret_proof")])
             return f"{self.base_url}{parts.path}" + (f"?{query}" if query else "")
         path = path.lstrip("/")
+        if path and not _GRAPH_PATH.fullmatch(path):
+            raise ValueError(f"not a Graph path: {path[:80]!r}")
         if re.match(r"v\d+\.\d+/", path):
             return f"{self.base_url}/{path}"
         return f"{self.base_url}/{self.version}/{path}"
@@ -315,7 +335,7 @@ class GraphClient:
         if not isinstance(info, dict):
             message = "non-JSON response" if body is None else "unexpected response shape"
             error = GraphError(message, http_status=status, method=method, path=path,
-                               retry_after=retry_after, usage=usage)
+                               retry_after=retry_after, usage=usage, garbled=body is None and not 400 <= status < 500)
         else:
             error = GraphError(
                 self._redact(str(info.get("message") or "")), http_status=status,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from typing import Iterable
 
+from drf_spectacular.authentication import SessionScheme
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.plumbing import build_basic_type, build_parameter_type
 from drf_spectacular.types import OpenApiTypes
@@ -18,11 +19,18 @@ from drf_spectacular.utils import OpenApiParameter
 
 ERROR_COMPONENT = "ErrorEnvelope"
 
+
+class CsrfSessionScheme(SessionScheme):
+    """The session cookie (our SessionAuthentication only renames its CSRF refusal) in the schema."""
+
+    target_class = "crm_marketing.authentication.SessionAuthentication"
+
 # Why each error status can happen, for the operations it can happen on.
 ERROR_DESCRIPTIONS = {
     "400": "Invalid input: the fields that are wrong are listed in error.fields.",
     "401": "Not signed in, or the token is not valid.",
-    "403": "Not a member of the account (X-Account), or the role cannot use this endpoint.",
+    "403": "Not a member of the account (X-Account), the role cannot use this endpoint, or a session write "
+           "without its CSRF token (code csrf_failed).",
     "404": "No such object in this account (another account's object is 404 too).",
     "409": "The change conflicts with existing data or with work in progress.",
     "413": "The request body is too large.",

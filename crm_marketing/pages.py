@@ -15,6 +15,7 @@ from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.http import HttpResponseRedirect, JsonResponse
 from django.shortcuts import render
+from django.views.csrf import csrf_failure as html_csrf_failure
 from django.views.decorators.csrf import csrf_exempt, ensure_csrf_cookie
 from django.views.decorators.http import require_GET
 from django.views.defaults import page_not_found, server_error as html_server_error
@@ -100,6 +101,14 @@ def not_found(request, exception=None):
 @csrf_exempt  # it writes nothing: a POST/PATCH to an unknown path is the 404 envelope, not Django's HTML CSRF 403
 def api_not_found(request, *args, **kwargs):
     return JsonResponse(error_body("not_found", "Not found."), status=404)
+
+
+def csrf_failure(request, reason=""):
+    """CSRF_FAILURE_VIEW: under /crm/ the envelope's 403 (what the API's session writes answer too),
+    elsewhere (admin, sign-in) Django's page."""
+    if request.path.startswith(API_PREFIXES):
+        return JsonResponse(error_body("csrf_failed", f"CSRF Failed: {reason}"), status=403)
+    return html_csrf_failure(request, reason)
 
 
 def server_error(request):

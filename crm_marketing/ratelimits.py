@@ -2,14 +2,21 @@
 from __future__ import annotations
 
 import functools
+import logging
 import unicodedata
 from typing import Callable
 
 from django.conf import settings
 from django.http import JsonResponse
 from django_ratelimit.core import get_usage
+from django_redis.exceptions import ConnectionInterrupted
+from redis import RedisError
 
 from crm_marketing.errors import DomainError
+
+log = logging.getLogger(__name__)
+# The counters' cache is unreachable (Redis down or restarting): django-redis, redis-py, the socket.
+CACHE_DOWN = (ConnectionInterrupted, RedisError, OSError)
 
 
 class RateLimited(DomainError):
@@ -19,6 +26,14 @@ class RateLimited(DomainError):
     def __init__(self, retry_after: int):
         super().__init__(f"Too many requests; retry in {retry_after} s.")
         self.retry_after = retry_after
+
+
+class LimitsUnavailable(DomainError):
+    """The counters cannot be read, on a limit that must not be skipped (sign-in): try again shortly."""
+
+    status_code = 503
+    code = "rate_limits_unavailable"
+    retry_after = 5
 
 
 def client_ip(request) -> str | None:
@@ -61,18 +76,29 @@ def _login_username_and_ip(group, request) -> str:
     return f"username:{login_username(request.POST.get('username'))}|ip:{client_ip(request)}"
 
 
-def enforce_rate_limit(request, *, group: str = "api", rate: str | None = None, key: Callable = _user_or_ip) -> None:
-    """Count this request; raise RateLimited with the seconds left in the window when over."""
+def enforce_rate_limit(request, *, group: str = "api", rate: str | None = None, key: Callable = _user_or_ip,
+                       fail_closed: bool = False) -> None:
+    """Count this request; raise RateLimited with the seconds left in the window when over.
+
+    While the cache is unreachable (a Redis restart) the request is let through uncounted, with a log
+    line: the API and the webhook intake keep answering. ``fail_closed`` (sign-in) refuses instead."""
     user = getattr(request, "user", None)
     if rate is None:
         rate = settings.API_RATE_LIMIT if user is not None and user.is_authenticated else settings.API_ANON_RATE_LIMIT
-    usage = get_usage(request, group=group, key=key, rate=rate, increment=True)
+    try:
+        usage = get_usage(request, group=group, key=key, rate=rate, increment=True)
+    except CACHE_DOWN as exc:
+        if fail_closed:
+            raise LimitsUnavailable("Sign-in is paused for a moment; try again in a few seconds.") from exc
+        log.warning("rate limit %s not counted: the cache is unreachable (%s)", group, type(exc).__name__)
+        return
     if usage and usage["should_limit"]:
         raise RateLimited(max(1, int(usage["time_left"])))
 
 
-def _too_many(exc: RateLimited) -> JsonResponse:
-    response = JsonResponse({"success": False, "error": {"code": exc.code, "message": exc.message, "fields": {}}}, status=429)
+def _too_many(exc: RateLimited | LimitsUnavailable) -> JsonResponse:
+    response = JsonResponse({"success": False, "error": {"code": exc.code, "message": exc.message, "fields": {}}},
+                            status=exc.status_code)
     response["Retry-After"] = str(exc.retry_after)
     return response
 
@@ -108,10 +134,13 @@ def login_rate_limited(view):
     def limited(request, *args, **kwargs):
         if request.method == "POST":
             try:
-                enforce_rate_limit(request, group="login-ip", rate=settings.API_ANON_RATE_LIMIT, key=lambda g, r: f"ip:{client_ip(r)}")
-                enforce_rate_limit(request, group="login-username-ip", rate=settings.LOGIN_RATE_LIMIT, key=_login_username_and_ip)
-                enforce_rate_limit(request, group="login-username", rate=settings.LOGIN_USERNAME_RATE_LIMIT, key=_login_username)
-            except RateLimited as exc:
+                enforce_rate_limit(request, group="login-ip", rate=settings.API_ANON_RATE_LIMIT, key=lambda g, r: f"ip:{client_ip(r)}",
+                                   fail_closed=True)
+                enforce_rate_limit(request, group="login-username-ip", rate=settings.LOGIN_RATE_LIMIT, key=_login_username_and_ip,
+                                   fail_closed=True)
+                enforce_rate_limit(request, group="login-username", rate=settings.LOGIN_USERNAME_RATE_LIMIT, key=_login_username,
+                                   fail_closed=True)
+            except (RateLimited, LimitsUnavailable) as exc:
                 return _too_many(exc)
         return view(request, *args, **kwargs)
 

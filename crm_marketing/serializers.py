@@ -66,7 +66,10 @@ class LeadSerializer(StrictSerializerMixin, serializers.ModelSerializer):
     def validate_phone(self, value):
         if not value:
             return None
-        duplicates = Lead.objects.filter(account=self.context["request"].account, phone=value)
+        request = self.context["request"]
+        # Among the leads the caller can see: a seller is not told here about a colleague's lead
+        # (the service answers that case without naming it, crm_marketing.services.duplicate_phone).
+        duplicates = seller_scope(Lead.objects.filter(account=request.account, phone=value), request.membership, lead_path="")
         if self.instance is not None:
             duplicates = duplicates.exclude(pk=self.instance.pk)
         if duplicates.exists():

@@ -11,7 +11,12 @@ from django.utils import timezone
 from crm_marketing import events
 from crm_marketing.audit import record_event
 from crm_marketing.errors import Conflict, DomainError
-from crm_marketing.models import SALE_ATTRIBUTION, Account, Lead, Opportunity, Sale
+from crm_marketing.models import SALE_ATTRIBUTION, Account, Lead, Membership, Opportunity, Sale
+
+DUPLICATE_PHONE = "A lead with this phone already exists in this account."
+# What a seller hears when the phone is on a lead he cannot see: the same words whoever holds it (a
+# colleague or nobody yet), nothing about that lead (not its id, name, status or seller).
+CONTACT_HANDLED = "This contact is already handled in your account: your manager has been told and can assign it to you."
 
 
 def create_lead(account: Account, *, actor=None, request=None, **fields: Any) -> Lead:
@@ -21,8 +26,24 @@ def create_lead(account: Account, *, actor=None, request=None, **fields: Any) ->
             record_event("lead.create", account=account, actor=actor, target=lead, request=request)
             events.publish(events.LEAD_CREATED, account_id=account.pk, lead_id=lead.pk)
     except IntegrityError as exc:
-        raise Conflict("A lead with this phone already exists in this account.", code="duplicate_lead") from exc
+        raise duplicate_phone(account, fields.get("phone"), actor=actor, request=request) from exc
     return lead
+
+
+def duplicate_phone(account: Account, phone: str | None, *, actor=None, request=None, lead: Lead | None = None) -> Conflict:
+    """The 409 for a phone already on another lead of the account.
+
+    A seller sees only his own leads, so naming the lead (or even saying "already exists" about it)
+    would let him probe his colleagues' pipelines phone by phone. He gets CONTACT_HANDLED instead, the
+    same whether a colleague holds the lead or nobody does, and his attempt goes to the audit trail
+    (``lead.duplicate_refused`` on the existing lead) so a manager can assign the contact. Everyone
+    else sees every lead and gets the plain answer."""
+    existing = Lead.objects.for_account(account).filter(phone=phone).exclude(pk=getattr(lead, "pk", None)).first() if phone else None
+    if existing is not None and actor is not None and existing.seller_id != actor.pk and \
+            Membership.objects.filter(user=actor, account=account, role=Membership.Role.SELLER).exists():
+        record_event("lead.duplicate_refused", account=account, actor=actor, target=existing, request=request)
+        return Conflict(CONTACT_HANDLED, code="contact_already_handled", fields={"phone": [CONTACT_HANDLED]})
+    return Conflict(DUPLICATE_PHONE, code="duplicate_lead")
 
 
 def update_lead(lead: Lead, *, actor=None, request=None, **fields: Any) -> Lead:
@@ -41,7 +62,7 @@ def update_lead(lead: Lead, *, actor=None, request=None, **fields: Any) -> Lead:
             if new_status != old_status:
                 events.publish(events.LEAD_STATUS_CHANGED, account_id=lead.account_id, lead_id=lead.pk, old=old_status, new=new_status)
     except IntegrityError as exc:
-        raise Conflict("A lead with this phone already exists in this account.", code="duplicate_lead") from exc
+        raise duplicate_phone(lead.account, fields.get("phone"), actor=actor, request=request, lead=lead) from exc
     return lead
 
 

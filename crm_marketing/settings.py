@@ -133,6 +133,8 @@ SECURE_HSTS_INCLUDE_SUBDOMAINS = not DEBUG
 SECURE_HSTS_PRELOAD = not DEBUG
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
+# A CSRF refusal under /crm/ is the JSON envelope (403 csrf_failed), elsewhere Django's page.
+CSRF_FAILURE_VIEW = "crm_marketing.pages.csrf_failure"
 if TRUSTED_PROXY_COUNT:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
@@ -141,7 +143,7 @@ REST_FRAMEWORK = {
     # Token first: its authenticate_header makes anonymous calls 401, not 403.
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "crm_marketing.authentication.TokenAuthentication",
-        "rest_framework.authentication.SessionAuthentication",
+        "crm_marketing.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["crm_marketing.envelope.EnvelopeRenderer"],

@@ -4,11 +4,10 @@ from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.urls import include, path, re_path
 from django.views.generic import RedirectView
-from drf_spectacular.views import SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
 
 from crm_marketing import health, pages, webhooks
-from crm_marketing.api import SchemaView
+from crm_marketing.api import DocsView, SchemaView
 from crm_marketing.ratelimits import login_rate_limited, rate_limited
 from crm_marketing.views import LeadViewSet, MeView, OpportunityViewSet, SaleViewSet
 
@@ -28,7 +27,7 @@ urlpatterns = [
     # The API description is for signed-in users and scripts with a token: 401 JSON for the schema, the
     # login page for the docs.
     path("crm/schema/", rate_limited(SchemaView.as_view()), name="schema"),
-    path("crm/docs/", rate_limited(login_required(SpectacularSwaggerView.as_view(url_name="schema"))), name="docs"),
+    path("crm/docs/", rate_limited(login_required(DocsView.as_view(url_name="schema"))), name="docs"),
     path("crm/marketing/", include("automation.urls")),  # hsm/templates, automation/*: no clash with marketing's paths
     path("crm/marketing/", include("marketing.urls")),
     path("crm/auth/meta/", include("meta_oauth.urls")),

@@ -7,7 +7,8 @@ statuses for automation). A handler gets the stored ``WebhookEvent`` and:
 - returns ``None`` when the change is not its business (e.g. a statuses-only ``messages`` change),
 - returns a short string saying what it did (the event becomes ``processed``),
 - raises ``IgnoreEvent(reason)`` when the change maps to nothing of ours (``ignored``),
-- raises ``RetryLater(message, retry_after)`` on a transient failure (``failed``, retried later),
+- raises ``RetryLater(message, retry_after)`` on a transient failure (``failed``, retried later); a
+  database ``OperationalError`` (the connection was lost, a deadlock) counts as one,
 - raises anything else on a permanent failure (``failed``; ``process_webhook_events`` re-runs it).
 
 The outcome of each (event, handler) is a ``WebhookHandlerOutcome`` row: a retry runs only the
@@ -32,7 +33,8 @@ from typing import Any, Callable, Optional
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
-from django.db import connection, transaction
+from django.db import InterfaceError, OperationalError, transaction
+from django.db import connection as db_connection
 from django.db.models import F, Q
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import path
@@ -185,14 +187,14 @@ def store_changes(body: dict[str, Any]) -> tuple[int, list[int]]:
 def _insert_new(events: list[WebhookEvent]) -> list[int]:
     """Insert the events whose (field, dedupe_key) is new; the ids of those inserted. (bulk_create with
     ignore_conflicts cannot say which rows it inserted; PostgreSQL and SQLite 3.35+ both speak this.)"""
-    ops, meta = connection.ops, WebhookEvent._meta
+    ops, meta = db_connection.ops, WebhookEvent._meta
     fields = [f for f in meta.concrete_fields if not f.primary_key]
     unique = ", ".join(ops.quote_name(meta.get_field(name).column) for name in ("field", "dedupe_key"))
     row = "(" + ", ".join(["%s"] * len(fields)) + ")"
     sql = (f"INSERT INTO {ops.quote_name(meta.db_table)} ({', '.join(ops.quote_name(f.column) for f in fields)}) "
            f"VALUES {', '.join([row] * len(events))} ON CONFLICT ({unique}) DO NOTHING RETURNING {ops.quote_name(meta.pk.column)}")
-    params = [f.get_db_prep_save(f.pre_save(event, True), connection) for event in events for f in fields]
-    with connection.cursor() as cursor:
+    params = [f.get_db_prep_save(f.pre_save(event, True), db_connection) for event in events for f in fields]
+    with db_connection.cursor() as cursor:
         cursor.execute(sql, params)
         return [pk for (pk,) in cursor.fetchall()]
 
@@ -313,6 +315,11 @@ def _run_handler(handler: WebhookHandler, event: WebhookEvent, outcome: WebhookH
     except EventFailed as exc:
         outcome.status, outcome.error, retry_after = WebhookHandlerOutcome.Status.FAILED, str(exc), False
         log.warning("webhook event %s (%s) failed in %s: %s", event.pk, event.field, outcome.handler, exc)
+    except (OperationalError, InterfaceError) as exc:  # the connection was lost (or a deadlock): transient, retried
+        outcome.status, outcome.error = WebhookHandlerOutcome.Status.FAILED, f"database error, retried: {exc}"[:2000]
+        log.warning("webhook event %s (%s): database error in %s: %s", event.pk, event.field, outcome.handler, exc)
+        if not db_connection.in_atomic_block:
+            db_connection.close_if_unusable_or_obsolete()  # the outcome below is saved on a new connection
     except Exception as exc:  # a handler bug must not lose the event: it stays failed and re-runnable
         outcome.status, outcome.error, retry_after = WebhookHandlerOutcome.Status.FAILED, f"{type(exc).__name__}: {exc}", False
         log.exception("webhook handler %s failed on event %s", outcome.handler, event.pk)

@@ -14,7 +14,7 @@ import logging
 from django.utils import timezone
 
 from crm_marketing.errors import NotConnected
-from crm_marketing.graph import GraphError
+from crm_marketing.graph import GraphError, is_meta_id
 from crm_marketing.meta_time import parse_meta_time
 from crm_marketing.models import Account, Lead
 from crm_marketing.webhook_models import WebhookEvent
@@ -40,8 +40,8 @@ def handle_leadgen(event: WebhookEvent) -> str:
     """The page id names the account (a stored, subscribed MetaPage); its token fetches the lead."""
     value = event.value
     leadgen_id = str(value.get("leadgen_id") or "")
-    if not leadgen_id:
-        raise IgnoreEvent("leadgen change without a leadgen_id")
+    if not is_meta_id(leadgen_id):  # it becomes the Graph path of the lead: digits only
+        raise IgnoreEvent("leadgen change without a leadgen_id" if not leadgen_id else "leadgen change whose leadgen_id is not a Meta id")
     page_id = str(value.get("page_id") or event.entry_id or "")
     account = account_for_page_id(page_id)
     if account is None:
@@ -72,7 +72,7 @@ def handle_messages(event: WebhookEvent) -> str | None:
     done, skipped, deferred = [], [], None
     for message in messages:
         referral = message.get("referral") or {}
-        if referral.get("source_type") == "ad" and referral.get("source_id"):
+        if referral.get("source_type") == "ad" and is_meta_id(str(referral.get("source_id") or "")):
             outcome, error = _click_to_whatsapp(account, message, referral, names.get(str(message["from"]), ""))
             done.append(outcome)
             deferred = deferred or error

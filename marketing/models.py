@@ -4,7 +4,7 @@ from __future__ import annotations
 from django.db import models
 from django.db.models import Q
 
-from crm_marketing.models import validate_currency
+from crm_marketing.models import Account, validate_currency
 from crm_marketing.tenancy import AccountOwned
 
 
@@ -27,6 +27,8 @@ class AdAccount(AccountOwned):
         constraints = [
             models.UniqueConstraint(fields=["account", "meta_ad_account_id"], name="adaccount_unique_per_account"),
             models.UniqueConstraint(fields=["account"], condition=Q(is_selected=True), name="adaccount_one_selected_per_account"),
+            # The target of DailyInsight's (account, ad_account) foreign key (migration 0011).
+            models.UniqueConstraint(fields=["account", "id"], name="adaccount_account_id"),
         ]
 
     def __str__(self) -> str:
@@ -88,9 +90,18 @@ class Ad(_MetaObject):
 
 class DailyInsight(AccountOwned):
     """One ad's figures for one day (ad account timezone). Meta ids are kept as strings so that
-    the ROI reads aggregate one table without joins, and a restated day overwrites its row."""
+    the ROI reads aggregate one table without joins, and a restated day overwrites its row.
 
-    ad_account = models.ForeignKey(AdAccount, on_delete=models.CASCADE, related_name="insights")
+    Written in bulk (marketing.services.insight_store) and restated daily for 28 days, so the table is
+    kept cheap to write: one foreign key, ``(account, ad_account) -> AdAccount(account, id)``, checks
+    both references and that they agree (migration 0011, PostgreSQL; one check per inserted row instead
+    of two); two indexes besides the unique key (the rollup writers read by account and day; the single
+    column ones Django would add for the references are left out); and pages are half filled
+    (fillfactor 50) so a restated row is rewritten in place (a HOT update: no index touched)."""
+
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="+", db_index=False, db_constraint=False)
+    ad_account = models.ForeignKey(AdAccount, on_delete=models.CASCADE, related_name="insights", db_index=False,
+                                   db_constraint=False)
     meta_campaign_id = models.CharField(verbose_name="Meta campaign ID", max_length=32)
     meta_adset_id = models.CharField(verbose_name="Meta ad set ID", max_length=32)
     meta_ad_id = models.CharField(verbose_name="Meta ad ID", max_length=32)
@@ -109,10 +120,7 @@ class DailyInsight(AccountOwned):
             models.UniqueConstraint(fields=["ad_account", "meta_ad_id", "date"], name="insight_unique_ad_day"),
             models.CheckConstraint(condition=Q(spend__gte=0), name="insight_spend_not_negative"),
         ]
-        indexes = [
-            models.Index(fields=["account", "date"], name="insight_account_date"),
-            models.Index(fields=["account", "meta_campaign_id", "date"], name="insight_account_campaign_date"),
-        ]
+        indexes = [models.Index(fields=["account", "date"], name="insight_account_date")]
 
 
 class SyncRunKind(models.TextChoices):
@@ -188,22 +196,15 @@ class ExchangeRate(AccountOwned):
         return f"1 {self.from_currency} = {self.rate} {self.to_currency}"
 
 
-class CampaignDay(AccountOwned):
-    """The ROI rollup: one campaign's figures on one day, in one currency (see marketing.services.rollups).
+class RollupFigures(AccountOwned):
+    """The figures every ROI rollup table carries (see marketing.services.rollups); money in ``currency``.
 
-    Meta figures (spend, impressions, clicks) sum the DailyInsight rows of the ad account's day; CRM
-    figures count Meta-attributed leads and opportunities created, and sum completed sales closed, on
-    the account's day. Money stays in its own currency (``currency``; leads and opportunities carry the
-    account's) and is converted when read. Derived data only: rebuilt from the source rows at will.
-    ``meta_campaign_id`` is "" for Meta leads whose campaign is unknown.
-    """
+    ``sales`` counts completed Meta sales: with RepeatSale it gives the distinct customers of any window."""
 
-    MEASURES = ("spend", "impressions", "clicks", "leads", "opportunities", "revenue")
+    MEASURES = ("spend", "impressions", "clicks", "leads", "opportunities", "revenue", "sales")
     META_MEASURES = ("spend", "impressions", "clicks")
-    CRM_MEASURES = ("leads", "opportunities", "revenue")
+    CRM_MEASURES = ("leads", "opportunities", "revenue", "sales")
 
-    day = models.DateField()
-    meta_campaign_id = models.CharField(verbose_name="Meta campaign ID", max_length=32, blank=True)
     currency = models.CharField(max_length=3, validators=[validate_currency])
     spend = models.DecimalField(max_digits=16, decimal_places=2, default=0)
     impressions = models.BigIntegerField(default=0)
@@ -211,21 +212,121 @@ class CampaignDay(AccountOwned):
     leads = models.IntegerField(default=0)
     opportunities = models.IntegerField(default=0)
     revenue = models.DecimalField(max_digits=16, decimal_places=2, default=0)
+    sales = models.IntegerField(default=0)
+
+    class Meta:
+        abstract = True
+
+
+class CampaignDay(RollupFigures):
+    """The ROI rollup: one campaign's figures on one day, in one currency (see marketing.services.rollups).
+
+    Meta figures (spend, impressions, clicks) sum the DailyInsight rows of the ad account's day; CRM
+    figures count Meta-attributed leads and opportunities created, and sum (and count) completed sales
+    closed, on the account's day. Money stays in its own currency (``currency``; leads and opportunities
+    carry the account's) and is converted when read. Derived data only: rebuilt from the source rows at
+    will. ``meta_campaign_id`` is "" for Meta leads whose campaign is unknown.
+    """
+
+    day = models.DateField()
+    meta_campaign_id = models.CharField(verbose_name="Meta campaign ID", max_length=32, blank=True)
 
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["account", "day", "meta_campaign_id", "currency"], name="campaignday_unique_cell"),
         ]
         indexes = [
-            # The account-wide reads (headline, by campaign, by day) from the index alone on PostgreSQL.
+            # The writers' reads of a day's cells (and AccountDay's sums) from the index alone on PostgreSQL.
             models.Index(fields=["account", "day"], name="campaignday_account_day",
                          include=["meta_campaign_id", "currency", "spend", "impressions", "clicks", "leads",
-                                  "opportunities", "revenue"]),
+                                  "opportunities", "revenue", "sales"]),
             models.Index(fields=["account", "meta_campaign_id", "day"], name="campaignday_account_campaign"),
         ]
 
     def __str__(self) -> str:
         return f"{self.day} {self.meta_campaign_id or '(no campaign)'} {self.currency}"
+
+
+class AccountDay(RollupFigures):
+    """The account's figures on one day in one currency: its CampaignDay rows summed (headline, chart)."""
+
+    day = models.DateField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["account", "day", "currency"], name="accountday_unique_cell")]
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.currency}"
+
+
+class CampaignToDate(RollupFigures):
+    """One campaign's figures (in one currency) from its first day through ``day``: a running total.
+
+    A row for every day from the campaign's first to its last CampaignDay row (CampaignTotal), so any
+    window's figures per campaign are two rows per campaign (to ``until`` minus to ``since - 1``)."""
+
+    day = models.DateField()
+    meta_campaign_id = models.CharField(verbose_name="Meta campaign ID", max_length=32, blank=True)
+
+    class Meta:
+        verbose_name = "campaign to date"
+        verbose_name_plural = "campaigns to date"
+        constraints = [
+            models.UniqueConstraint(fields=["account", "day", "meta_campaign_id", "currency"], name="campaigntodate_unique_cell"),
+        ]
+        indexes = [
+            # A day's rows of every campaign from the index alone (on PostgreSQL): the rows of one day lie all
+            # over the table (each campaign's span is written together), the index keeps them side by side.
+            models.Index(fields=["account", "day"], name="campaigntodate_account_day",
+                         include=["meta_campaign_id", "currency", "spend", "impressions", "clicks", "leads", "opportunities",
+                                  "revenue", "sales"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.meta_campaign_id or '(no campaign)'} {self.currency} to {self.day}"
+
+
+class CampaignTotal(RollupFigures):
+    """One campaign's figures (in one currency) over its whole history: the span of its CampaignToDate rows
+    (``first_day``..``last_day``) and their last running total."""
+
+    meta_campaign_id = models.CharField(verbose_name="Meta campaign ID", max_length=32, blank=True)
+    first_day = models.DateField()
+    last_day = models.DateField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["account", "meta_campaign_id", "currency"], name="campaigntotal_unique_pair"),
+        ]
+        indexes = [models.Index(fields=["account", "last_day"], name="campaigntotal_account_last")]
+
+    def __str__(self) -> str:
+        return f"{self.meta_campaign_id or '(no campaign)'} {self.currency} {self.first_day}..{self.last_day}"
+
+
+class RepeatSale(AccountOwned):
+    """A completed Meta sale whose lead had an earlier one: what makes customers differ from sales.
+
+    The distinct customers of a window are its sales minus its repeat sales whose previous sale (of the
+    lead, or of the lead in this campaign) is in the window too. Derived from Sale, like CampaignDay."""
+
+    sale_id = models.BigIntegerField()
+    lead_id = models.BigIntegerField()
+    meta_campaign_id = models.CharField(verbose_name="Meta campaign ID", max_length=32, blank=True)
+    closed_at = models.DateTimeField()
+    previous_closed_at = models.DateTimeField(null=True, blank=True, help_text="The lead's previous completed Meta sale")
+    previous_in_campaign_closed_at = models.DateTimeField(null=True, blank=True,
+                                                          help_text="The lead's previous completed Meta sale of this campaign")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["account", "sale_id"], name="repeatsale_unique_sale")]
+        indexes = [
+            models.Index(fields=["account", "lead_id"], name="repeatsale_account_lead"),
+            models.Index(fields=["account", "closed_at"], name="repeatsale_account_closed"),
+        ]
+
+    def __str__(self) -> str:
+        return f"sale {self.sale_id} of lead {self.lead_id}"
 
 
 class RollupVersion(AccountOwned):

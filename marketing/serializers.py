@@ -5,7 +5,7 @@ with 1 decimal (both ROUND_HALF_UP), ``null`` when undefined. The stats code han
 """
 from __future__ import annotations
 
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Context, Decimal
 
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
@@ -17,11 +17,14 @@ CENT = Decimal("0.01")
 TENTH = Decimal("0.1")
 
 
+HALF_UP = Context(rounding=ROUND_HALF_UP)
+
+
 def rounded(value, quantum: Decimal) -> float | None:
     """``value`` rounded half up to ``quantum``; a tiny negative rounds to 0.0, never to -0.0."""
     if value is None:
         return None
-    return float(Decimal(value).quantize(quantum, rounding=ROUND_HALF_UP)) + 0.0
+    return float((value if isinstance(value, Decimal) else Decimal(value)).quantize(quantum, context=HALF_UP)) + 0.0
 
 
 class _RoundedField(serializers.Field):
@@ -51,6 +54,7 @@ class PercentField(_RoundedField):
 class PeriodSerializer(serializers.Serializer):
     since = serializers.DateField()
     until = serializers.DateField()
+    complete = serializers.BooleanField(help_text="False while the period includes today: its figures still grow")
 
 
 class _CurrencyCheck(serializers.Serializer):
@@ -158,6 +162,16 @@ class PerformanceSerializer(_DayFigures):
 
 class InsightDaySerializer(_DayFigures):
     date = serializers.DateField()
+
+    def to_representation(self, row: dict) -> dict:
+        """The fields above, built in one go: a lifetime answers a row per day (730 and more), where DRF's
+        field-by-field pass cost more than reading the figures."""
+        return {
+            "spend": rounded(row["spend"], CENT), "impressions": int(row["impressions"]), "clicks": int(row["clicks"]),
+            "leads": int(row["leads"]), "opportunities": int(row["opportunities"]), "revenue": rounded(row["revenue"], CENT),
+            "cpa": rounded(row["cpa"], CENT), "cpc": rounded(row["cpc"], CENT), "cpm": rounded(row["cpm"], CENT),
+            "ctr": rounded(row["ctr"], TENTH), "date": row["date"].isoformat(),
+        }
 
 
 class CampaignDetailSerializer(_CurrencyCheck):

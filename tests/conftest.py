@@ -10,6 +10,8 @@ from rest_framework.test import APIClient
 from crm_marketing.models import Account
 from tests.factories import api_client_for, make_account, make_lead, make_opportunity, make_sale, make_user  # noqa: F401
 from tests.fixtures.sandbox import meta_sandbox, meta_sandbox_server  # noqa: F401
+# The suite-wide leak guard: a test fails when a secret shows in a response, a log line or its output.
+from tests.leak_guard import _leak_guard_recorder, pytest_runtest_makereport, pytest_runtest_setup  # noqa: F401
 
 
 @pytest.fixture(autouse=True)

@@ -14,7 +14,8 @@ from rest_framework.test import APIClient
 
 from crm_marketing.models import Account, Lead, Membership, Opportunity, Sale
 from crm_marketing.sandbox.webhooks import PAGE_ID, PHONE_NUMBER_ID, WABA_ID
-from marketing.models import AdAccount, Campaign, DailyInsight
+from crm_marketing.sandbox.insights import ad_day_rows
+from marketing.models import AdAccount, Campaign, DailyInsight, SyncRun
 from meta_oauth.models import MetaConnection, MetaPage, WhatsAppChannel
 
 # -- the CRM -----------------------------------------------------------------------------------
@@ -108,3 +109,15 @@ def make_insight(campaign: Campaign, ad: str, day: date, spend: str, impressions
         meta_adset_id=f"{campaign.meta_campaign_id}-set", meta_ad_id=ad, date=day, currency=campaign.ad_account.currency,
         spend=Decimal(spend), impressions=impressions, clicks=clicks, synced_at=timezone.now(),
     )
+
+
+def metas_figures(sandbox, run: SyncRun, *, ad_account: str = "act_300001") -> dict:
+    """What the sandbox's Meta reports for every ad and day a sync run covered: {(ad, day): (spend, impressions)}."""
+    account = sandbox.state.ad_accounts[ad_account]
+    return {(row["ad_id"], row["date"]): (row["spend"], row["impressions"])
+            for row in ad_day_rows(sandbox.state, account, run.since, run.until)}
+
+
+def stored_figures(ad_account: AdAccount) -> dict:
+    """The daily insights stored for the ad account, in the shape of ``metas_figures``."""
+    return {(i.meta_ad_id, i.date): (i.spend, i.impressions) for i in DailyInsight.objects.filter(ad_account=ad_account)}

@@ -58,6 +58,22 @@ def test_the_account_choices_in_the_admin_form_are_only_alices(staff, alice, acm
     assert list(choices) == [acme]
 
 
+def test_alice_a_member_of_one_account_finds_it_already_chosen_on_the_add_form(staff, alice, acme, globex):
+    field = admin_client(alice).get("/admin/crm_marketing/lead/add/").context["adminform"].form.fields["account"]
+
+    assert field.initial == acme.pk
+    assert [label for _, label in field.choices] == ["Acme"]  # no empty "---------" choice to fall into
+
+
+def test_a_member_of_two_accounts_still_picks_one(staff, alice, acme, globex):
+    Membership.objects.create(user=alice, account=globex, role="ceo")
+
+    field = admin_client(alice).get("/admin/crm_marketing/lead/add/").context["adminform"].form.fields["account"]
+
+    assert field.initial is None
+    assert len(list(field.choices)) == 3  # the empty choice, acme and globex
+
+
 def test_alice_edits_an_acme_lead_in_the_admin(staff, alice, acme):
     lead = make_lead(acme, first_name="Old", phone="+5491155550001")
     data = {

@@ -2,13 +2,14 @@
 WhatsApp-like preview, flags and counters, marketing's read-only view, and the template list's sync action."""
 from __future__ import annotations
 
+import datetime as dt
 import json
 
 import pytest
 from django.contrib.auth.models import Permission
 from django.test import Client
 
-from automation.models import AutomationRule, MessageTemplate, RuleStep
+from automation.models import AutomationRule, MessageSend, MessageTemplate, RuleStep
 from crm_marketing.audit import SystemEvent
 from tests.conftest import make_lead, make_user
 from tests.fixtures.catalog import FOLLOW_UP_VARIABLES, make_rule, make_template
@@ -268,3 +269,19 @@ def test_a_marketing_member_gets_no_sync_button_and_its_post_syncs_nothing(maria
     assert "Sync templates now</button>" not in listing
     assert [str(m) for m in response.context["messages"]] == ["Only ceo and admin members sync templates."]
     assert not MessageTemplate.objects.exists() and not SystemEvent.objects.exists()
+
+
+def test_the_send_log_says_why_a_send_failed_and_when_it_went_out_on_the_accounts_clock(alice, acme):
+    assert acme.timezone == "America/Argentina/Buenos_Aires"
+    sent_at = dt.datetime(2026, 11, 29, 23, 30, tzinfo=dt.timezone.utc)
+    MessageSend.objects.create(account=acme, lead=make_lead(acme, first_name="Lucía"), trigger_type="lead_created",
+                               trigger_key="event:1", rule_name="Welcome", template_name="seguimiento_lead_v1",
+                               status="failed", error_code=131026, error_title="Message undeliverable",
+                               due_at=sent_at, sent_at=sent_at)
+
+    page = admin_client(alice).get("/admin/automation/messagesend/")
+
+    assert page.status_code == 200
+    text = page.content.decode()
+    assert "131026 Message undeliverable" in text
+    assert "Nov. 29, 2026, 8:30 p.m. -03" in text  # 23:30 UTC is 20:30 in Buenos Aires

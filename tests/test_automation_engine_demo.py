@@ -19,9 +19,10 @@ def test_the_automation_demo_seed_gives_acme_two_rules_and_a_new_meta_lead_gets_
     call_command("seed_automation_demo", stdout=StringIO())  # idempotent
     acme = Account.objects.get(slug="acme")
 
-    assert out.getvalue() == "Automation demo ready for acme: channel 1300001, template seguimiento_lead_v1, 2 new rule(s).\n"
-    assert sorted(AutomationRule.objects.values_list("name", "trigger_type", "no_reply_hours")) == [
-        ("Bienvenida a leads de Meta", "lead_created", None), ("Seguimiento a las 24 h sin respuesta", "no_reply", 24)]
+    assert out.getvalue() == "Automation demo ready for acme: channel 1300001, templates seguimiento_lead_v1, seguimiento_24h, 2 new rule(s).\n"
+    assert sorted(AutomationRule.objects.values_list("name", "trigger_type", "no_reply_hours", "steps__template__name")) == [
+        ("Bienvenida a leads de Meta", "lead_created", None, "seguimiento_lead_v1"),
+        ("Seguimiento a las 24 h sin respuesta", "no_reply", 24, "seguimiento_24h")]
     assert not MessageSend.objects.exists()  # the seeded leads are history, not new leads
 
     with django_capture_on_commit_callbacks(execute=True):

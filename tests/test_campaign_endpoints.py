@@ -125,7 +125,7 @@ def test_a_campaigns_insights_have_every_day_with_meta_and_crm_figures(alice_api
 
     assert data_of(alice_api.get("/crm/marketing/campaigns/120001/insights?since=2025-03-01&until=2025-03-15")) == {
         "id": "120001", "name": "Spring Leads", "insights": list(days.values()),
-        "time_range": "custom", "period": {"since": "2025-03-01", "until": "2025-03-15"},
+        "time_range": "custom", "period": {"since": "2025-03-01", "until": "2025-03-15", "complete": True},
         "attribution_window": "7d_click_1d_view",
         "currency": "USD", "currency_mismatch": False, "unconverted_currencies": [],
     }

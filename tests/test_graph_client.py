@@ -145,7 +145,7 @@ def test_the_token_travels_only_in_the_authorization_header_even_on_next_pages(m
 def test_a_next_url_with_a_token_and_a_foreign_host_is_stripped_and_rebased(meta_sandbox, client):
     next_url = "https://graph.meta.example.invalid/v26.0/me/adaccounts?fields=id&limit=1&after=MQ&access_token=EAAleaked"
 
-    page = client.get(next_url)
+    page = client.get(next_url, next_link=True)
 
     assert page["data"] == [{"id": "act_300003"}]
     [call] = graph_calls(meta_sandbox, "/me/adaccounts")

@@ -138,3 +138,11 @@ def test_operations_are_described_by_their_own_docstring_not_the_base_class(sche
 
     assert "For views without a model" not in " ".join(descriptions.values())
     assert descriptions["POST /crm/marketing/sync"].startswith("POST: 202 {task_id}")
+
+
+def test_a_stats_period_documents_whether_it_is_complete(schema):
+    period = schema["components"]["schemas"]["Period"]
+
+    assert period["required"] == ["complete", "since", "until"]
+    assert period["properties"]["complete"]["type"] == "boolean"
+    assert "today" in period["properties"]["complete"]["description"]

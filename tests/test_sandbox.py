@@ -385,3 +385,32 @@ def test_control_endpoints_script_a_failure_and_reset_over_http(meta_sandbox):
     assert meta_sandbox.requests == []
     unknown = requests.get(f"{base}/v26.0/me", headers={"Authorization": f"Bearer {token}"})
     assert unknown.json()["error"]["code"] == 190  # reset drops tokens issued since the fixture
+
+
+@pytest.mark.parametrize("processed", [True, False], ids=["meta did it", "meta never did it"])
+def test_scripted_transport_faults_lose_the_answer_the_way_each_kind_says(meta_sandbox, processed):
+    token, url = meta_sandbox.issue_token(), f"{meta_sandbox.base_url}/v26.0/act_300001/insights"
+    report = {"level": "ad", "time_range": {"since": "2026-11-01", "until": "2026-11-02"}}
+    outcomes = []
+    for kind in ("timeout", "malformed", "drop"):
+        meta_sandbox.fail_next(1, kind=kind, processed=processed, hold_seconds=5, path_contains="/insights")
+        try:
+            answer = requests.post(url, json=report, headers={"Authorization": f"Bearer {token}"}, timeout=0.5)
+            outcomes.append((kind, answer.status_code, answer.text.endswith("}")))
+        except requests.RequestException as exc:
+            outcomes.append((kind, type(exc).__name__))
+
+    status = 200 if processed else 500
+    assert outcomes == [("timeout", "ReadTimeout"), ("malformed", status, False), ("drop", "ChunkedEncodingError")]
+    assert [(r.status, r.fault) for r in meta_sandbox.requests] == [(status, "timeout"), (status, "malformed"), (status, "drop")]
+    assert len(meta_sandbox.state.report_runs) == (3 if processed else 0)  # what Meta did although nobody heard
+
+
+def test_an_http_status_as_the_kind_is_a_meta_error_answer_and_unknown_kinds_are_refused(meta_sandbox):
+    meta_sandbox.fail_next(1, kind="503")
+
+    answer = requests.get(f"{meta_sandbox.base_url}/v26.0/me", headers={"Authorization": "Bearer x"}, timeout=5)
+
+    assert (answer.status_code, answer.json()["error"]["code"]) == (503, 2)
+    with pytest.raises(ValueError):
+        meta_sandbox.fail_next(1, kind="slow")

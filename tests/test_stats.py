@@ -39,8 +39,8 @@ pytestmark = pytest.mark.django_db
 
 BA = ZoneInfo("America/Argentina/Buenos_Aires")
 MARCH = "since=2025-03-01&until=2025-03-31"
-MARCH_PERIOD = {"since": "2025-03-01", "until": "2025-03-31"}
-PREVIOUS_PERIOD = {"since": "2025-01-29", "until": "2025-02-28"}
+MARCH_PERIOD = {"since": "2025-03-01", "until": "2025-03-31", "complete": True}
+PREVIOUS_PERIOD = {"since": "2025-01-29", "until": "2025-02-28", "complete": True}
 CONNECT_URL = "/crm/auth/meta/url"
 
 
@@ -314,10 +314,32 @@ def test_the_7d_window_is_the_seven_days_ending_today_in_the_accounts_timezone(a
         "cpa": None, "cost_per_lead": 15.0,
         "currency": "USD", "currency_mismatch": False, "unconverted_currencies": [],
         "time_range": "7d",
-        "period": {"since": (today - timedelta(days=6)).isoformat(), "until": today.isoformat()},
-        "previous_period": {"since": (today - timedelta(days=13)).isoformat(), "until": (today - timedelta(days=7)).isoformat()},
+        "period": {"since": (today - timedelta(days=6)).isoformat(), "until": today.isoformat(), "complete": False},
+        "previous_period": {"since": (today - timedelta(days=13)).isoformat(), "until": (today - timedelta(days=7)).isoformat(),
+                            "complete": True},
         "meta_connected": False, "last_synced_at": None, "connect_url": CONNECT_URL,
     }
+
+
+def test_a_range_ending_today_says_its_period_is_still_running_and_the_days_before_today_are_complete(alice_api, acme):
+    today = timezone.localdate(timezone=BA)
+
+    running = data_of(alice_api.get("/crm/marketing/stats?time_range=30d"))
+    complete = data_of(alice_api.get("/crm/marketing/stats?time_range=last_30d"))  # the hub's default
+    roi = data_of(alice_api.get("/crm/marketing/stats/roi?time_range=this_month"))
+
+    def days_ago(n: int) -> str:
+        return (today - timedelta(days=n)).isoformat()
+
+    assert (running["period"], running["previous_period"]) == (
+        {"since": days_ago(29), "until": days_ago(0), "complete": False},  # today so far
+        {"since": days_ago(59), "until": days_ago(30), "complete": True},
+    )
+    assert (complete["period"], complete["previous_period"]) == (
+        {"since": days_ago(30), "until": days_ago(1), "complete": True},
+        {"since": days_ago(60), "until": days_ago(31), "complete": True},
+    )
+    assert roi["period"] == {"since": today.replace(day=1).isoformat(), "until": days_ago(0), "complete": False}
 
 
 def test_lifetime_runs_from_the_first_insight_and_counts_everything(alice_api, golden):
@@ -337,8 +359,9 @@ def test_lifetime_runs_from_the_first_insight_and_counts_everything(alice_api, g
         "cpa": 654.94,                                         # 2619.75 / 4 (L1 L8 L4 L7) = 654.9375
         "cost_per_lead": 327.47,                               # 2619.75 / 8 = 327.46875, half up
         "time_range": "lifetime",
-        "period": {"since": "2025-01-28", "until": today.isoformat()},
-        "previous_period": {"since": (previous_until - timedelta(days=days - 1)).isoformat(), "until": previous_until.isoformat()},
+        "period": {"since": "2025-01-28", "until": today.isoformat(), "complete": False},
+        "previous_period": {"since": (previous_until - timedelta(days=days - 1)).isoformat(), "until": previous_until.isoformat(),
+                            "complete": True},
     }
 
 

@@ -22,6 +22,7 @@ from django.utils import timezone
 from marketing.models import SyncRun
 from marketing.services.runs import LeaseLost, beat, take_over_stale_run
 from marketing.tasks import run_sync
+from tests.factories import metas_figures, stored_figures
 from tests.test_sync_endpoint import URL, ad_account, connection, error_of  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.django_db
@@ -136,4 +137,6 @@ def test_a_sync_killed_mid_run_is_taken_over_by_the_next_request_once_its_heartb
     killed.refresh_from_db()
     assert response.status_code == 202
     assert (killed.kind, killed.status, killed.error) == ("insights", "failed", "Abandoned: no heartbeat for 2 s (worker stopped?)")
-    assert SyncRun.objects.exclude(pk=killed.pk).get().status == "succeeded"
+    taken_over = SyncRun.objects.exclude(pk=killed.pk).get()
+    assert taken_over.status == "succeeded"
+    assert stored_figures(ad_account) == metas_figures(meta_sandbox, taken_over) != {}  # no partial or missing day

@@ -176,7 +176,7 @@ def test_a_batch_answers_each_call_in_order_and_an_edge_with_more_pages_is_follo
                                            ("999999999", None)])
 
     assert campaigns["data"] == [{"id": "400001"}, {"id": "400002"}]
-    assert client.get(campaigns["paging"]["next"])["data"] == [{"id": "400003"}]
+    assert client.get(campaigns["paging"]["next"], next_link=True)["data"] == [{"id": "400003"}]
     assert me == {"id": "10001"}
     assert isinstance(missing, GraphError) and (missing.http_status, missing.code) == (400, 100)
     assert [(r.method, r.path) for r in meta_sandbox.requests] == [("POST", "/"), ("GET", "/act_300001/campaigns")]

@@ -65,6 +65,10 @@ def _cache_location() -> str:
     return location[0] if isinstance(location, (list, tuple)) and location else str(location or "")
 
 
+class LimiterUnavailable(Exception):
+    """The shared limiter's Redis cannot be reached (down, restarting): nothing may go out uncounted."""
+
+
 @lru_cache(maxsize=4)
 def _redis(url: str):
     import redis
@@ -79,7 +83,7 @@ def acquire(phone_number_id: str, throughput_mps: int, recipient: str, *, now: f
     limit = per_second_limit(throughput_mps)
     url = redis_url()
     if url:
-        allowed_rate = _redis_rate(url, phone_number_id, second, limit)
+        allowed_rate = _on_redis(_redis_rate, url, phone_number_id, second, limit)
     else:
         allowed_rate = _db_rate(phone_number_id, second, limit, now)
     if not allowed_rate:
@@ -88,7 +92,7 @@ def acquire(phone_number_id: str, throughput_mps: int, recipient: str, *, now: f
     if guard > 0 and time.time() >= second + 1 - guard:  # too late to arrive within this second: the slot is wasted
         return Decision(False, float(second + 1), "late")
     if url:
-        until = _redis_pair(url, phone_number_id, recipient, now)
+        until = _on_redis(_redis_pair, url, phone_number_id, recipient, now)
     else:
         until = _db_pair(phone_number_id, recipient, now)
     if until:
@@ -97,6 +101,15 @@ def acquire(phone_number_id: str, throughput_mps: int, recipient: str, *, now: f
 
 
 # -- Redis ----------------------------------------------------------------------------------------------
+def _on_redis(call, *args):
+    import redis
+
+    try:
+        return call(*args)
+    except redis.RedisError as exc:
+        raise LimiterUnavailable(f"the send limiter's Redis is unreachable ({type(exc).__name__})") from exc
+
+
 def _redis_rate(url: str, phone_number_id: str, second: int, limit: int) -> bool:
     key = f"crm:automation:mps:{phone_number_id}:{second}"
     pipe = _redis(url).pipeline()

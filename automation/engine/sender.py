@@ -34,6 +34,7 @@ RETRY_CODES = frozenset({4, 80007, 130429, 131048, PAIR_RATE_CODE, 131049, 1, 2}
 TEMPLATE_CODES = frozenset({*range(132000, 132017), 132068, 132069})
 MAX_ATTEMPTS = 10
 NOT_CONNECTED_RETRY = dt.timedelta(minutes=15)
+LIMITER_DOWN_RETRY = dt.timedelta(seconds=10)
 SENT_STATUSES = (Status.SENDING, Status.UNKNOWN, Status.SENT, Status.DELIVERED, Status.READ)
 
 
@@ -130,7 +131,12 @@ def send_claimed(send_id: int, session: SendSession, *, now: dt.datetime | None 
     body = {"messaging_product": "whatsapp", "recipient_type": "individual", "to": recipient, "type": "template",
             "template": {"name": send.template.name, "language": {"code": send.template.language}, "components": components},
             "biz_opaque_callback_data": str(send.pk)}
-    decision = limiter.acquire(channel.meta_phone_number_id, channel.throughput_mps, recipient)
+    try:
+        decision = limiter.acquire(channel.meta_phone_number_id, channel.throughput_mps, recipient)
+    except limiter.LimiterUnavailable as exc:  # a Redis restart: back to the queue, sent once it answers again
+        log.warning("send %s waits: %s", send.pk, exc)
+        claiming.release(send.pk, claim, retry_at=now + LIMITER_DOWN_RETRY, count_attempt=False, error_details=str(exc))
+        return "retry"
     if decision.allowed and not decision.still_valid():
         limiter.forget_pair(channel.meta_phone_number_id, recipient)
         decision = limiter.Decision(False, float(decision.second + 1), "late")
@@ -160,9 +166,9 @@ def _after_error(send: MessageSend, claim: dt.datetime, error: GraphError, now: 
     if error.network:
         if not error.sent:  # the connection never opened: Meta cannot have seen it
             return _retry_or_fail(send, claim, now + _backoff(send.attempts), "network error before the request left")
-        MessageSend.objects.filter(pk=send.pk, status=Status.UNKNOWN, claimed_at=claim).update(
-            error_title="no answer from Meta (timeout or dropped connection)", updated_at=timezone.now())
-        return "unknown"
+        return _unknown(send, claim, "no answer from Meta (timeout or dropped connection)")
+    if error.garbled and (error.http_status or 0) < 300:  # a success whose body was cut off: Meta took it
+        return _unknown(send, claim, f"Meta's answer could not be read (HTTP {error.http_status})")
     code = error.code
     if error.is_token_invalid:
         note_graph_error(send.account, error)
@@ -184,6 +190,13 @@ def _after_error(send: MessageSend, claim: dt.datetime, error: GraphError, now: 
             wait = max(wait, dt.timedelta(seconds=error.retry_after))
         return _retry_or_fail(send, claim, now + wait, str(error))
     return _fail(send, error)
+
+
+def _unknown(send: MessageSend, claim: dt.datetime, why: str) -> str:
+    """The POST may have reached Meta: the row stays unknown for a status webhook or reconciliation."""
+    MessageSend.objects.filter(pk=send.pk, status=Status.UNKNOWN, claimed_at=claim).update(
+        error_title=why, updated_at=timezone.now())
+    return "unknown"
 
 
 def _backoff(attempts: int) -> dt.timedelta:

@@ -22,6 +22,7 @@ from automation.rendering import placeholders
 from crm_marketing.audit import record_event
 from crm_marketing.errors import NotConnected
 from crm_marketing.graph import GraphClient
+from crm_marketing.queueing import enqueue_after_commit
 from crm_marketing.tenancy import Account
 from meta_oauth.models import MetaConnection, WhatsAppChannel
 
@@ -201,14 +202,8 @@ def request_template_sync(account: Account, *, actor=None, request=None) -> str:
     task_id = uuid.uuid4().hex
     with transaction.atomic():
         record_event("automation.templates.sync", account=account, actor=actor, target=account, request=request, task_id=task_id)
-        transaction.on_commit(lambda: _queue(account.pk, task_id))
+        enqueue_after_commit(SYNC_TASK, account.pk, task_name=task_id)  # a broker that is down: the 6-hourly sync
     return task_id
-
-
-def _queue(account_id: int, task_id: str) -> None:
-    from django_q.tasks import async_task
-
-    async_task(SYNC_TASK, account_id, task_name=task_id)
 
 
 def syncable_accounts():

@@ -34,6 +34,7 @@ def run_batch(sandbox: MetaSandbox, req: GraphRequest, respond: Callable[[MetaSa
     if len(calls) > MAX_BATCH:
         raise GraphFault(f"(#100) Too many requests in batch message. Maximum batch size is {MAX_BATCH}", code=100)
     answers: list[dict[str, Any]] = []
+    fault = None
     for call in calls:
         if not isinstance(call, dict) or str(call.get("method", "GET")).upper() != "GET" or not call.get("relative_url"):
             raise GraphFault("(#100) Each batch call needs method GET and a relative_url", code=100)
@@ -44,9 +45,10 @@ def run_batch(sandbox: MetaSandbox, req: GraphRequest, respond: Callable[[MetaSa
             query["appsecret_proof"] = proof
         inner = GraphRequest("GET", path, version or req.version, query, None, req.headers, req.base_url, req.token)
         answer = respond(sandbox, inner)
+        fault = fault or answer.fault  # a call's transport fault garbles or loses the whole batch answer
         headers = [{"name": name, "value": value} for name, value in answer.headers.items()]
         answers.append({"code": answer.status, "headers": headers, "body": json.dumps(answer.body)})
-    return Response(200, answers)
+    return Response(200, answers, fault=fault)
 
 
 def check_appsecret_proof(sandbox: MetaSandbox, req: GraphRequest) -> None:

@@ -22,6 +22,7 @@ class Response:
     status: int
     body: Any  # dict -> JSON, str -> HTML
     headers: dict[str, str] = field(default_factory=dict)
+    fault: Any = None  # a FailScript of a transport kind: how the server garbles or loses this answer
 
 
 def ok(body: Any) -> Response:

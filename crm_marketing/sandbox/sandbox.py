@@ -7,7 +7,7 @@ from typing import Any, Callable, Sequence
 
 from . import assets, webhooks
 from .server import SandboxHTTPServer, serve_in_thread
-from .state import FailScript, JobPlan, LoggedRequest, SandboxState, SlowScript
+from .state import FAULT_KINDS, FailScript, JobPlan, LoggedRequest, SandboxState, SlowScript
 from .whatsapp import STATUS_ORDER, StatusPlan
 
 # A template status webhook's event -> the status it leaves (None: unchanged, e.g. FLAGGED).
@@ -164,15 +164,43 @@ class MetaSandbox:
     # -- scripting -------------------------------------------------------------------------------------
     def fail_next(self, n: int = 1, *, status: int = 500, code: int | None = None, subcode: int | None = None,
                   message: str | None = None, retry_after: float | None = None, regain_minutes: int | None = None,
-                  path_contains: str | None = None, is_transient: bool | None = None) -> None:
-        """The next `n` calls whose path contains `path_contains` answer with a Meta error."""
+                  path_contains: str | None = None, is_transient: bool | None = None, kind: str = "error",
+                  processed: bool = True, hold_seconds: float = 30.0) -> None:
+        """The next `n` calls whose path contains `path_contains` (a batch: any of its calls) fail as `kind` says:
+
+        - "error" (or an HTTP status such as "500"): a Meta error answer; the call does nothing;
+        - "timeout": no answer for `hold_seconds` (longer than the client waits), then the socket closes;
+        - "malformed": the answer's JSON is cut off halfway (same status and headers);
+        - "drop": the status line, the headers and half the body, then the socket closes mid-response.
+
+        With the transport kinds the call takes effect first, as when Meta did its part and the answer
+        was lost on the way (`processed=False`: Meta never acted on it, e.g. a send that did not go out).
+        """
+        if kind.isdigit():
+            kind, status = "error", int(kind)
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"kind must be one of {FAULT_KINDS} or an HTTP status")
         with self.state.lock:
-            self.state.fail_scripts.append(FailScript(n, status, code, subcode, message, retry_after,
-                                                      regain_minutes, path_contains, is_transient))
+            self.state.fail_scripts.append(FailScript(n, status, code, subcode, message, retry_after, regain_minutes,
+                                                      path_contains, is_transient, kind, bool(processed),
+                                                      float(hold_seconds)))
 
     def slow_next(self, n: int = 1, *, seconds: float = 2.0, path_contains: str | None = None) -> None:
         with self.state.lock:
             self.state.slow_scripts.append(SlowScript(n, seconds, path_contains))
+
+    def pending_faults(self) -> int:
+        """How many scripted failures have not happened yet."""
+        with self.state.lock:
+            return sum(script.remaining for script in self.state.fail_scripts)
+
+    def clear_scripts(self) -> None:
+        """Meta recovers: scripted failures and slow answers not used yet are dropped, held answers let go."""
+        with self.state.lock:
+            self.state.fail_scripts.clear()
+            self.state.slow_scripts.clear()
+            self.state.held_answers.set()
+            self.state.held_answers = threading.Event()
 
     def require_appsecret_proof(self, required: bool = True) -> None:
         """Refuse user-token calls without ``appsecret_proof`` (a wrong one is always refused)."""
@@ -332,7 +360,7 @@ class MetaSandbox:
             return self.take_webhooks()
         if action == "set_status_plan" and isinstance(args, list):
             return self.set_status_plan(args)
-        allowed = {"fail_next", "slow_next", "insights_job_plan", "restate", "add_lead", "issue_token",
+        allowed = {"fail_next", "slow_next", "clear_scripts", "insights_job_plan", "restate", "add_lead", "issue_token",
                    "set_template_status", "add_phone_number", "add_template", "fail_send_next", "opt_out",
                    "set_status_plan", "user_preferences", "template_status_update", "require_appsecret_proof"}
         if action not in allowed:

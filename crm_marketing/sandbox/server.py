@@ -134,6 +134,7 @@ class Handler(BaseHTTPRequestHandler):
         req = GraphRequest(method, path, version, query, body, headers, sandbox.base_url, token)
         response = respond(sandbox, req)
         entry.status = response.status
+        entry.fault = response.fault.kind if response.fault is not None else None
         self.send(response)
 
     def send(self, response: Response) -> None:
@@ -141,20 +142,37 @@ class Handler(BaseHTTPRequestHandler):
             payload, ctype = response.body.encode(), "text/html; charset=utf-8"
         else:
             payload, ctype = json.dumps(response.body).encode(), "application/json; charset=UTF-8"
+        fault = response.fault.kind if response.fault is not None else None
+        if fault == "timeout":  # hold the answer back (a reset lets it go), then close without one
+            self.server.sandbox.state.held_answers.wait(response.fault.hold_seconds)
+            self.close_connection = True
+            return
+        length = len(payload)
+        if fault == "malformed":
+            payload = payload[: length // 2]
+            length = len(payload)
+        elif fault == "drop":
+            payload = payload[: length // 2]
         try:
             self.send_response(response.status)
             self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(payload)))
+            self.send_header("Content-Length", str(length))
             for name, value in response.headers.items():
                 self.send_header(name, value)
             self.end_headers()
             self.wfile.write(payload)
         except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeouts in tests)
             self.close_connection = True
+        if fault == "drop":  # fewer bytes than Content-Length promised, then the socket closes
+            self.wfile.flush()
+            self.close_connection = True
 
 
 def respond(sandbox: MetaSandbox, req: GraphRequest) -> Response:
     script = sandbox.state.take_fail(req.path)
+    transport = script if script is not None and script.in_transport else None
+    if transport is not None:
+        script = None if transport.processed else FailScript(1, status=500)  # not processed: Meta failed it
     delay = sandbox.state.take_slow(req.path)
     if delay:
         time.sleep(delay)
@@ -174,6 +192,7 @@ def respond(sandbox: MetaSandbox, req: GraphRequest) -> Response:
         response = Response(fault.status, fault.body(), dict(fault.headers))
     throttled = script is not None and (script.status == 429 or script.code in RATE_LIMIT_CODES)
     response.headers.update(usage_headers(sandbox, req.path, throttled=throttled, regain_minutes=regain))
+    response.fault = transport or response.fault
     return response
 
 

@@ -38,6 +38,7 @@ class LoggedRequest:
     body: Any
     status: int | None = None
     version: str | None = None
+    fault: str | None = None  # "timeout" / "malformed" / "drop": the answer (status above) never arrived whole
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -57,6 +58,10 @@ class Token:
         return not self.expired and self.expires_at > time.time()
 
 
+# How a scripted failure shows: a Meta error answer, or the answer lost in transport (see MetaSandbox.fail_next).
+FAULT_KINDS = ("error", "timeout", "malformed", "drop")
+
+
 @dataclass
 class FailScript:
     remaining: int
@@ -68,6 +73,13 @@ class FailScript:
     regain_minutes: int | None = None
     path_contains: str | None = None
     is_transient: bool | None = None
+    kind: str = "error"
+    processed: bool = True  # transport kinds: the call takes effect before its answer is lost
+    hold_seconds: float = 30.0  # "timeout": how long the answer is held back before the socket closes
+
+    @property
+    def in_transport(self) -> bool:
+        return self.kind != "error"
 
 
 @dataclass
@@ -153,6 +165,11 @@ class SandboxState:
                     now + int(t.get("expires_in_days", 60)) * 86400)
             self.codes: dict[str, dict[str, Any]] = {}
             self.fail_scripts: list[FailScript] = []
+            # Answers held back by a "timeout" fault wait on this event; a reset lets them all go.
+            held = getattr(self, "held_answers", None)
+            if held is not None:
+                held.set()
+            self.held_answers = threading.Event()
             self.slow_scripts: list[SlowScript] = []
             self.job_plans: list[JobPlan] = []
             self.report_runs: dict[str, ReportRun] = {}

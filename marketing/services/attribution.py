@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from crm_marketing import events, services
 from crm_marketing.errors import Conflict
-from crm_marketing.graph import GraphClient
+from crm_marketing.graph import GraphClient, is_meta_id
 from crm_marketing.meta_time import parse_meta_time
 from crm_marketing.models import E164, Account, Lead, LeadTouch
 from marketing.models import Ad, AdAccount, AdSet, Campaign
@@ -269,9 +269,11 @@ class BackfillResult:
 
 
 def seen_form_ids(account: Account) -> list[str]:
+    """The Lead Ads forms the account's leads came from (ids a user typed that are no Meta id are left out:
+    they would become a Graph path)."""
     ids = set(Lead.objects.for_account(account).exclude(meta_form_id="").values_list("meta_form_id", flat=True))
     ids |= set(LeadTouch.objects.for_account(account).exclude(meta_form_id="").values_list("meta_form_id", flat=True))
-    return sorted(ids)
+    return sorted(form_id for form_id in ids if is_meta_id(form_id))
 
 
 def backfill_form_leads(account: Account, *, client: GraphClient, since: dt.datetime,

@@ -70,7 +70,7 @@ def _list_edges(graph: MeteredGraph, ad_account: AdAccount) -> list[list[dict]]:
         items = list(first.get("data") or [])
         next_url = (first.get("paging") or {}).get("next")
         if items and next_url:
-            items += [item for page in graph.iter_pages(next_url) for item in page]
+            items += [item for page in graph.iter_pages(next_url, next_link=True) for item in page]
         listings.append(items)
     return listings
 

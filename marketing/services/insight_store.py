@@ -9,18 +9,20 @@ prints both).
 
 In the same transaction, the Meta columns of the ROI rollup cells (account, day, campaign) the rows
 touch are recomputed from the stored insights (marketing.services.rollups); on PostgreSQL with one
-INSERT ... SELECT ... ON CONFLICT from the temp table.
+INSERT ... SELECT ... ON CONFLICT from the temp table, then the coarser rollups of those cells
+(marketing.services.coarse_rollups.derive).
 """
 from __future__ import annotations
 
 import datetime as dt
 from decimal import Decimal
+from operator import itemgetter
 from typing import Sequence
 
 from django.db import connection, transaction
 
 from marketing.models import CampaignDay, DailyInsight
-from marketing.services import rollups
+from marketing.services import coarse_rollups, rollups
 
 COLUMNS = ("account_id", "ad_account_id", "meta_campaign_id", "meta_adset_id", "meta_ad_id", "date", "currency",
            "spend", "impressions", "clicks", "link_clicks", "reach", "leads", "synced_at")
@@ -32,12 +34,12 @@ PG_TYPES = ("bigint", "bigint", "text", "text", "text", "date", "text", "numeric
 BATCH_SIZE = 2000
 TEMP_TABLE = "marketing_insight_upsert"
 InsightValues = tuple[int, int, str, str, str, dt.date, str, Decimal, int, int, int, int, int, dt.datetime]
-_KEY = tuple(COLUMNS.index(name) for name in UNIQUE)
+_KEY = itemgetter(*(COLUMNS.index(name) for name in UNIQUE))
 
 
 def _deduplicated(rows: Sequence[InsightValues]) -> list[InsightValues]:
     """Last row wins per key: one statement may not update the same row twice (PostgreSQL refuses)."""
-    return list({tuple(row[i] for i in _KEY): row for row in rows}.values())
+    return list(dict(zip(map(_KEY, rows), rows)).values())
 
 
 def upsert_insights(rows: Sequence[InsightValues], *, batch_size: int = BATCH_SIZE) -> int:
@@ -52,6 +54,8 @@ def upsert_insights(rows: Sequence[InsightValues], *, batch_size: int = BATCH_SI
             for account_id in account_ids:  # in order: two upserts never wait on each other crosswise
                 rollups.lock_account(account_id)
             _refresh_rollup_from_temp()
+            for account_id, cells in _touched_cells().items():
+                coarse_rollups.derive(account_id, cells)
         else:
             bulk_upsert(rows, batch_size=batch_size)
             day, campaign = COLUMNS.index("date"), COLUMNS.index("meta_campaign_id")
@@ -96,8 +100,8 @@ def _refresh_rollup_from_temp() -> None:
     with connection.cursor() as cursor:
         cursor.execute(
             f"INSERT INTO {rollup} AS c (account_id, day, meta_campaign_id, currency, spend, impressions, clicks, "
-            f"leads, opportunities, revenue) "
-            f"SELECT i.account_id, i.date, i.meta_campaign_id, i.currency, SUM(i.spend), SUM(i.impressions), SUM(i.clicks), 0, 0, 0 "
+            f"leads, opportunities, revenue, sales) "
+            f"SELECT i.account_id, i.date, i.meta_campaign_id, i.currency, SUM(i.spend), SUM(i.impressions), SUM(i.clicks), 0, 0, 0, 0 "
             f"FROM {insights} i JOIN {touched} t "
             f"ON i.account_id = t.account_id AND i.date = t.date AND i.meta_campaign_id = t.meta_campaign_id "
             f"GROUP BY i.account_id, i.date, i.meta_campaign_id, i.currency "
@@ -107,4 +111,15 @@ def _refresh_rollup_from_temp() -> None:
         cursor.execute(
             f"DELETE FROM {rollup} c USING {touched} t "
             f"WHERE c.account_id = t.account_id AND c.day = t.date AND c.meta_campaign_id = t.meta_campaign_id "
-            f"AND c.spend = 0 AND c.impressions = 0 AND c.clicks = 0 AND c.leads = 0 AND c.opportunities = 0 AND c.revenue = 0")
+            f"AND c.spend = 0 AND c.impressions = 0 AND c.clicks = 0 AND c.leads = 0 AND c.opportunities = 0 AND c.revenue = 0 "
+            f"AND c.sales = 0")
+
+
+def _touched_cells() -> dict[int, list[tuple[dt.date, str]]]:
+    """The (day, campaign) cells of the merged rows, per account."""
+    cells: dict[int, list[tuple[dt.date, str]]] = {}
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT DISTINCT account_id, date, meta_campaign_id FROM {TEMP_TABLE}")
+        for account_id, day, campaign in cursor.fetchall():
+            cells.setdefault(account_id, []).append((day, campaign))
+    return cells

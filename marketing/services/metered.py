@@ -110,9 +110,10 @@ class MeteredGraph:
         self._check_usage()
         return results
 
-    def iter_pages(self, path: str, params: dict[str, Any] | None = None) -> Iterator[list[dict[str, Any]]]:
+    def iter_pages(self, path: str, params: dict[str, Any] | None = None, *,
+                   next_link: bool = False) -> Iterator[list[dict[str, Any]]]:
         """Each page's rows; the usage check runs once the caller has stored a page, before the next call."""
-        pages = self.client.iter_pages(path, params, max_pages=100_000)
+        pages = self.client.iter_pages(path, params, max_pages=100_000, next_link=next_link)
         while True:
             try:
                 rows = self._call(lambda: next(pages))

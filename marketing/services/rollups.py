@@ -1,7 +1,10 @@
 """The ROI rollup (``CampaignDay``): cells recomputed from their source rows, never incremented.
 
 Every write is "recompute these cells from DailyInsight / Lead / Opportunity / Sale and write what
-differs", so running one twice, late or out of order is harmless:
+differs", so running one twice, late or out of order is harmless. Whatever a write changes in CampaignDay,
+``_write`` carries into the coarser tables the long windows read (AccountDay, the campaigns' running
+totals; marketing.services.coarse_rollups) in the same transaction, and ``refresh_crm_days`` and
+``rebuild`` keep RepeatSale (the customers) with the sales; callers need not know they exist:
 
 - ``refresh_meta_cells(account_id, [(day, campaign)])``: the Meta columns of those cells, called by
   the insights upsert in its transaction (and by the DailyInsight save signal);
@@ -37,9 +40,9 @@ from crm_marketing.errors import DomainError
 from crm_marketing.models import Account, Lead, Opportunity, Sale
 from crm_marketing.services import repair_sale_attribution
 from crm_marketing.validation import EARLIEST_MOMENT, LATEST_MOMENT, MOMENT_RANGE
-from marketing.models import CampaignDay, DailyInsight
-from marketing.services import stats_cache
-from marketing.time_ranges import Window
+from marketing.models import AccountDay, CampaignDay, CampaignToDate, CampaignTotal, DailyInsight, RepeatSale
+from marketing.services import coarse_rollups, stats_cache
+from marketing.time_ranges import FIRST_DAY, Window
 
 log = logging.getLogger("marketing.rollups")
 
@@ -82,12 +85,12 @@ def _meta_sums(account_id: int, where: Q) -> Sums:
 
 
 def _crm_sums(account: _Account, window: Window) -> Sums:
-    """Leads, opportunities (counted on the account's currency) and revenue per cell of the window."""
+    """Leads, opportunities (counted on the account's currency), revenue and sales per cell of the window."""
     start, end = window.bounds(account.tz)
     sums: Sums = {}
 
     def add(day: dt.date, campaign: str, currency: str, name: str, value) -> None:
-        sums.setdefault((day, campaign, currency), {"leads": 0, "opportunities": 0, "revenue": Decimal("0")})[name] += value
+        sums.setdefault((day, campaign, currency), {"leads": 0, "opportunities": 0, "revenue": Decimal("0"), "sales": 0})[name] += value
 
     leads = (Lead.objects.filter(account_id=account.id, lead_source__in=Lead.META_SOURCES, created_at__gte=start, created_at__lt=end)
              .order_by().values(cell_day=TruncDate("created_at", tzinfo=account.tz), cell_campaign=F("meta_campaign_id"))
@@ -105,17 +108,19 @@ def _crm_sums(account: _Account, window: Window) -> Sums:
                                  closed_at__gte=start, closed_at__lt=end)
              .order_by().values(cell_day=TruncDate("closed_at", tzinfo=account.tz), cell_campaign=F("meta_campaign_id"),
                                 cell_currency=F("currency"))
-             .annotate(amount=Sum("amount")))
+             .annotate(amount=Sum("amount"), n=Count("id")))
     for row in sales:
         add(row["cell_day"], row["cell_campaign"], row["cell_currency"], "revenue", row["amount"] or Decimal("0"))
+        add(row["cell_day"], row["cell_campaign"], row["cell_currency"], "sales", row["n"])
     return sums
 
 
 # -- writing what differs ------------------------------------------------------------------------------------
-def _write(account_id: int, scope: Q, computed: Sums, measures: tuple[str, ...]) -> int:
+def _write(account_id: int, scope: Q, computed: Sums, measures: tuple[str, ...], *, derive: bool = True) -> int:
     """Make ``measures`` of the cells in ``scope`` equal ``computed`` (absent cells: 0); drop empty rows.
 
-    Only cells whose figures changed are written, so a CRM write rewrites one row, not the day's."""
+    Only cells whose figures changed are written, so a CRM write rewrites one row, not the day's; the
+    coarser tables follow those cells (``derive=False``: the caller, a rebuild, derives them itself)."""
     zero = dict.fromkeys(measures, 0)
     nonzero = Q()
     for name in measures:
@@ -132,6 +137,8 @@ def _write(account_id: int, scope: Q, computed: Sums, measures: tuple[str, ...])
         CampaignDay.objects.bulk_create(changed, batch_size=2000, update_conflicts=True, unique_fields=UNIQUE,
                                         update_fields=list(measures))
         CampaignDay.objects.filter(account_id=account_id).filter(scope).filter(**dict.fromkeys(CampaignDay.MEASURES, 0)).delete()
+        if derive:
+            coarse_rollups.derive(account_id, {(cell.day, cell.meta_campaign_id) for cell in changed})
     return len(changed)
 
 
@@ -147,7 +154,8 @@ def _day_runs(days: Iterable[dt.date]) -> list[Window]:
 
 
 def refresh_crm_days(account_id: int, days: Iterable[dt.date]) -> int:
-    """Recompute leads, opportunities and revenue of every cell of these account days; returns rows written."""
+    """Recompute leads, opportunities, revenue and sales of every cell of these account days, and the repeat
+    sales of the leads with sales on them; returns CampaignDay rows written."""
     runs = _day_runs(days)
     if not runs:
         return 0
@@ -161,11 +169,14 @@ def refresh_crm_days(account_id: int, days: Iterable[dt.date]) -> int:
         for window in runs:
             computed.update(_crm_sums(account, window))
             scope |= Q(day__gte=window.since, day__lte=window.until)
-        return _write(account_id, scope, computed, CampaignDay.CRM_MEASURES)
+        written = _write(account_id, scope, computed, CampaignDay.CRM_MEASURES)
+        coarse_rollups.refresh_repeats(account_id, coarse_rollups.leads_with_sales_within(
+            account_id, [window.bounds(account.tz) for window in runs]))
+        return written
 
 
 def refresh_meta_cells(account_id: int, cells: Iterable[tuple[dt.date, str]]) -> int:
-    """Recompute spend, impressions and clicks of these (day, campaign) cells; returns rows written."""
+    """Recompute spend, impressions and clicks of these (day, campaign) cells; returns CampaignDay rows written."""
     by_campaign: dict[str, set[dt.date]] = {}
     for day, campaign in cells:
         by_campaign.setdefault(campaign, set()).add(day)
@@ -231,39 +242,81 @@ def activity_span(account: Account, since: dt.date | None = None) -> tuple[dt.da
 
 
 def rebuild(account: Account, *, since: dt.date | None = None, progress: Progress | None = None) -> RebuildResult:
-    """Re-derive the account's rollup from ``since`` (default: all history), a month per transaction.
+    """Re-derive the account's rollups from ``since`` (default: all history), a month per transaction, then
+    the campaigns' running totals from ``since``, a batch of campaigns per transaction.
 
     Sales whose attribution copy drifted are re-copied first (crm_marketing.services). The span is read and
     the cells outside it dropped under the rollup lock: a CRM write committed in between (a lead on a new last
-    day) would otherwise have its fresh cell deleted as "outside"."""
+    day) would otherwise have its fresh cell deleted as "outside". ``rows_written`` counts CampaignDay rows."""
     result = RebuildResult(account.slug, sales_reattributed=repair_sale_attribution(account))
     with transaction.atomic():
         lock_account(account.pk)
         span = activity_span(account, since)
-        outside = CampaignDay.objects.filter(account=account)
+        result.rows_written += _drop_outside(account, since, span)
+    if span is not None:
+        result.since, result.until = span
+        chunks = Window(*span).days
+        windows = [Window(span[0] + dt.timedelta(days=i), min(span[1], span[0] + dt.timedelta(days=i + CHUNK_DAYS - 1)))
+                   for i in range(0, chunks, CHUNK_DAYS)]
+        for number, window in enumerate(windows, 1):
+            with transaction.atomic():
+                lock_account(account.pk)
+                fresh = _account(account.pk)
+                computed = _meta_sums(account.pk, Q(date__gte=window.since, date__lte=window.until))
+                for cell, crm in _crm_sums(fresh, window).items():
+                    computed.setdefault(cell, {}).update(crm)
+                result.rows_written += _write(account.pk, Q(day__gte=window.since, day__lte=window.until), computed,
+                                              CampaignDay.MEASURES, derive=False)
+                coarse_rollups.refresh_account_days(account.pk, [window.since + dt.timedelta(days=i) for i in range(window.days)])
+                coarse_rollups.refresh_repeats(account.pk, coarse_rollups.leads_with_sales_within(account.pk, [window.bounds(fresh.tz)]))
+            if progress:
+                progress("rollups", number, len(windows))
+    _rebuild_to_date(account.pk, since)
+    return result
+
+
+def _drop_outside(account: Account, since: dt.date | None, span: tuple[dt.date, dt.date] | None) -> int:
+    """Delete the rows from ``since`` on outside the activity span (CampaignDay and AccountDay by day,
+    RepeatSale by closing moment); returns the CampaignDay rows deleted."""
+    deleted = 0
+    for model in (CampaignDay, AccountDay):
+        outside = model.objects.filter(account=account)
         if since is not None:
             outside = outside.filter(day__gte=since)
         if span is not None:
             outside = outside.exclude(day__gte=span[0], day__lte=span[1])
-        result.rows_written += outside.delete()[0]
-    if span is None:
-        return result
-    result.since, result.until = span
-    chunks = Window(*span).days
-    windows = [Window(span[0] + dt.timedelta(days=i), min(span[1], span[0] + dt.timedelta(days=i + CHUNK_DAYS - 1)))
-               for i in range(0, chunks, CHUNK_DAYS)]
-    for number, window in enumerate(windows, 1):
+        count = outside.delete()[0]
+        deleted += count if model is CampaignDay else 0
+    tz = ZoneInfo(account.timezone)
+    repeats = RepeatSale.objects.filter(account=account)
+    if since is not None:
+        repeats = repeats.filter(closed_at__gte=Window(since, since).bounds(tz)[0])
+    if span is not None:
+        start, end = Window(*span).bounds(tz)
+        repeats = repeats.exclude(closed_at__gte=start, closed_at__lt=end)
+    repeats.delete()
+    return deleted
+
+
+def _rebuild_to_date(account_id: int, since: dt.date | None) -> None:
+    """The running totals of every campaign with a cell from ``since`` on (or a span reaching it), recomputed from
+    ``since``; over all history (``since`` None) from scratch, and campaigns with no cell left dropped."""
+    cells = CampaignDay.objects.filter(account_id=account_id)
+    if since is None:
+        campaigns = set(cells.values_list("meta_campaign_id", flat=True).distinct())
+        stale = set(CampaignTotal.objects.filter(account_id=account_id).values_list("meta_campaign_id", flat=True)) - campaigns
+        for model in (CampaignToDate, CampaignTotal):
+            model.objects.filter(account_id=account_id, meta_campaign_id__in=stale).delete()
+    else:
+        campaigns = (set(cells.filter(day__gte=since).values_list("meta_campaign_id", flat=True).distinct())
+                     | set(CampaignTotal.objects.filter(account_id=account_id, last_day__gte=since)
+                           .values_list("meta_campaign_id", flat=True)))
+    ordered = sorted(campaigns)
+    for start in range(0, len(ordered), coarse_rollups.BATCH):
         with transaction.atomic():
-            lock_account(account.pk)
-            fresh = _account(account.pk)
-            computed = _meta_sums(account.pk, Q(date__gte=window.since, date__lte=window.until))
-            for cell, crm in _crm_sums(fresh, window).items():
-                computed.setdefault(cell, {}).update(crm)
-            result.rows_written += _write(account.pk, Q(day__gte=window.since, day__lte=window.until), computed,
-                                          CampaignDay.MEASURES)
-        if progress:
-            progress("rollups", number, len(windows))
-    return result
+            lock_account(account_id)
+            batch = ordered[start:start + coarse_rollups.BATCH]
+            coarse_rollups.refresh_to_date(account_id, dict.fromkeys(batch, since or FIRST_DAY), fresh=since is None)
 
 
 @dataclass

@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from crm_marketing.audit import record_event
 from crm_marketing.errors import Conflict, NotConnected
+from crm_marketing.queueing import enqueue_after_commit
 from crm_marketing.tenancy import Account
 from marketing.models import AdAccount, SyncRun
 from meta_oauth.models import MetaConnection
@@ -27,6 +28,8 @@ from meta_oauth.services import connection_for
 ACTIVE = [SyncRun.Status.QUEUED, SyncRun.Status.RUNNING]
 # A queued run waits for a free worker, which may take a while on a busy queue; this long, it was lost.
 QUEUED_STALE_AFTER = dt.timedelta(minutes=30)
+# A queued run not started this long may have lost its task: the scheduled tick queues it again.
+REQUEUE_AFTER = dt.timedelta(minutes=5)
 RUN_SYNC_TASK = "marketing.tasks.run_sync"
 
 
@@ -110,10 +113,21 @@ def beat(run: SyncRun, **progress) -> None:
 
 
 def queue_run(run: SyncRun) -> None:
-    """Hand the run to django-q2 once the transaction that created it commits."""
-    from django_q.tasks import async_task
+    """Hand the run to django-q2 once the transaction that created it commits. A broker that is down (a
+    Redis restart) does not fail the request: the run stays queued and ``requeue_unstarted_runs`` sends it."""
+    enqueue_after_commit(RUN_SYNC_TASK, run.pk, task_name=run.task_id)
 
-    transaction.on_commit(lambda: async_task(RUN_SYNC_TASK, run.pk, task_name=run.task_id))
+
+def requeue_unstarted_runs(*, now: dt.datetime | None = None) -> int:
+    """Queue again the task of runs still queued after REQUEUE_AFTER: a Redis restart empties the broker's
+    queue, or the broker was down when the run was created. A run whose first task does arrive is taken by
+    one of the two (``claim_run``); the other finds it taken and does nothing."""
+    now = now or timezone.now()
+    runs = list(SyncRun.objects.filter(status=SyncRun.Status.QUEUED, created_at__lte=now - REQUEUE_AFTER,
+                                       created_at__gte=now - QUEUED_STALE_AFTER))
+    for run in runs:
+        queue_run(run)
+    return len(runs)
 
 
 def request_sync(account: Account, *, actor=None, request=None) -> SyncRun:
@@ -178,7 +192,9 @@ def due_ad_accounts(*, now: dt.datetime | None = None) -> list[AdAccount]:
 
 
 def queue_due_syncs(*, now: dt.datetime | None = None) -> list[SyncRun]:
-    """The scheduled entry: one queued full sync per due ad account (skipping ones already active)."""
+    """The scheduled entry: one queued full sync per due ad account (skipping ones already active), after
+    queueing again the runs whose task was lost."""
+    requeue_unstarted_runs(now=now)
     runs = []
     for ad_account in due_ad_accounts(now=now):
         try:

@@ -11,35 +11,42 @@ Per campaign, the CRM figures follow ``Lead.meta_campaign_id`` and the Meta figu
 ``DailyInsight.meta_campaign_id``. CRM timestamps are cut at midnight in the account's timezone.
 All ad accounts of the account count (also ones no longer selected): their leads count too.
 
-All but ``customers`` come from ``CampaignDay`` (marketing.services.rollups keeps it equal to those
-definitions), one indexed range per request whatever the window, instead of scanning the leads,
-opportunities, sales and insights themselves (bench/README.md has the figures). Distinct customers
-do not add up across days, so they stay an exact query on the sales, which carry their lead's
-attribution (``Sale.lead_source``/``meta_campaign_id``) and an index that answers it alone.
-Several windows are read in one pass (conditional aggregates): the stats endpoint reads the period
-and its previous period together.
+Everything comes from the rollups (marketing.services.rollups keeps them equal to those definitions),
+never from the leads, opportunities, sales and insights themselves, and no read grows with history
+(bench/README.md has the figures): the account's figures from AccountDay (a row per day and currency),
+one campaign's from CampaignDay (likewise), the figures of every campaign from their running totals
+(CampaignToDate/CampaignTotal: two rows per campaign whatever the window). Distinct customers do not
+add up across days: they are the window's completed sales (the ``sales`` measure) minus its repeat
+sales (RepeatSale) whose previous sale of the same lead is in the window too. Several windows are read
+in one pass (conditional aggregates): the stats endpoint reads the period and its previous period
+together. Repeated reads come from the stats cache until the rollups change (marketing/services/stats_cache.py).
 """
 from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
+from itertools import chain
 from decimal import Decimal
-from typing import Literal, Sequence
+from typing import Iterable, Literal, Sequence
 from zoneinfo import ZoneInfo
 
-from django.db.models import Count, F, Min, Q, Sum
-from django.db.models.functions import TruncDate
+from django.db import connection
+from django.db.models import Count, F, Min, Q, Sum, Value
+from django.db.models.functions import Coalesce
 
 from crm_marketing.models import Account, Lead, Sale
-from marketing.models import CampaignDay, DailyInsight, ExchangeRate
+from marketing.models import AccountDay, CampaignDay, CampaignToDate, CampaignTotal, DailyInsight, ExchangeRate, RepeatSale
 from marketing.services import stats_cache
 from marketing.time_ranges import Window
 
 ZERO = Decimal("0")
 HUNDRED = Decimal("100")
+CENT = Decimal("0.01")
 Key = Literal["total", "campaign", "day"]
 TOTAL = "total"
+MEASURES = CampaignDay.MEASURES
+FIELDS = {name: CampaignDay._meta.get_field(name) for name in MEASURES}
 
 
 def ratio(numerator: Decimal | int, divisor: Decimal | int, scale: Decimal | int = 1) -> Decimal | None:
@@ -102,6 +109,13 @@ class Figures:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.unconverted = self.unconverted or other.unconverted
 
+    @classmethod
+    def total(cls, parts: Iterable["Figures"]) -> "Figures":
+        parts = list(parts)
+        return cls(**{name: sum((getattr(p, name) for p in parts), start=getattr(cls, name))
+                      for name in ("leads", "opportunities", "revenue", "customers", "spend", "impressions", "clicks")},
+                   unconverted=any(p.unconverted for p in parts))
+
 
 @dataclass
 class Converter:
@@ -160,46 +174,129 @@ def _span(windows: Sequence[Window]) -> Window:
     return Window(min(w.since for w in windows), max(w.until for w in windows))
 
 
-def _customers(scope: Scope, windows: Sequence[Window], key: Key) -> list[dict]:
-    """Distinct Meta customers (leads with a completed sale) per group key, as ``n{i}`` for window i."""
-    tz = scope.tz
-
-    def closed_within(window: Window) -> Q:
-        start, end = window.bounds(tz)
-        return Q(closed_at__gte=start, closed_at__lt=end)
-
-    sales = Sale.objects.filter(closed_within(_span(windows)), account=scope.account, status=Sale.Status.COMPLETED,
-                                lead_source__in=Lead.META_SOURCES)
-    if scope.campaign_id is not None:
-        sales = sales.filter(meta_campaign_id=scope.campaign_id)
-    counts = {f"n{i}": Count("lead_id", distinct=True, filter=closed_within(window) if len(windows) > 1 else None)
-              for i, window in enumerate(windows)}
-    group = {"campaign": {"key": F("meta_campaign_id")}, "day": {"key": TruncDate("closed_at", tzinfo=tz)}}.get(key)
-    if group is None:
-        return [{"key": TOTAL, **sales.aggregate(**counts)}]
-    return list(sales.order_by().values(**group).annotate(**counts))
-
-
-def _cell_rows(scope: Scope, windows: Sequence[Window], key: Key) -> list[dict]:
-    """The rollup's sums per currency (and group key) for each window i, as ``<measure>{i}``."""
+def _day_rows(scope: Scope, windows: Sequence[Window], key: Key) -> list[dict]:
+    """Measures per currency (and group key) as ``{measure}{i}`` for window i, summed from a row per day:
+    AccountDay for the account, CampaignDay for one campaign (or grouped by campaign)."""
     span = _span(windows)
-    cells = CampaignDay.objects.filter(account=scope.account, day__gte=span.since, day__lte=span.until)
+    model = AccountDay if scope.campaign_id is None and key != "campaign" else CampaignDay
+    rows = model.objects.filter(account=scope.account, day__gte=span.since, day__lte=span.until)
     if scope.campaign_id is not None:
-        cells = cells.filter(meta_campaign_id=scope.campaign_id)
+        rows = rows.filter(meta_campaign_id=scope.campaign_id)
     group = {"campaign": {"key": F("meta_campaign_id")}, "day": {"key": F("day")}}.get(key, {})
     sums = {
         f"{name}{i}": Sum(name, filter=Q(day__gte=window.since, day__lte=window.until)) if len(windows) > 1 else Sum(name)
-        for name in CampaignDay.MEASURES for i, window in enumerate(windows)
+        for name in MEASURES for i, window in enumerate(windows)
     }
-    return list(cells.order_by().values("currency", **group).annotate(**sums))
+    return list(rows.order_by().values("currency", **group).annotate(**sums))
+
+
+def _campaign_figures(scope: Scope, window: Window) -> dict[str, Figures]:
+    """Figures per campaign of one window: the running totals to ``until`` minus those to ``since - 1``
+    (CampaignToDate), plus the totals of campaigns whose span ended in between (CampaignTotal). At most two
+    rows per campaign and currency whatever the window; customers are still the window's sales here.
+    On PostgreSQL one statement also converts the money and sums the currencies, so Python handles a row
+    per campaign (thousands of them at scale, bench/README.md)."""
+    before = window.since - timedelta(days=1)
+    if connection.vendor == "postgresql":
+        return _campaign_figures_sql(scope, before, window.until)
+    differences = {
+        name: Coalesce(Sum(name, filter=Q(day=window.until)), Value(0), output_field=FIELDS[name])
+        - Coalesce(Sum(name, filter=Q(day=before)), Value(0), output_field=FIELDS[name])
+        for name in MEASURES
+    }
+    to_date = (CampaignToDate.objects.filter(account=scope.account, day__in=[before, window.until]).order_by()
+               .values("meta_campaign_id", "currency").annotate(**differences).values_list("meta_campaign_id", "currency", *MEASURES))
+    ended = (CampaignTotal.objects.filter(account=scope.account, last_day__gte=before, last_day__lt=window.until)
+             .values_list("meta_campaign_id", "currency", *MEASURES))
+    converter = scope.converter
+    out: dict[str, Figures] = defaultdict(Figures)
+    for campaign, currency, spend, impressions, clicks, leads, opportunities, revenue, sales in chain(to_date, ended):
+        if not (spend or impressions or clicks or leads or opportunities or revenue or sales):
+            continue  # no figure of this campaign and currency in the window
+        figures = out[campaign]
+        figures.leads += leads
+        figures.opportunities += opportunities
+        figures.impressions += impressions
+        figures.clicks += clicks
+        figures.customers += sales
+        figures.spend += converter.convert(currency, _cents(spend))
+        figures.revenue += converter.convert(currency, _cents(revenue))
+        if (spend or revenue) and not converter.can_convert(currency):
+            figures.unconverted = True
+    return out
+
+
+def _campaign_figures_sql(scope: Scope, before: date, until: date) -> dict[str, Figures]:
+    converter = scope.converter
+    rates = {converter.target: Decimal(1), **converter.rates}
+    to_date, totals = (connection.ops.quote_name(model._meta.db_table) for model in (CampaignToDate, CampaignTotal))
+    differences = ", ".join(f"SUM(CASE WHEN day = %(until)s THEN {m} ELSE -{m} END) AS {m}" for m in MEASURES)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"WITH rates(currency, rate) AS (SELECT * FROM unnest(%(currencies)s::text[], %(rates)s::numeric[])), "
+            f"pairs AS (SELECT meta_campaign_id, currency, {differences} FROM {to_date} "
+            f"  WHERE account_id = %(account)s AND day IN (%(before)s, %(until)s) GROUP BY 1, 2 "
+            f"  UNION ALL SELECT meta_campaign_id, currency, {', '.join(MEASURES)} FROM {totals} "
+            f"  WHERE account_id = %(account)s AND last_day >= %(before)s AND last_day < %(until)s), "
+            f"window_pairs AS MATERIALIZED (SELECT p.*, r.rate FROM pairs p LEFT JOIN rates r USING (currency) "
+            f"  WHERE {' OR '.join(f'p.{m} <> 0' for m in MEASURES)}) "
+            f"SELECT meta_campaign_id, COALESCE(SUM(spend * rate), 0), SUM(impressions)::bigint, SUM(clicks)::bigint, "
+            f"  SUM(leads)::bigint, SUM(opportunities)::bigint, COALESCE(SUM(revenue * rate), 0), SUM(sales)::bigint, "
+            f"  COALESCE(bool_or(rate IS NULL AND (spend <> 0 OR revenue <> 0)), false), NULL "
+            f"FROM window_pairs GROUP BY 1 "
+            f"UNION ALL SELECT NULL, 0, 0, 0, 0, 0, 0, 0, false, currency FROM window_pairs WHERE rate IS NULL GROUP BY currency",
+            {"account": scope.account.pk, "before": before, "until": until, "currencies": list(rates), "rates": list(rates.values())})
+        rows = cursor.fetchall()
+    out: dict[str, Figures] = defaultdict(Figures)
+    for campaign, spend, impressions, clicks, leads, opportunities, revenue, sales, unconverted, missing in rows:
+        if missing is not None:  # a currency without a rate, as convert() would remember it
+            converter.missing.add(missing)
+        else:
+            out[campaign] = Figures(leads, opportunities, revenue, sales, spend, impressions, clicks, unconverted)
+    return out
+
+
+def _repeats(scope: Scope, windows: Sequence[Window], key: Key) -> list[dict]:
+    """Repeat sales per group key as ``n{i}``: completed Meta sales in window i whose lead's previous one (in the
+    same campaign when the figures are per campaign) is in window i too. Customers = sales - repeats."""
+    tz = scope.tz
+    per_campaign = key == "campaign" or scope.campaign_id is not None
+    previous = "previous_in_campaign_closed_at" if per_campaign else "previous_closed_at"
+    start, end = _span(windows).bounds(tz)
+    repeats = RepeatSale.objects.filter(account=scope.account, closed_at__gte=start, closed_at__lt=end, **{f"{previous}__gte": start})
+    if scope.campaign_id is not None:
+        repeats = repeats.filter(meta_campaign_id=scope.campaign_id)
+    if key == "day":  # a repeat on its previous sale's (local) day
+        counts: dict[date, dict] = {}
+        for closed_at, previous_at in repeats.values_list("closed_at", previous):
+            day = closed_at.astimezone(tz).date()
+            if previous_at.astimezone(tz).date() == day:
+                row = counts.setdefault(day, {"key": day, **{f"n{i}": 0 for i in range(len(windows))}})
+                for i, window in enumerate(windows):
+                    row[f"n{i}"] += window.since <= day <= window.until
+        return list(counts.values())
+
+    def within(window: Window) -> Q:
+        low, high = window.bounds(tz)
+        return Q(closed_at__gte=low, closed_at__lt=high, **{f"{previous}__gte": low})
+
+    counts = {f"n{i}": Count("id", filter=within(window)) for i, window in enumerate(windows)}
+    if key == "campaign":
+        return list(repeats.order_by().values(key=F("meta_campaign_id")).annotate(**counts))
+    return [{"key": TOTAL, **repeats.aggregate(**counts)}]
+
+
+def _cents(amount) -> Decimal:
+    """A sum of amounts in cents, exact: SQLite adds them up as floats (PostgreSQL's numeric is exact already)."""
+    return Decimal(amount or 0).quantize(CENT)
 
 
 def collect(scope: Scope, windows: Sequence[Window], key: Key = TOTAL, *, customers: bool = True) -> list[dict[str, Figures] | dict[date, Figures]]:
     """Figures per window, each a dict from the group key (TOTAL, campaign id or day) to Figures.
 
-    ``customers=False`` skips the distinct-customers query for callers that show no ``cpa``. The result
-    comes from the stats cache while the account's rollup is unchanged (marketing/services/stats_cache.py),
-    keyed also by the exchange rates read for this request."""
+    ``customers=False`` skips the repeat-sales query for callers that show no ``cpa``. The result comes from
+    the stats cache while the account's rollups are unchanged (marketing/services/stats_cache.py), keyed also
+    by the exchange rates read for this request."""
     converter = scope.converter
     read = ("collect", tuple((w.since, w.until) for w in windows), key, scope.campaign_id, customers,
             scope.account.timezone, converter.target, tuple(sorted(converter.rates.items())))
@@ -209,26 +306,34 @@ def collect(scope: Scope, windows: Sequence[Window], key: Key = TOTAL, *, custom
 
 
 def _collect(scope: Scope, windows: Sequence[Window], key: Key, customers: bool) -> tuple[list[dict], set[str]]:
-    """``collect``'s figures read from the rollup and the sales, and the currencies it could not convert."""
-    result: list[dict] = [defaultdict(Figures) for _ in windows]
-    converter = Converter(scope.converter.target, scope.converter.rates)  # its own ``missing``: cached with the result
-    for row in _cell_rows(scope, windows, key):
+    """``collect``'s figures read from the rollups, and the currencies they could not convert."""
+    scope = Scope(scope.account, Converter(scope.converter.target, scope.converter.rates), scope.campaign_id)  # its own ``missing``
+    if key == "campaign" and scope.campaign_id is None:
+        result: list[dict] = [defaultdict(Figures, _campaign_figures(scope, window)) for window in windows]
+        rows = []
+    else:
+        result = [defaultdict(Figures) for _ in windows]
+        rows = _day_rows(scope, windows, key)
+    convert = scope.converter.convert
+    for row in rows:
         for i in range(len(windows)):
             figures = result[i][row.get("key", TOTAL)]
             figures.leads += row[f"leads{i}"] or 0
             figures.opportunities += row[f"opportunities{i}"] or 0
             figures.impressions += row[f"impressions{i}"] or 0
             figures.clicks += row[f"clicks{i}"] or 0
+            figures.customers += row[f"sales{i}"] or 0  # minus the repeat sales below
             if row[f"spend{i}"] is not None:  # None: no cell of this currency in window i
-                figures.spend += converter.convert(row["currency"], row[f"spend{i}"])
-                figures.revenue += converter.convert(row["currency"], row[f"revenue{i}"])
-                if not converter.can_convert(row["currency"]) and (row[f"spend{i}"] or row[f"revenue{i}"]):
+                figures.spend += convert(row["currency"], _cents(row[f"spend{i}"]))
+                figures.revenue += convert(row["currency"], _cents(row[f"revenue{i}"]))
+                if not scope.converter.can_convert(row["currency"]) and (row[f"spend{i}"] or row[f"revenue{i}"]):
                     figures.unconverted = True
     if customers:
-        for row in _customers(scope, windows, key):
+        for row in _repeats(scope, windows, key):
             for i in range(len(windows)):
-                result[i][row["key"]].customers += row[f"n{i}"] or 0
-    return result, converter.missing
+                if row[f"n{i}"]:
+                    result[i][row["key"]].customers -= row[f"n{i}"]
+    return result, scope.converter.missing
 
 
 def earliest_day(account: Account) -> date | None:

@@ -57,8 +57,15 @@ def _currency_fields(converter: Converter) -> dict:
     return {"currency_mismatch": bool(converter.missing), "unconverted_currencies": sorted(converter.missing)}
 
 
-def _window_fields(window: Window) -> dict:
-    return {"time_range": window.label, "period": window.as_dict()}
+def period_of(window: Window, today: date) -> dict:
+    """``{since, until, complete}``. ``complete`` is false while the period includes today (or a later day): its
+    figures are still growing (and Meta restates recent spend), so a ``*_change`` against a previous period of
+    complete days reads low; the hub's default range ends yesterday and labels the others "today so far"."""
+    return {**window.as_dict(), "complete": window.until < today}
+
+
+def _window_fields(window: Window, account: Account) -> dict:
+    return {"time_range": window.label, "period": period_of(window, today_for(account))}
 
 
 def marketing_stats(account: Account, window: Window) -> dict:
@@ -70,6 +77,7 @@ def marketing_stats(account: Account, window: Window) -> dict:
     """
     converter = Converter.for_account(account)
     previous = window.previous()
+    today = today_for(account)
     current_figures, previous_figures = (by_key[TOTAL] for by_key in collect(Scope(account, converter), [window, previous]))
     roi, previous_roi = current_figures.roi, previous_figures.roi
     connected = MetaConnection.objects.filter(account=account, status=MetaConnection.Status.CONNECTED).exists()
@@ -88,8 +96,9 @@ def marketing_stats(account: Account, window: Window) -> dict:
         "cpa": current_figures.cpa,
         "cost_per_lead": current_figures.cost_per_lead,
         "currency": account.currency,
-        **_window_fields(window),
-        "previous_period": previous.as_dict(),
+        "time_range": window.label,
+        "period": period_of(window, today),
+        "previous_period": period_of(previous, today),
         "meta_connected": connected,
         "last_synced_at": last_synced_at,
         **_currency_fields(converter),
@@ -99,13 +108,15 @@ def marketing_stats(account: Account, window: Window) -> dict:
     return payload
 
 
-def _campaign_stat(campaign: tuple[str, str, str], figures: Figures, currency: str) -> dict:
-    meta_campaign_id, name, status = campaign
+def _campaign_stat(meta_campaign_id: str, name: str, status: str, figures: Figures, currency: str) -> dict:
+    spend, money_ratios = figures.spend, not figures.unconverted  # Figures.roi and .cpa, inlined: 5,000 campaigns at scale
     return {
         "id": meta_campaign_id, "name": name, "status": status,
-        "spend": figures.spend, "impressions": figures.impressions, "clicks": figures.clicks,
+        "spend": spend, "impressions": figures.impressions, "clicks": figures.clicks,
         "leads": figures.leads, "opportunities": figures.opportunities, "revenue": figures.revenue,
-        "roi": figures.roi, "cpa": figures.cpa, "currency": currency,
+        "roi": (figures.revenue - spend) / spend * HUNDRED if money_ratios and spend else None,
+        "cpa": spend / figures.customers if money_ratios and figures.customers else None,
+        "currency": currency,
     }
 
 
@@ -113,11 +124,10 @@ def _campaign_stats(account: Account, window: Window, converter: Converter, camp
     """CampaignStats of ``campaigns`` and the account's totals (all Meta figures, also those
     of leads without a synced campaign) from the same queries."""
     (by_campaign,) = collect(Scope(account, converter), [window], key="campaign")
-    totals = Figures()
-    for figures in by_campaign.values():
-        totals.add(figures)
-    rows = [_campaign_stat(c, by_campaign.get(c[0]) or Figures(), account.currency)
-            for c in campaigns.values_list("meta_campaign_id", "name", "status")]  # tuples: 500 model instances cost ~10 ms
+    totals = Figures.total(by_campaign.values())
+    none = Figures()
+    rows = [_campaign_stat(meta_campaign_id, name, status, by_campaign.get(meta_campaign_id) or none, account.currency)
+            for meta_campaign_id, name, status in campaigns.values_list("meta_campaign_id", "name", "status")]
     return rows, totals
 
 
@@ -134,7 +144,7 @@ def roi_report(account: Account, window: Window) -> dict:
     return {
         "campaigns": order_campaigns(active, DEFAULT_CAMPAIGN_ORDERING),
         "time_period": window.label,
-        "period": window.as_dict(),
+        "period": period_of(window, today_for(account)),
         "total_spend": totals.spend,
         "total_revenue": totals.revenue,
         "average_roi": totals.roi,
@@ -218,7 +228,7 @@ def campaign_detail(campaign: Campaign, window: Window) -> dict:
         "start_time": campaign.start_time, "end_time": campaign.stop_time,
         "performance": _performance(by_key[TOTAL]),
         "currency": account.currency,
-        **_window_fields(window),
+        **_window_fields(window, account),
         **_currency_fields(converter),
     }
 
@@ -233,7 +243,7 @@ def campaign_insights(campaign: Campaign, window: Window) -> dict:
         del row["roi_percentage"]
     return {
         "id": campaign.meta_campaign_id, "name": campaign.name, "insights": insights,
-        **_window_fields(window), "attribution_window": ATTRIBUTION_WINDOW,
+        **_window_fields(window, account), "attribution_window": ATTRIBUTION_WINDOW,
         "currency": account.currency,
         **_currency_fields(converter),
     }

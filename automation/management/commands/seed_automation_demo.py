@@ -24,19 +24,24 @@ WELCOME = {
         {"type": "BODY", "text": "Gracias por tu interés en {{2}}. ¿Querés que {{3}} te llame hoy?"},
         {"type": "FOOTER", "text": "Respondé STOP para no recibir más mensajes"},
         {"type": "BUTTONS", "buttons": [{"type": "QUICK_REPLY", "text": "Sí, llamame"}, {"type": "QUICK_REPLY", "text": "Ahora no"}]}]}
+FOLLOW_UP = {
+    "meta_template_id": "1100005", "name": "seguimiento_24h", "language": "es", "category": "UTILITY",
+    "status": "APPROVED", "quality_score": "GREEN", "components": [
+        {"type": "BODY", "text": "Hola {{1}}, ¿pudiste ver la propuesta de {{2}}?"}]}
+TEMPLATES = {"welcome": WELCOME, "follow_up": FOLLOW_UP}  # as the sandbox's WABA 1200001 holds them
 RULES = [
-    {"name": "Bienvenida a leads de Meta", "trigger_type": "lead_created",
+    {"name": "Bienvenida a leads de Meta", "trigger_type": "lead_created", "template": "welcome",
      "conditions": {"lead_sources": ["meta_lead_ads", "meta_ctwa"]}, "delay_minutes": 0,
      "variables": {"1": "lead.first_name", "2": "lead.ad_headline", "3": "account.name"}},
-    {"name": "Seguimiento a las 24 h sin respuesta", "trigger_type": "no_reply", "no_reply_hours": 24,
+    {"name": "Seguimiento a las 24 h sin respuesta", "trigger_type": "no_reply", "no_reply_hours": 24, "template": "follow_up",
      "conditions": {"lead_sources": ["meta_lead_ads", "meta_ctwa"]}, "delay_minutes": 0,
-     "variables": {"1": "lead.first_name", "2": "lead.ad_headline", "3": "seller.full_name"}},
+     "variables": {"1": "lead.first_name", "2": "account.name"}},
 ]
 ADMIN_MODELS = ["messagesend", "messagetemplate", "automationrule", "rulestep"]
 
 
 class Command(BaseCommand):
-    help = "Seed acme's WhatsApp channel, the approved template and the demo's two automation rules."
+    help = "Seed acme's WhatsApp channel, the two approved templates and the demo's two automation rules."
 
     def add_arguments(self, parser):
         parser.add_argument("--account", default="acme")
@@ -58,9 +63,10 @@ class Command(BaseCommand):
             defaults={"account": target, "meta_waba_id": WABA_ID, "display_phone_number": "5491140000000",
                       "verified_name": target.name, "quality_rating": "GREEN", "messaging_limit_tier": "TIER_1K",
                       "throughput_mps": 80, "is_selected": True, "subscribed_at": timezone.now()})
-        template, _ = MessageTemplate.objects.update_or_create(
-            account=target, meta_template_id=WELCOME["meta_template_id"],
-            defaults={**{k: v for k, v in WELCOME.items() if k != "meta_template_id"}, "meta_waba_id": WABA_ID})
+        templates = {key: MessageTemplate.objects.update_or_create(
+            account=target, meta_template_id=spec["meta_template_id"],
+            defaults={**{k: v for k, v in spec.items() if k != "meta_template_id"}, "meta_waba_id": WABA_ID})[0]
+            for key, spec in TEMPLATES.items()}
         rules = 0
         for spec in RULES:
             if AutomationRule.objects.filter(account=target, name=spec["name"]).exists():
@@ -69,11 +75,11 @@ class Command(BaseCommand):
                 account=target, name=spec["name"], trigger_type=spec["trigger_type"], conditions=spec["conditions"],
                 no_reply_hours=spec.get("no_reply_hours"), exit_on_reply=True)
             RuleStep.objects.create(account=target, rule=rule, order=1, delay_minutes=spec["delay_minutes"],
-                                    template=template, variables=spec["variables"])
+                                    template=templates[spec["template"]], variables=spec["variables"])
             rules += 1
         group = Group.objects.filter(name="CRM staff").first()
         if group is not None:  # the demo's staff see the send log and the rules in admin
             group.permissions.add(*Permission.objects.filter(content_type__app_label="automation",
                                                              content_type__model__in=ADMIN_MODELS))
         self.stdout.write(f"Automation demo ready for {target.slug}: channel {PHONE_NUMBER_ID}, "
-                          f"template {template.name}, {rules} new rule(s).")
+                          f"templates {', '.join(t.name for t in templates.values())}, {rules} new rule(s).")

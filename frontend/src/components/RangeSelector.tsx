@@ -1,4 +1,4 @@
-/** 7d / 30d / … / custom dates; the choice is kept in the URL by useTimeRange. */
+/** last_30d / 7d / … / custom dates; the choice is kept in the URL by useTimeRange. */
 import { useState, type FormEvent } from "react";
 import { useTranslation } from "react-i18next";
 import { RANGE_CHOICES } from "../lib/range";

@@ -1,11 +1,17 @@
-/** The hub's time range lives in the URL: ?time_range=30d or ?since=YYYY-MM-DD&until=YYYY-MM-DD. */
+/** The hub's time range lives in the URL: ?time_range=last_30d or ?since=YYYY-MM-DD&until=YYYY-MM-DD.
+ *
+ * The default is the last 30 complete days: a range that ends today holds a partial day (and Meta spend
+ * still being restated), so its change against the previous period, all complete days, reads low. The
+ * ranges that include today stay available and are labelled "today so far" (the API says
+ * `period.complete: false`). */
 import { useCallback, useMemo } from "react";
 import { useSearchParams } from "react-router-dom";
 import type { PresetRange, TimeRange } from "../types/marketing";
 
-export const RANGE_CHOICES: PresetRange[] = ["7d", "30d", "90d", "this_month", "this_year", "lifetime"];
-const ALL_PRESETS: PresetRange[] = [...RANGE_CHOICES, "last_7d", "last_30d", "last_90d", "last_month"];
-export const DEFAULT_RANGE: TimeRange = { preset: "30d" };
+export const RANGE_CHOICES: PresetRange[] = [
+  "last_7d", "last_30d", "last_90d", "last_month", "7d", "30d", "90d", "this_month", "this_year", "lifetime",
+];
+export const DEFAULT_RANGE: TimeRange = { preset: "last_30d" };
 const DATE = /^\d{4}-\d{2}-\d{2}$/;
 
 export function rangeFromParams(params: URLSearchParams): TimeRange {
@@ -13,7 +19,7 @@ export function rangeFromParams(params: URLSearchParams): TimeRange {
   const until = params.get("until");
   if (since && until && DATE.test(since) && DATE.test(until)) return { since, until };
   const preset = params.get("time_range") as PresetRange | null;
-  return preset && ALL_PRESETS.includes(preset) ? { preset } : DEFAULT_RANGE;
+  return preset && RANGE_CHOICES.includes(preset) ? { preset } : DEFAULT_RANGE;
 }
 
 export function rangeKey(range: TimeRange): string {

@@ -16,9 +16,10 @@ const en: Messages = {
   },
   role: { ceo: "CEO", admin: "Admin", marketing: "Marketing", seller: "Seller" },
   range: {
-    label: "Period", "7d": "Last 7 days", "30d": "Last 30 days", "90d": "Last 90 days", this_month: "This month",
-    this_year: "This year", lifetime: "Lifetime", custom: "Custom dates", since: "From", until: "To", apply: "Apply",
-    last_7d: "Last 7 days", last_30d: "Last 30 days", last_90d: "Last 90 days", last_month: "Last month",
+    label: "Period", "7d": "7 days with today so far", "30d": "30 days with today so far", "90d": "90 days with today so far",
+    this_month: "This month, today so far", this_year: "This year, today so far", lifetime: "Lifetime, today so far",
+    custom: "Custom dates", since: "From", until: "To", apply: "Apply",
+    last_7d: "Last 7 complete days", last_30d: "Last 30 complete days", last_90d: "Last 90 complete days", last_month: "Last month",
   },
   hub: {
     title: "Marketing Hub", loadingStats: "Loading figures…",
@@ -31,6 +32,7 @@ const en: Messages = {
     leads: "Leads", opportunities: "Opportunities", revenue: "Sales revenue", spend: "Ad spend",
     roi: "ROI", cpa: "CPA", cpl: "Cost per lead", cpaHint: "Spend / won customers", cplHint: "Spend / leads",
     period: "{{since}} – {{until}}", vsPrevious: "Against the previous period: {{period}}",
+    todaySoFar: "Includes today so far: the changes compare it with complete days and read low.",
   },
   chart: {
     title: "Spend vs revenue", label: "Chart of spend and revenue per day", spend: "Spend", revenue: "Revenue",
@@ -101,6 +103,7 @@ const en: Messages = {
     failed: "Failed", followedUp: "Leads followed up", uncontacted: "Leads uncontacted after 24 h",
     rules: "Rules", noRules: "No rules yet", addRule: "Create a rule in the admin",
     stepsCount_one: "{{count}} step", stepsCount_other: "{{count}} steps", stepLine: "{{delay}}: {{template}}",
+    noReplyAfter_one: "No reply after {{count}} hour", noReplyAfter_other: "No reply after {{count}} hours",
     immediately: "Immediately", afterMinutes_one: "After {{count}} minute", afterMinutes_other: "After {{count}} minutes",
     afterHours_one: "After {{count}} hour", afterHours_other: "After {{count}} hours",
     afterDays_one: "After {{count}} day", afterDays_other: "After {{count}} days",
@@ -110,7 +113,11 @@ const en: Messages = {
     templateCounters: "{{sent}} sent · {{delivered}} delivered · {{read}} read", previewOf: "Preview of {{name}}",
   },
   engine: { operational: "Operational", idle: "Idle", error: "Errors" },
-  templateStatus: { APPROVED: "Approved", PENDING: "Pending", REJECTED: "Rejected", PAUSED: "Paused", DISABLED: "Disabled" },
+  templateStatus: {
+    APPROVED: "Approved", PENDING: "Pending", REJECTED: "Rejected", PAUSED: "Paused", DISABLED: "Disabled",
+    IN_APPEAL: "In appeal", PENDING_DELETION: "Pending deletion", DELETED: "Deleted", LIMIT_EXCEEDED: "Limit exceeded",
+    ARCHIVED: "Archived", REINSTATED: "Reinstated", FLAGGED: "Flagged",
+  },
   trigger: {
     lead_created: "Lead created", lead_status_changed: "Lead status changed", opportunity_created: "Opportunity created",
     opportunity_stage_changed: "Stage changed", opportunity_won: "Opportunity won", no_reply: "No reply",
@@ -144,6 +151,7 @@ const en: Messages = {
     meta_not_connected: "Meta is not connected.",
     sync_in_progress: "A sync is already running.",
     permission_denied: "You are not allowed to do this.",
+    csrf_failed: "This page is out of date: reload it and try again.",
     not_authenticated: "Your session ended: sign in again.",
     rate_limited: "Too many requests: wait a moment.",
   },

@@ -14,9 +14,10 @@ const es = {
   },
   role: { ceo: "CEO", admin: "Administrador", marketing: "Marketing", seller: "Vendedor" },
   range: {
-    label: "Período", "7d": "Últimos 7 días", "30d": "Últimos 30 días", "90d": "Últimos 90 días", this_month: "Este mes",
-    this_year: "Este año", lifetime: "Desde el inicio", custom: "Fechas personalizadas", since: "Desde", until: "Hasta", apply: "Aplicar",
-    last_7d: "Últimos 7 días", last_30d: "Últimos 30 días", last_90d: "Últimos 90 días", last_month: "Mes pasado",
+    label: "Período", "7d": "7 días con hoy hasta ahora", "30d": "30 días con hoy hasta ahora", "90d": "90 días con hoy hasta ahora",
+    this_month: "Este mes, hoy hasta ahora", this_year: "Este año, hoy hasta ahora", lifetime: "Desde el inicio, hoy hasta ahora",
+    custom: "Fechas personalizadas", since: "Desde", until: "Hasta", apply: "Aplicar",
+    last_7d: "Últimos 7 días completos", last_30d: "Últimos 30 días completos", last_90d: "Últimos 90 días completos", last_month: "Mes pasado",
   },
   hub: {
     title: "Marketing Hub", loadingStats: "Cargando indicadores…",
@@ -29,6 +30,7 @@ const es = {
     leads: "Leads", opportunities: "Oportunidades", revenue: "Ingresos por ventas", spend: "Inversión publicitaria",
     roi: "ROI", cpa: "CPA", cpl: "Costo por lead", cpaHint: "Inversión / clientes ganados", cplHint: "Inversión / leads",
     period: "{{since}} – {{until}}", vsPrevious: "Frente al período anterior: {{period}}",
+    todaySoFar: "Incluye hoy hasta ahora: las variaciones lo comparan con días completos y se leen más bajas.",
   },
   chart: {
     title: "Inversión vs. ingresos", label: "Gráfico de inversión e ingresos por día", spend: "Inversión", revenue: "Ingresos",
@@ -99,6 +101,7 @@ const es = {
     failed: "Fallidos", followedUp: "Leads con seguimiento", uncontacted: "Leads sin contactar tras 24 h",
     rules: "Reglas", noRules: "Todavía no hay reglas", addRule: "Crear una regla en Administración",
     stepsCount_one: "{{count}} paso", stepsCount_other: "{{count}} pasos", stepLine: "{{delay}}: {{template}}",
+    noReplyAfter_one: "Sin respuesta tras {{count}} hora", noReplyAfter_other: "Sin respuesta tras {{count}} horas",
     immediately: "Al instante", afterMinutes_one: "A los {{count}} minuto", afterMinutes_other: "A los {{count}} minutos",
     afterHours_one: "A la {{count}} hora", afterHours_other: "A las {{count}} horas",
     afterDays_one: "Al {{count}} día", afterDays_other: "A los {{count}} días",
@@ -108,7 +111,11 @@ const es = {
     templateCounters: "{{sent}} enviados · {{delivered}} entregados · {{read}} leídos", previewOf: "Vista previa de {{name}}",
   },
   engine: { operational: "Operativo", idle: "En espera", error: "Con errores" },
-  templateStatus: { APPROVED: "Aprobada", PENDING: "Pendiente", REJECTED: "Rechazada", PAUSED: "Pausada", DISABLED: "Deshabilitada" },
+  templateStatus: {
+    APPROVED: "Aprobada", PENDING: "Pendiente", REJECTED: "Rechazada", PAUSED: "Pausada", DISABLED: "Deshabilitada",
+    IN_APPEAL: "En apelación", PENDING_DELETION: "Eliminación pendiente", DELETED: "Eliminada", LIMIT_EXCEEDED: "Límite excedido",
+    ARCHIVED: "Archivada", REINSTATED: "Restablecida", FLAGGED: "Marcada",
+  },
   trigger: {
     lead_created: "Lead creado", lead_status_changed: "Cambio de estado del lead", opportunity_created: "Oportunidad creada",
     opportunity_stage_changed: "Cambio de etapa", opportunity_won: "Oportunidad ganada", no_reply: "Sin respuesta",
@@ -142,6 +149,7 @@ const es = {
     meta_not_connected: "Meta no está conectado.",
     sync_in_progress: "Ya hay una sincronización en curso.",
     permission_denied: "No tenés permiso para esto.",
+    csrf_failed: "La página quedó desactualizada: recargala e intentá de nuevo.",
     not_authenticated: "Tu sesión terminó: volvé a iniciar sesión.",
     rate_limited: "Demasiadas solicitudes: esperá un momento.",
   },

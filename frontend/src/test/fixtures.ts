@@ -6,8 +6,8 @@ export const stats: MarketingStats = {
   sales_revenue: 15000.5, revenue_change: 12.5, marketing_spend: 4000.0, spend_change: 5.0,
   roi_percentage: 275.0, roi_change: null, cpa: 400.0, cost_per_lead: 33.33,
   currency: "USD", currency_mismatch: false, unconverted_currencies: [],
-  time_range: "30d", period: { since: "2026-10-31", until: "2026-11-29" },
-  previous_period: { since: "2026-10-01", until: "2026-10-30" },
+  time_range: "last_30d", period: { since: "2026-10-31", until: "2026-11-29", complete: true },
+  previous_period: { since: "2026-10-01", until: "2026-10-30", complete: true },
   meta_connected: true, last_synced_at: "2026-11-29T10:00:00Z",
 };
 

@@ -15,6 +15,8 @@ export type Role = "ceo" | "admin" | "marketing" | "seller";
 export interface Period {
   since: string;
   until: string;
+  /** False while the period includes today: its figures still grow (the hub says "today so far"). */
+  complete: boolean;
 }
 
 export interface CurrencyCheck {
@@ -230,6 +232,7 @@ export interface AutomationRule {
   is_active: boolean;
   quiet_hours?: { start: string | null; end: string | null } | null;
   max_sends_per_lead_per_day: number;
+  no_reply_hours?: number | null;
   steps: RuleStep[];
   sent_count?: number;
   delivered_count?: number;

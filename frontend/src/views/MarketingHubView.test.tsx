@@ -68,6 +68,23 @@ describe("MarketingHubView", () => {
     expect(screen.getByLabelText("Period")).toHaveValue("7d");
   });
 
+  it("asks for the last 30 complete days by default and says nothing about today", async () => {
+    const calls = stubApi(connectedApi());
+    renderAt("/marketing", <MarketingHubView />, { language: "en" });
+    await screen.findByText("$15,000.50");
+    expect(calls.some((c) => c.url === "/crm/marketing/stats?time_range=last_30d")).toBe(true);
+    expect(screen.getByLabelText("Period")).toHaveDisplayValue("Last 30 complete days");
+    expect(screen.queryByText(/Includes today so far/)).not.toBeInTheDocument();
+  });
+
+  it("labels a period that includes today as today so far, in Spanish too", async () => {
+    const running = { ...stats, time_range: "30d", period: { ...stats.period, complete: false } };
+    stubApi(connectedApi({ "GET /crm/marketing/stats": { data: running } }));
+    renderAt("/marketing?time_range=30d", <MarketingHubView />, { language: "es" });
+    expect(await screen.findByRole("note")).toHaveTextContent("Incluye hoy hasta ahora: las variaciones lo comparan con días completos");
+    expect(screen.getByLabelText("Período")).toHaveDisplayValue("30 días con hoy hasta ahora");
+  });
+
   it("sends custom dates as since and until", async () => {
     const calls = stubApi(connectedApi());
     renderAt("/marketing?since=2026-01-01&until=2026-01-31", <MarketingHubView />, { language: "en" });

@@ -55,6 +55,21 @@ describe("MetaTemplatesView", () => {
     expect(patch.headers["X-CSRFToken"]).toBeDefined();
   });
 
+  it("says after how many hours without an answer a no-reply rule fires", async () => {
+    const noReply = { ...rule, id: 4, name: "Seguimiento 24 h", trigger_type: "no_reply" as const, no_reply_hours: 24 };
+    stubApi(api({ "GET /crm/marketing/automation/rules": { data: [noReply] } }));
+    renderAt("/hsm", <MetaTemplatesView />, { language: "en" });
+    const item = (await screen.findByRole("heading", { name: "Seguimiento 24 h" })).closest("li")!;
+    expect(within(item).getByText("No reply after 24 hours · 1 step")).toBeInTheDocument();
+  });
+
+  it("names every template status Meta sends in words, not as its code", async () => {
+    stubApi(api({ "GET /crm/marketing/hsm/templates": { data: [{ ...template, status: "PENDING_DELETION" }] } }));
+    renderAt("/hsm", <MetaTemplatesView />, { language: "es" });
+    const bubble = await screen.findByLabelText("Vista previa de bienvenida_lead");
+    expect(within(bubble.closest("article")!).getByText("Eliminación pendiente")).toBeInTheDocument();
+  });
+
   it("shows the send log, filters it by status and expands a failure's details", async () => {
     const failed = logRow(2, { status: "failed", error_code: 131026, error_details: "Message undeliverable." });
     const calls = stubApi(api({ "GET /crm/marketing/automation-logs?status=failed&limit=20&offset=0": logs([failed]) }));

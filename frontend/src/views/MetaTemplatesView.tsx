@@ -85,7 +85,7 @@ function RulesSection() {
             <li key={rule.id} className="rule" data-rule={rule.id}>
               <div className="rule-main">
                 <h3>{rule.name}</h3>
-                <p className="muted">{t(`trigger.${rule.trigger_type}`)} · {t("hsm.stepsCount", { count: rule.steps.length })}</p>
+                <p className="muted">{triggerText(rule, t)} · {t("hsm.stepsCount", { count: rule.steps.length })}</p>
                 <ol className="steps">
                   {[...rule.steps].sort((a, b) => a.order - b.order).map((step) => (
                     <li key={step.order}>{t("hsm.stepLine", { delay: delayText(step.delay_minutes, t), template: templateName(step) })}</li>
@@ -111,6 +111,12 @@ function RulesSection() {
       )}
     </section>
   );
+}
+
+/** The trigger in words; a no-reply rule says after how many hours without an answer it fires. */
+function triggerText(rule: AutomationRule, t: (key: string, options?: Record<string, unknown>) => string): string {
+  if (rule.trigger_type === "no_reply" && rule.no_reply_hours) return t("hsm.noReplyAfter", { count: rule.no_reply_hours });
+  return t(`trigger.${rule.trigger_type}`);
 }
 
 function delayText(minutes: number, t: (key: string, options?: Record<string, unknown>) => string): string {

@@ -19,7 +19,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('crm_marketing', '0006_choice_constraints'),
-        ('marketing', '0009_choice_constraints'),
+        ('marketing', '0011_insight_write_path'),
     ]
 
     operations = [
