@@ -92,7 +92,7 @@ def test_a_connection_lost_while_the_task_fetches_a_lead_loses_no_lead_of_the_de
     before_sweep = leads_by_meta_id()
     sweep(timezone.now() + SWEEP_EVERY)
 
-    assert (response.status_code, killer["terminated"]) == (200, 1)
+    assert response.status_code == 200 and killer["terminated"] >= 1  # the task's (another idle one of the test database may go too)
     assert before_sweep == Counter({lead_ids[0]: 1, lead_ids[2]: 1})  # the rest of the delivery went on
     assert (interrupted.status, "connection" in interrupted.error) == ("failed", True)
     assert leads_by_meta_id() == Counter(lead_ids) and Lead.objects.count() == 3
@@ -114,7 +114,7 @@ def test_a_connection_lost_after_the_lead_is_saved_but_before_its_outcome_keeps_
         deliver_sandbox_webhooks(client, meta_sandbox)
 
     accepted = Counter(m["biz_opaque_callback_data"] for m in meta_sandbox.sent_messages)
-    assert (response.status_code, killer["terminated"]) == (200, 1)
+    assert response.status_code == 200 and killer["terminated"] >= 1  # the task's (another idle one of the test database may go too)
     assert leads_by_meta_id() == Counter([lead_id]) and Lead.objects.count() == 1
     assert list(MessageSend.objects.values_list("status", flat=True)) == ["read"]
     assert accepted == Counter({str(MessageSend.objects.get().pk): 1})
