@@ -359,14 +359,15 @@ def build_rollups(account, clock: Clock) -> None:
     """COPY sent no signals: derive the rollups as a backfill would, then vacuum them for index-only scans."""
     from django.db import connection
 
-    from marketing.models import CampaignDay
+    from marketing.models import AccountDay, CampaignDay, CampaignToDate, CampaignTotal, RepeatSale
     from marketing.services import rollups
 
     result = rollups.rebuild(account)
-    clock.lap("rollup (rebuild)", result.rows_written)
+    clock.lap("rollups (rebuild)", result.rows_written)
     with connection.cursor() as cursor:
-        cursor.execute(f'VACUUM ANALYZE "{CampaignDay._meta.db_table}"')  # index-only scans need the visibility map
-    clock.lap("vacuum rollup")
+        for model in (CampaignDay, AccountDay, CampaignToDate, CampaignTotal, RepeatSale):
+            cursor.execute(f'VACUUM ANALYZE "{model._meta.db_table}"')  # index-only scans need the visibility map
+    clock.lap("vacuum rollups")
 
 
 def main() -> None:

@@ -151,7 +151,8 @@ class Cost:
 class Phases:
     """Wall and CPU seconds per step of upsert_insights, by wrapping its steps (the bench's own bookkeeping)."""
 
-    STEPS = {"dedupe": "_deduplicated", "COPY + merge": "_copy_and_merge", "CampaignDay": "_refresh_rollup_from_temp"}
+    STEPS = {"dedupe": "_deduplicated", "COPY + merge": "_copy_and_merge", "touched cells": "_touched_cells",
+             "CampaignDay": "_refresh_rollup_from_temp"}
 
     def __init__(self, cost: Cost):
         from marketing.services import coarse_rollups, insight_store

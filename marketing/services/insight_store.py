@@ -53,9 +53,10 @@ def upsert_insights(rows: Sequence[InsightValues], *, batch_size: int = BATCH_SI
             _copy_and_merge(rows)
             for account_id in account_ids:  # in order: two upserts never wait on each other crosswise
                 rollups.lock_account(account_id)
-            _refresh_rollup_from_temp()
-            for account_id, cells in _touched_cells().items():
-                coarse_rollups.derive(account_id, cells)
+            cells = _touched_cells()
+            _refresh_rollup_from_temp(cells)
+            for account_id, account_cells in cells.items():
+                coarse_rollups.derive(account_id, account_cells)
         else:
             bulk_upsert(rows, batch_size=batch_size)
             day, campaign = COLUMNS.index("date"), COLUMNS.index("meta_campaign_id")
@@ -91,28 +92,38 @@ def _copy_and_merge(rows: Sequence[InsightValues]) -> None:
             f"ON CONFLICT ({', '.join(UNIQUE)}) DO UPDATE SET {', '.join(f'{c} = EXCLUDED.{c}' for c in UPDATED)}")
 
 
-def _refresh_rollup_from_temp() -> None:
+def _refresh_rollup_from_temp(cells: dict[int, list[tuple[dt.date, str]]]) -> None:
     """Recompute spend, impressions and clicks of the rollup cells of the merged rows (the caller holds
-    the accounts' rollup locks); rows left with no figure at all are dropped."""
+    the accounts' rollup locks); rows left with no figure at all are dropped.
+
+    The insights are read through ``insight_account_date`` over the days the rows span: without that range
+    (the temp table has no statistics) PostgreSQL may scan the whole table, which grows with history. A
+    sort or hash of a sync's rows fits in 32 MB of work memory for the rest of the transaction."""
     rollup = connection.ops.quote_name(CampaignDay._meta.db_table)
     insights = connection.ops.quote_name(DailyInsight._meta.db_table)
     touched = f"(SELECT DISTINCT account_id, date, meta_campaign_id FROM {TEMP_TABLE})"
+    days = [day for account_cells in cells.values() for day, _ in account_cells]
+    span = {"accounts": list(cells), "first": min(days), "last": max(days)}
     with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL work_mem = '32MB'")
         cursor.execute(
             f"INSERT INTO {rollup} AS c (account_id, day, meta_campaign_id, currency, spend, impressions, clicks, "
             f"leads, opportunities, revenue, sales) "
             f"SELECT i.account_id, i.date, i.meta_campaign_id, i.currency, SUM(i.spend), SUM(i.impressions), SUM(i.clicks), 0, 0, 0, 0 "
             f"FROM {insights} i JOIN {touched} t "
             f"ON i.account_id = t.account_id AND i.date = t.date AND i.meta_campaign_id = t.meta_campaign_id "
+            f"WHERE i.account_id = ANY(%(accounts)s) AND i.date BETWEEN %(first)s AND %(last)s "
             f"GROUP BY i.account_id, i.date, i.meta_campaign_id, i.currency "
             f"ON CONFLICT (account_id, day, meta_campaign_id, currency) DO UPDATE SET spend = EXCLUDED.spend, "
             f"impressions = EXCLUDED.impressions, clicks = EXCLUDED.clicks "
-            f"WHERE (c.spend, c.impressions, c.clicks) IS DISTINCT FROM (EXCLUDED.spend, EXCLUDED.impressions, EXCLUDED.clicks)")
+            f"WHERE (c.spend, c.impressions, c.clicks) IS DISTINCT FROM (EXCLUDED.spend, EXCLUDED.impressions, EXCLUDED.clicks)",
+            span)
         cursor.execute(
             f"DELETE FROM {rollup} c USING {touched} t "
             f"WHERE c.account_id = t.account_id AND c.day = t.date AND c.meta_campaign_id = t.meta_campaign_id "
+            f"AND c.account_id = ANY(%(accounts)s) AND c.day BETWEEN %(first)s AND %(last)s "
             f"AND c.spend = 0 AND c.impressions = 0 AND c.clicks = 0 AND c.leads = 0 AND c.opportunities = 0 AND c.revenue = 0 "
-            f"AND c.sales = 0")
+            f"AND c.sales = 0", span)
 
 
 def _touched_cells() -> dict[int, list[tuple[dt.date, str]]]:
