@@ -3,15 +3,17 @@ outcomes), workers racing on batches over several numbers, and the limiter's que
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections import Counter
 
 import pytest
 from django.db import connection
 from django.utils import timezone
 
-from automation.engine import claiming, limiter, planning
+from automation.engine import claiming, limiter, outcomes, planning
+from automation.engine.outcomes import Outgoing
 from automation.engine.passes import run_pass
-from automation.engine.sender import SendSession, send_batch
+from automation.engine.sender import LATE, SendSession, send_batch
 from automation.models import MessageSend
 from crm_marketing import events
 from tests.conftest import make_lead, make_opportunity
@@ -74,6 +76,7 @@ def test_two_workers_racing_on_batches_over_two_numbers_send_each_message_once_w
     if connection.vendor == "sqlite":
         pytest.skip("SQLite serialises writers; the race between claimers is PostgreSQL's")
     settings.AUTOMATION_THROUGHPUT_HEADROOM = 1.0
+    settings.AUTOMATION_SECOND_GUARD = 0.1  # production's: a request must leave 100 ms before its second ends
     meta_sandbox.add_phone_number("1300002")
     sends = []
     for account, phone_number_id, prefix in ((acme, "1300001", "+54911600"), (globex, "1300002", "+54911700")):
@@ -109,3 +112,26 @@ def test_the_limiter_serves_a_numbers_waiting_sends_first_and_queues_new_ones_be
     assert next_second.turns["1300001"].new_from == pytest.approx(second + 3.0, abs=1e-3)
     assert other_number.turns["1300002"].new == 2  # a number without a queue: its whole second is the new sends'
     assert other_number.turns["1300002"].new_from == pytest.approx(second + 1, abs=1e-3)
+
+
+def test_a_post_whose_thread_starts_after_its_slots_second_is_not_made_and_its_send_goes_back_to_sending(
+        acme, acme_whatsapp, meta_sandbox):
+    """A busy host: the chunk passed its check, but a thread got the CPU after the second was over."""
+    make_rule(acme, acme_whatsapp, delays=(0,))
+    plan_welcome(make_lead(acme, phone="+5491155550001"), 1)
+    claim = claiming.claim_batch(limit=10)
+    send = MessageSend.objects.select_related("lead", "account", "rule", "template", "step").get()
+    out = Outgoing(send, 0, "1300001", 80, "5491155550001", [], {"messaging_product": "whatsapp"})
+    MessageSend.objects.update(status=MessageSend.Status.UNKNOWN)  # as mark_unknown leaves it before the POSTs
+    session = SendSession()
+    session.connected(acme.pk)
+
+    try:
+        [(_, answer, _)] = session.post_all([out], limiter.Reservation(second=int(time.time()) - 2))
+    finally:
+        session.close()
+
+    assert answer is LATE
+    assert meta_sandbox.sent_messages == []
+    assert outcomes.unmark_unknown([out], claim.at) == [out]
+    assert MessageSend.objects.get().status == "sending"  # sent later with a slot of its own second, never unknown

@@ -53,6 +53,17 @@ def mark_unknown(outgoing: list[Outgoing], claimed_at: dt.datetime) -> list[Outg
     return [out for out in outgoing if out.send.pk in mine]
 
 
+def unmark_unknown(outgoing: list[Outgoing], claimed_at: dt.datetime) -> list[Outgoing]:
+    """``unknown -> sending`` for sends whose POST was not made after all (see sender.LATE)."""
+    if not outgoing:
+        return []
+    mine = set(MessageSend.objects.filter(pk__in=[out.send.pk for out in outgoing], status=Status.UNKNOWN,
+                                          claimed_at=claimed_at).values_list("pk", flat=True))
+    MessageSend.objects.filter(pk__in=mine, status=Status.UNKNOWN, claimed_at=claimed_at).update(
+        status=Status.SENDING, updated_at=timezone.now())
+    return [out for out in outgoing if out.send.pk in mine]
+
+
 def record_sent(accepted: list[tuple[int, str, dt.datetime]]) -> None:
     """``unknown -> sent`` with each send's wamid and time, in one UPDATE. A send a status webhook moved
     first (or whose wamid another send holds) goes through ``advance``, which keeps what is further."""

@@ -42,6 +42,7 @@ Status, Skip = MessageSend.Status, MessageSend.SkipReason
 SEND_THREADS = 8
 NO_TOKEN = ""
 LIMITER_DOWN_RETRY = dt.timedelta(seconds=10)
+LATE = object()  # a POST not made: its slot's second was over when its thread got to it
 
 
 class SendSession:
@@ -75,13 +76,17 @@ class SendSession:
             self.tokens[account_id] = token
         return bool(self.tokens[account_id])
 
-    def post_all(self, outgoing: list[Outgoing]) -> list[tuple[Outgoing, Any, dt.datetime]]:
-        """POST each send from the pool; (send, Meta's answer or the GraphError, when it came)."""
+    def post_all(self, outgoing: list[Outgoing], reservation: limiter.Reservation) -> list[tuple[Outgoing, Any, dt.datetime]]:
+        """POST each send from the pool; (send, Meta's answer or the GraphError, when it came). A thread
+        that gets its turn after the slots' second is over (less the guard: a busy host) does not
+        POST; its send comes back with ``LATE``."""
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="automation-post")
-        return list(self._pool.map(self._post, outgoing))
+        return list(self._pool.map(lambda out: self._post(out, reservation), outgoing))
 
-    def _post(self, out: Outgoing) -> tuple[Outgoing, Any, dt.datetime]:
+    def _post(self, out: Outgoing, reservation: limiter.Reservation) -> tuple[Outgoing, Any, dt.datetime]:
+        if not reservation.still_valid():
+            return out, LATE, timezone.now()
         try:
             answer: Any = self._client(out.send.account_id).post(f"{out.phone_number_id}/messages", out.body)
         except GraphError as error:
@@ -248,12 +253,15 @@ def _post(outgoing: list[Outgoing], claim: Claim, session: SendSession, reservat
             mine = outcomes.mark_unknown(chunk, claim.at)
         result.outcomes["sent"] += len(accepted)
         result.outcomes["lost"] += len(chunk) - len(mine)
-        accepted = []
-        for out, answer, at in session.post_all(mine):
-            if isinstance(answer, GraphError):
+        accepted, late = [], []
+        for out, answer, at in session.post_all(mine, reservation):
+            if answer is LATE:
+                late.append(out)
+            elif isinstance(answer, GraphError):
                 result.outcomes[outcomes.after_error(out.send, claim.at, answer, now)] += 1
             else:
                 accepted.append((out.send.pk, outcomes.wamid_of(answer), at))
+        pending = outcomes.unmark_unknown(late, claim.at) + pending  # their requests never left: next second's slots
     outcomes.record_sent(accepted)
     result.outcomes["sent"] += len(accepted)
 
