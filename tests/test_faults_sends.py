@@ -57,7 +57,8 @@ def passes_until(condition, *, bound_seconds: float = 30.0) -> None:
     deadline = time.monotonic() + bound_seconds
     while not condition():
         if time.monotonic() > deadline:
-            pytest.fail("the sends never settled")
+            rows = MessageSend.objects.order_by("id").values_list("id", "status", "attempts", "next_attempt_at", "error_details")
+            pytest.fail(f"the sends never settled: {list(rows)} at {timezone.now()}")
         run_pass(budget_seconds=1)
         time.sleep(0.2)
 
@@ -68,20 +69,21 @@ def test_five_sends_whose_answers_are_lost_five_ways_each_reach_the_lead_exactly
     for kind, processed in (("timeout", True), ("malformed", True), ("drop", True), ("500", True), ("malformed", False)):
         meta_sandbox.fail_next(1, kind=kind, processed=processed, hold_seconds=5, path_contains="/messages")
 
-    first = run_pass(budget_seconds=5)
-    after_first_pass = [outcome(s)[0] for s in sends]
+    first = run_pass(budget_seconds=5)  # the five POSTs leave together: which one meets which fault varies
+    after_first_pass = {str(s.pk): outcome(s)[0] for s in sends}
+    refused = [s for s in sends if after_first_pass[str(s.pk)] == "queued"]
     with django_capture_on_commit_callbacks(execute=True):  # Meta's status webhooks for what it did take
         assert {r.status_code for r in deliver_sandbox_webhooks(client, meta_sandbox)} == {200}
-    passes_until(lambda: all(outcome(s)[0] == "sent" for s in sends[3:]))  # the refused two, once their backoff is over
+    passes_until(lambda: all(outcome(s)[0] == "sent" for s in refused))  # once their backoff is over
     with django_capture_on_commit_callbacks(execute=True):
         deliver_sandbox_webhooks(client, meta_sandbox)
 
     assert first.outcomes == Counter({"unknown": 3, "retry": 2})
-    assert after_first_pass == ["unknown", "unknown", "unknown", "queued", "queued"]
+    assert sorted(after_first_pass.values()) == ["queued", "queued", "unknown", "unknown", "unknown"]
     assert [outcome(s)[0] for s in sends] == ["read"] * 5
     ids = [str(s.pk) for s in sends]
     assert posts(meta_sandbox, accepted=True) == Counter(ids)  # each taken by Meta once
-    assert posts(meta_sandbox) == Counter(ids[:3] + ids[3:] * 2)  # and never re-sent once it may have gone
+    assert posts(meta_sandbox) == Counter(ids + [str(s.pk) for s in refused])  # never re-sent once it may have gone
 
 
 @pytest.mark.parametrize("kind", ["timeout", "drop"])
