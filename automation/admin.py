@@ -10,16 +10,17 @@ from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import models
-from django.db.models import Count, OuterRef, Q, Subquery
+from django.db.models import Count, OuterRef, Subquery
 from django.db.models.functions import Coalesce
 from django.http import HttpResponseNotAllowed, HttpResponseRedirect
 from django.urls import path, reverse
 from django.forms.models import BaseInlineFormSet, InlineForeignKeyField, construct_instance
 from django.utils.html import format_html
 
-from automation.models import AutomationRule, MessageSend, MessageTemplate, RuleStep
+from automation.models import AutomationRule, MessageTemplate, RuleStep
 from automation.rendering import VARIABLE_FIELDS, field_text, rendered_text
 from automation.services import rules as rule_service
+from automation.services.counters import counter_aggregates
 from automation.services.templates import request_template_sync, variables_of
 from crm_marketing.admin import AccountScopedAdmin, AccountScopedForm, member_account_ids
 from crm_marketing.admin_display import local_time_column
@@ -29,7 +30,6 @@ from crm_marketing.tenancy import MANAGER_ROLES
 from crm_marketing.validation import StorableJSONFormField
 
 PREVIEW_LEADS = 50
-_S = MessageSend.Status
 
 
 def manager_account_ids(user) -> list[int]:
@@ -228,12 +228,9 @@ class AutomationRuleAdmin(AccountScopedAdmin):
     # -- lists ------------------------------------------------------------------------------------------------
     def get_queryset(self, request):
         steps = RuleStep.objects.filter(rule=OuterRef("pk")).order_by().values("rule").annotate(n=Count("pk")).values("n")
+        figures = counter_aggregates("sends__", ("sends", "delivered", "read", "failed"))
         return super().get_queryset(request).select_related("account").annotate(
-            n_steps=Coalesce(Subquery(steps), 0),
-            n_sends=Count("sends"),
-            n_delivered=Count("sends", filter=Q(sends__status__in=[_S.DELIVERED, _S.READ])),
-            n_read=Count("sends", filter=Q(sends__status=_S.READ)),
-            n_failed=Count("sends", filter=Q(sends__status=_S.FAILED)))
+            n_steps=Coalesce(Subquery(steps), 0), **{f"n_{name}": count for name, count in figures.items()})
 
     updated_at_local = local_time_column("updated_at", description="Updated at")
 
@@ -336,6 +333,26 @@ class MessageTemplateAdmin(AccountScopedAdmin):
 
     def changelist_view(self, request, extra_context=None):
         return super().changelist_view(request, {**(extra_context or {}), "can_sync": may_manage(request)})
+
+    def get_queryset(self, request):
+        figures = counter_aggregates("sends__", ("sent", "delivered", "read", "failed"))
+        return super().get_queryset(request).annotate(**{f"n_{name}": count for name, count in figures.items()})
+
+    @admin.display(description="sent", ordering="n_sent")
+    def sent_count(self, template) -> int:
+        return template.n_sent
+
+    @admin.display(description="delivered", ordering="n_delivered")
+    def delivered_count(self, template) -> int:
+        return template.n_delivered
+
+    @admin.display(description="read", ordering="n_read")
+    def read_count(self, template) -> int:
+        return template.n_read
+
+    @admin.display(description="failed", ordering="n_failed")
+    def failed_count(self, template) -> int:
+        return template.n_failed
 
     def get_urls(self):
         sync = path("sync/", self.admin_site.admin_view(self.sync_view), name="automation_messagetemplate_sync")

@@ -12,7 +12,7 @@ import logging
 from django.utils import timezone
 
 from automation.engine.optout import set_opt_out
-from automation.engine.sender import OPT_OUT_CODE
+from automation.engine.outcomes import OPT_OUT_CODE
 from automation.engine.statuses import advance
 from automation.models import MessageSend
 from crm_marketing.models import Lead

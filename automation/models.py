@@ -65,7 +65,8 @@ class MessageTemplate(AccountOwned):
     """A WhatsApp message template of the account's WABA, as Meta last described it.
 
     ``status`` keeps whatever Meta sends (APPROVED, PENDING, REJECTED, PAUSED, DISABLED, IN_APPEAL,
-    PENDING_DELETION, DELETED, LIMIT_EXCEEDED, ARCHIVED, ...): only APPROVED is sendable.
+    PENDING_DELETION, DELETED, LIMIT_EXCEEDED, ARCHIVED, ...): only APPROVED is sendable. Its sent /
+    delivered / read / failed figures are counted from its sends (automation.services.counters).
     """
 
     APPROVED = "APPROVED"
@@ -82,10 +83,6 @@ class MessageTemplate(AccountOwned):
     parameter_format = models.CharField(max_length=16, choices=ParameterFormat.choices, default=ParameterFormat.POSITIONAL)
     components = models.JSONField(default=list, blank=True)
     rejected_reason = models.CharField(max_length=128, blank=True)
-    sent_count = models.PositiveIntegerField(default=0)
-    delivered_count = models.PositiveIntegerField(default=0)
-    read_count = models.PositiveIntegerField(default=0)
-    failed_count = models.PositiveIntegerField(default=0)
     synced_at = models.DateTimeField(default=timezone.now)
     status_changed_at = models.DateTimeField(null=True, blank=True)
 
@@ -106,6 +103,9 @@ class MessageTemplate(AccountOwned):
 
 
 class AutomationRule(AccountOwned):
+    """A follow-up rule: trigger, conditions, exits and ordered steps. Its counters are counted from
+    its sends (automation.services.counters), never stored on the rule."""
+
     Trigger = TriggerType
 
     name = models.CharField(max_length=200)
@@ -125,11 +125,6 @@ class AutomationRule(AccountOwned):
     exit_on_won = models.BooleanField(default=True, help_text="A won opportunity ends the lead's pending steps")
     # Opt-outs always end pending steps: a lead who said STOP is never messaged (not a setting).
     flagged_reason = models.CharField(max_length=255, blank=True, help_text="Why the rule needs attention (template paused or rejected)")
-    # Moved by the engine with conditional updates, once per status transition of a send.
-    sent_count = models.PositiveIntegerField(default=0, editable=False)
-    delivered_count = models.PositiveIntegerField(default=0, editable=False)
-    read_count = models.PositiveIntegerField(default=0, editable=False)
-    failed_count = models.PositiveIntegerField(default=0, editable=False)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

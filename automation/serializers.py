@@ -11,6 +11,7 @@ from rest_framework import serializers
 
 from automation.models import AutomationRule, MessageTemplate
 from automation.services import rules as rule_service
+from automation.services.counters import counters_by
 from automation.services.templates import body_text, variables_of
 from crm_marketing.api import MAX_DB_INTEGER, StrictSerializerMixin
 
@@ -20,11 +21,15 @@ MAX_BULK_RULES = 100
 
 # -- templates ---------------------------------------------------------------------------------------------------
 class TemplateSerializer(serializers.ModelSerializer):
-    """``id`` is our row id (what a rule step's ``template_id`` takes); Meta's is ``meta_template_id``."""
+    """``id`` is our row id (what a rule step's ``template_id`` takes); Meta's is ``meta_template_id``.
+    ``context["counters"]``: {template id: counters} (services.counters, computed for the whole list)."""
 
     body_text = serializers.SerializerMethodField()
     variables_count = serializers.SerializerMethodField()
     placeholders = serializers.SerializerMethodField()
+    sent_count = serializers.SerializerMethodField()
+    delivered_count = serializers.SerializerMethodField()
+    read_count = serializers.SerializerMethodField()
 
     class Meta:
         model = MessageTemplate
@@ -40,6 +45,21 @@ class TemplateSerializer(serializers.ModelSerializer):
 
     def get_placeholders(self, template) -> list[str]:
         return variables_of(template)
+
+    def _counters(self, template) -> dict[str, int]:
+        counters = self.context.setdefault("counters", {})
+        if template.pk not in counters:
+            counters.update(counters_by("template_id", [template.pk]))
+        return counters[template.pk]
+
+    def get_sent_count(self, template) -> int:
+        return self._counters(template)["sent"]
+
+    def get_delivered_count(self, template) -> int:
+        return self._counters(template)["delivered"]
+
+    def get_read_count(self, template) -> int:
+        return self._counters(template)["read"]
 
 
 class TemplateQuery(serializers.Serializer):

@@ -208,7 +208,8 @@ WEBHOOK_DRAIN_SECONDS = env.float("WEBHOOK_DRAIN_SECONDS", default=30.0)
 
 # --- Automation send engine -----------------------------------------------------------------
 AUTOMATION_PASS_SECONDS = env.float("AUTOMATION_PASS_SECONDS", default=50.0)  # one send pass stops after this
-AUTOMATION_PASS_BATCH = env.int("AUTOMATION_PASS_BATCH", default=100)  # sends claimed at a time
+AUTOMATION_PASS_BATCH = env.int("AUTOMATION_PASS_BATCH", default=200)  # sends claimed at a time (one limiter round trip)
+AUTOMATION_SEND_THREADS = env.int("AUTOMATION_SEND_THREADS", default=8)  # POSTs in flight per pass (one Graph client each)
 AUTOMATION_MAX_PARALLEL_PASSES = env.int("AUTOMATION_MAX_PARALLEL_PASSES", default=4)
 AUTOMATION_SEND_LEASE_SECONDS = env.float("AUTOMATION_SEND_LEASE_SECONDS", default=120.0)  # claimed, never posted: re-queued after
 AUTOMATION_THROUGHPUT_HEADROOM = env.float("AUTOMATION_THROUGHPUT_HEADROOM", default=0.95)  # share of a number's rate we fill

@@ -12,6 +12,7 @@ from django.utils import timezone
 from automation.engine import planning
 from automation.engine.passes import reconcile, run_pass
 from automation.models import AutomationRule, MessageSend, MessageTemplate
+from automation.services.counters import counters_by
 from crm_marketing import events, services
 from crm_marketing.models import Lead
 from tests.conftest import make_lead, make_opportunity
@@ -51,8 +52,8 @@ def test_a_lead_created_through_the_crm_gets_its_welcome_at_once_with_its_send_i
     assert (send.status, send.trigger_type, send.rule_name, send.template_name, send.attempts) == \
         ("sent", "lead_created", "Welcome", "seguimiento_lead_v1", 0)
     assert send.sent_at is not None and send.meta_message_id.startswith("wamid.")
-    assert MessageTemplate.objects.get(pk=acme_whatsapp.pk).sent_count == 1
-    assert AutomationRule.objects.get(name="Welcome").sent_count == 1
+    assert counters_by("template_id", [acme_whatsapp.pk])[acme_whatsapp.pk]["sent"] == 1
+    assert counters_by("rule_id", [send.rule_id])[send.rule_id]["sent"] == 1
 
 
 def test_the_same_event_delivered_twice_plans_and_sends_one_message(acme, acme_whatsapp, meta_sandbox):
@@ -196,6 +197,23 @@ def test_a_won_opportunity_ends_the_leads_pending_follow_ups(acme, acme_whatsapp
     assert MessageSend.objects.values_list("status", "skip_reason").get() == ("skipped", "opportunity_won")
 
 
+def test_winning_an_opportunity_ends_the_leads_pending_follow_ups_at_once_not_when_they_fall_due(
+        acme, alice, acme_whatsapp, django_capture_on_commit_callbacks):
+    make_rule(acme, acme_whatsapp, name="Follow-up", delays=(60 * 24,))
+    make_rule(acme, acme_whatsapp, name="Nurture regardless", delays=(60 * 48,), exit_on_won=False,
+              conditions={"lead_statuses": ["new"]})
+    make_rule(acme, acme_whatsapp, trigger="opportunity_won", name="Thank you", delays=(60,))
+    lead = make_lead(acme)
+    planning.plan_sends(lead, "lead_created", "event:1", at=timezone.now())
+    opportunity = make_opportunity(lead, stage="negotiation", amount=1500)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        services.update_opportunity(opportunity, actor=alice, stage="won")
+
+    assert sorted(MessageSend.objects.values_list("rule_name", "status", "skip_reason")) == [
+        ("Follow-up", "skipped", "opportunity_won"), ("Nurture regardless", "queued", ""), ("Thank you", "queued", "")]
+
+
 def test_a_lead_without_a_phone_or_an_account_without_a_channel_is_skipped_with_the_reason(acme, acme_whatsapp):
     make_rule(acme, acme_whatsapp)
     no_phone = make_lead(acme, phone=None)
@@ -239,7 +257,8 @@ def test_a_template_error_fails_the_send_and_flags_the_rule(acme, acme_whatsapp,
     rule.refresh_from_db()
     assert MessageSend.objects.values_list("status", "error_code").get() == ("failed", 132001)
     assert rule.flagged_reason == "Meta refused template seguimiento_lead_v1 (code 132001): Template name does not exist in the translation"
-    assert (rule.failed_count, MessageTemplate.objects.get(pk=acme_whatsapp.pk).failed_count) == (1, 1)
+    assert (counters_by("rule_id", [rule.pk])[rule.pk]["failed"],
+            counters_by("template_id", [acme_whatsapp.pk])[acme_whatsapp.pk]["failed"]) == (1, 1)
 
 
 @pytest.mark.parametrize(("code", "status", "at_least"), [(130429, 400, 1), (131056, 400, 6), (None, 503, 1), (4, 400, 1)])
@@ -304,6 +323,9 @@ def test_a_send_whose_answer_never_came_is_unknown_and_never_sent_again(acme, ac
     MessageSend.objects.update(claimed_at=timezone.now() - dt.timedelta(hours=25))
     reconcile()
     assert MessageSend.objects.values_list("status", "error_title").get() == ("failed", "unconfirmed")
+    # ... and it counts as failed for its rule and its template, like a failed status does.
+    assert (counters_by("rule_id", [send.rule_id])[send.rule_id]["failed"],
+            counters_by("template_id", [send.template_id])[send.template_id]["failed"]) == (1, 1)
 
 
 def test_the_command_runs_one_pass_for_an_account_and_prints_one_summary_line(acme, acme_whatsapp, meta_sandbox, capsys):

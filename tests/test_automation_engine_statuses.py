@@ -10,6 +10,7 @@ from automation.engine import planning
 from automation.engine.passes import run_pass
 from automation.engine.statuses import advance
 from automation.models import AutomationRule, MessageSend, MessageTemplate
+from automation.services.counters import counters_by
 from crm_marketing import events
 from crm_marketing.models import Lead
 from crm_marketing.sandbox.webhooks import plain_message_payload, status_event, statuses_payload, user_preferences_payload
@@ -35,9 +36,11 @@ def sent(acme, acme_whatsapp, meta_sandbox) -> MessageSend:
 
 
 def counters() -> tuple:
-    template = MessageTemplate.objects.values_list("sent_count", "delivered_count", "read_count", "failed_count").get()
-    rule = AutomationRule.objects.values_list("sent_count", "delivered_count", "read_count", "failed_count").get()
-    return template, rule
+    """(sent, delivered, read, failed) of the template and of the rule, as the API and admin show them."""
+    template, rule = MessageTemplate.objects.get(), AutomationRule.objects.get()
+    figures = ("sent", "delivered", "read", "failed")
+    return (tuple(counters_by("template_id", [template.pk])[template.pk][name] for name in figures),
+            tuple(counters_by("rule_id", [rule.pk])[rule.pk][name] for name in figures))
 
 
 def test_statuses_out_of_order_and_repeated_move_a_send_forward_only_and_count_each_step_once(

@@ -6,16 +6,17 @@ import io
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.utils import timezone
 from django_q.models import Schedule, Task
 
-from automation.models import AutomationRule, MessageTemplate
+from automation.models import AutomationRule, MessageSend, MessageTemplate
 from automation.services.templates import sync_templates
 from crm_marketing.audit import SystemEvent
 from crm_marketing.models import WebhookEvent
 from crm_marketing.sandbox import template_status_payload
 from meta_oauth.models import WhatsAppChannel
 from meta_oauth.services import client_for_account
-from tests.conftest import api_client_for, make_user
+from tests.conftest import api_client_for, make_lead, make_user
 from tests.fixtures.catalog import FOLLOW_UP_COMPONENTS, make_channel, make_rule, make_template
 from tests.fixtures.webhooks import connect_meta, post_signed
 
@@ -226,8 +227,17 @@ def test_a_category_webhook_updates_the_templates_category(client, acme, django_
 
 # -- GET /crm/marketing/hsm/templates ------------------------------------------------------------------------------
 def test_the_template_list_is_a_plain_list_in_the_designs_shape(alice_api, acme, globex):
-    template = make_template(acme, quality_score="GREEN", sent_count=5, delivered_count=4, read_count=2)
+    template = make_template(acme, quality_score="GREEN")
     make_template(globex, name="globex_only")
+    step = make_rule(acme, template).steps.get()
+    # Counted from the template's sends: a send that failed after delivery still counts as sent and delivered.
+    for n, status in enumerate(["read", "read", "delivered", "sent", "queued", "skipped"]):
+        MessageSend.objects.create(account=acme, rule=step.rule, step=step, lead=make_lead(acme), template=template,
+                                   trigger_type="lead_created", trigger_key=f"event:{n}", status=status,
+                                   skip_reason="cap_reached" if status == "skipped" else "", due_at=timezone.now())
+    MessageSend.objects.create(account=acme, rule=step.rule, step=step, lead=make_lead(acme), template=template,
+                               trigger_type="lead_created", trigger_key="event:9", status="failed", due_at=timezone.now(),
+                               sent_at=timezone.now(), delivered_at=timezone.now())
 
     response = alice_api.get(URL)
 

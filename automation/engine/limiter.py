@@ -1,46 +1,38 @@
 """The shared throughput limiter: a phone number's messages per second and one message per recipient
-per 6 s, held across every worker and host.
+per 6 s, held across every worker and host, handed out per batch.
 
-Redis when ``Q_BROKER_URL`` or ``CACHE_URL`` is a Redis URL (``INCR`` + ``EXPIRE`` per
-``{phone_number_id}:{epoch second}``, a compare-and-set script per recipient), the database otherwise (one
-atomic ``INSERT ... ON CONFLICT DO UPDATE ... WHERE`` on ``ThroughputSlot``, on PostgreSQL and
-SQLite alike). A denied send is not slept on: the caller re-queues it for ``retry_at``.
+``reserve`` answers for a whole batch in one round trip, before its sends are even loaded: each
+number's current wall-clock second has ``limit`` slots (a hard count), and each number has a queue
+of turns, one every 1/limit s from the next second on. Sends that already waited their turn
+(``retrying``: queued by the limiter, or retried after an error) are served first; a new send takes
+a slot now only while the number has no queue beyond this second, else it gets the turn after the
+last one queued and waits for it (``next_attempt_at``). So a backlog of thousands drains at the
+number's rate with each send claimed about twice, instead of every waiting send being claimed again
+each second.
+``take_pairs`` takes the recipients' 6-second slots (one round trip); ``give_back`` returns slots a
+batch did not use within their second. Redis when ``Q_BROKER_URL`` or ``CACHE_URL`` is a Redis URL
+(Lua scripts, atomic), the database otherwise (``ThroughputSlot`` rows, one short transaction).
 """
 from __future__ import annotations
 
+import logging
 import math
 import time
-from dataclasses import dataclass
-from functools import lru_cache
+from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.db import connection
 
-PAIR_SECONDS = 6.0
+from automation.engine import limiter_backends as backends
+
+log = logging.getLogger(__name__)
+PAIR_SECONDS = backends.PAIR_SECONDS
+LimiterUnavailable = backends.LimiterUnavailable
 # The sandbox and Meta count arrivals; a send admitted at the very end of a second may land in the
 # next one, so a number is filled to this share of its rate.
 DEFAULT_HEADROOM = 0.95
-
-
 # A slot is good for the wall-clock second it was taken in; a request that could not leave before
 # this much of the second is left over waits for the next one instead of landing there uncounted.
 SECOND_GUARD = 0.1
-
-
-@dataclass(frozen=True)
-class Decision:
-    allowed: bool
-    retry_at: float = 0.0  # epoch seconds when trying again makes sense
-    reason: str = ""
-    second: int = 0  # the wall-clock second the slot belongs to
-
-    def still_valid(self, now: float | None = None) -> bool:
-        """True while the request can still arrive within the slot's second."""
-        guard = second_guard()
-        if guard <= 0:
-            return self.allowed
-        now = time.time() if now is None else now
-        return self.allowed and now < self.second + 1 - guard
 
 
 def second_guard() -> float:
@@ -52,139 +44,130 @@ def per_second_limit(throughput_mps: int) -> int:
     return max(1, math.floor(throughput_mps * headroom))
 
 
-def redis_url() -> str:
-    for url in (getattr(settings, "Q_BROKER_URL", ""), _cache_location()):
-        if url and str(url).startswith(("redis://", "rediss://", "unix://")):
-            return str(url)
-    return ""
+@dataclass(frozen=True)
+class Ask:
+    """What a batch wants of one number: sends that already waited their turn first, then new ones."""
+
+    retrying: int
+    new: int
+    throughput_mps: int
 
 
-def _cache_location() -> str:
-    cache = settings.CACHES.get("default", {})
-    location = cache.get("LOCATION", "")
-    return location[0] if isinstance(location, (list, tuple)) and location else str(location or "")
+@dataclass(frozen=True)
+class Turns:
+    """One number's answer: how many of each kind go now; the left-overs' turns (epoch seconds)."""
+
+    retrying: int = 0
+    new: int = 0
+    new_from: float = 0.0  # the first new left-over's turn; the next ones every ``step``
+    retrying_from: float = 0.0
+    step: float = 0.0
+    clock: float = 0.0  # the queue clock after this answer
 
 
-class LimiterUnavailable(Exception):
-    """The shared limiter's Redis cannot be reached (down, restarting): nothing may go out uncounted."""
+def plan(ask: Ask, limit: int, used: int, clock: float, now: float) -> Turns:
+    """The arithmetic both backends run atomically. ``used``: slots taken of this second; ``clock``:
+    the turn after the last send queued on the number (a backlog while it is past this second)."""
+    second, step = int(now), 1.0 / limit
+    left = max(0, limit - used)
+    retrying = min(ask.retrying, left)
+    new = min(ask.new, left - retrying) if clock < second + 1 else 0
+    queue_from = max(clock, second + 1.0)
+    retrying_from = queue_from + (ask.new - new) * step
+    waiting = ask.new - new + ask.retrying - retrying
+    return Turns(retrying, new, round(queue_from, 6), round(retrying_from, 6), step,
+                 round(queue_from + waiting * step, 6) if waiting else clock)
 
 
-@lru_cache(maxsize=4)
-def _redis(url: str):
-    import redis
+@dataclass(frozen=True)
+class Reservation:
+    second: int
+    turns: dict[str, Turns] = field(default_factory=dict)
+    late: bool = False  # asked in the guard at the end of the second: nothing granted
 
-    return redis.Redis.from_url(url)
+    def still_valid(self, now: float | None = None) -> bool:
+        """True while a request can still arrive within the slots' second."""
+        now = time.time() if now is None else now
+        return not self.late and now < self.second + 1 - max(0.0, second_guard())
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One send's answer (``acquire``): allowed, or when to try again and why."""
+
+    allowed: bool
+    retry_at: float = 0.0  # epoch seconds when trying again makes sense
+    reason: str = ""
+    second: int = 0
+
+
+def reserve(asks: dict[str, Ask], *, now: float | None = None) -> Reservation:
+    """Slots of each number's current second for the batch, and the left-overs' turns."""
+    now = time.time() if now is None else now
+    second = int(now)
+    guard = second_guard()
+    if guard > 0 and now >= second + 1 - guard:
+        return Reservation(second, late=True)
+    limits = {phone: per_second_limit(ask.throughput_mps) for phone, ask in asks.items() if ask.retrying + ask.new}
+    if not limits:
+        return Reservation(second)
+    url = backends.redis_url()
+    turns = backends.redis_reserve(url, asks, limits, now) if url else backends.db_reserve(asks, limits, now, plan)
+    return Reservation(second, turns)
+
+
+def take_pairs(pairs: list[tuple[str, str]], *, now: float | None = None) -> list[float]:
+    """For each (phone_number_id, recipient): 0.0 when its 6-second slot was taken now, else the epoch
+    time it frees up. A recipient twice in ``pairs`` gets the slot once."""
+    if not pairs:
+        return []
+    now = time.time() if now is None else now
+    url = backends.redis_url()
+    return backends.redis_pairs(url, pairs, now) if url else backends.db_pairs(pairs, now)
+
+
+def give_back(second: int, counts: dict[str, int]) -> None:
+    """Return reserved slots a batch did not use (skipped, pair-limited), while their second lasts."""
+    counts = {phone: n for phone, n in counts.items() if n > 0}
+    if counts and time.time() < second + 1:
+        url = backends.redis_url()
+        try:
+            backends.redis_give_back(url, second, counts) if url else backends.db_give_back(second, counts)
+        except LimiterUnavailable as exc:  # the slots stay taken until their second ends: safe
+            log.warning("unused limiter slots not given back: %s", exc)
+
+
+def forget_pairs(pairs: list[tuple[str, str]]) -> None:
+    """Give back recipients' slots that were taken but not used (their request never left)."""
+    if pairs:
+        url = backends.redis_url()
+        try:
+            backends.redis_forget_pairs(url, pairs) if url else backends.db_forget_pairs(pairs)
+        except LimiterUnavailable as exc:  # those recipients wait out their 6 s: safe
+            log.warning("unused recipient slots not given back: %s", exc)
 
 
 def acquire(phone_number_id: str, throughput_mps: int, recipient: str, *, now: float | None = None) -> Decision:
-    """Take one slot of the number's current second and the recipient's 6-second slot, or say when to retry."""
+    """One new send's slot of its number's second and of its recipient's 6 s (the batch calls, for one)."""
     now = time.time() if now is None else now
-    second = int(now)
-    limit = per_second_limit(throughput_mps)
-    url = redis_url()
-    if url:
-        allowed_rate = _on_redis(_redis_rate, url, phone_number_id, second, limit)
-    else:
-        allowed_rate = _db_rate(phone_number_id, second, limit, now)
-    if not allowed_rate:
-        return Decision(False, float(second + 1), "throughput")
-    guard = second_guard()
-    if guard > 0 and time.time() >= second + 1 - guard:  # too late to arrive within this second: the slot is wasted
-        return Decision(False, float(second + 1), "late")
-    if url:
-        until = _on_redis(_redis_pair, url, phone_number_id, recipient, now)
-    else:
-        until = _db_pair(phone_number_id, recipient, now)
-    if until:
-        return Decision(False, until, "pair_rate")
-    return Decision(True, second=second)
-
-
-# -- Redis ----------------------------------------------------------------------------------------------
-def _on_redis(call, *args):
-    import redis
-
-    try:
-        return call(*args)
-    except redis.RedisError as exc:
-        raise LimiterUnavailable(f"the send limiter's Redis is unreachable ({type(exc).__name__})") from exc
-
-
-def _redis_rate(url: str, phone_number_id: str, second: int, limit: int) -> bool:
-    key = f"crm:automation:mps:{phone_number_id}:{second}"
-    pipe = _redis(url).pipeline()
-    pipe.incr(key)
-    pipe.expire(key, 3)
-    count, _ = pipe.execute()
-    return int(count) <= limit
-
-
-# Atomic: the key holds the epoch time the recipient frees up; take it when that time has passed.
-_PAIR_SCRIPT = """
-local free_at = tonumber(redis.call('GET', KEYS[1]) or '0')
-if free_at > tonumber(ARGV[1]) then return tostring(free_at) end
-redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-return '0'
-"""
-
-
-def _redis_pair(url: str, phone_number_id: str, recipient: str, now: float) -> float:
-    """0 when the recipient's slot was taken now, else the epoch time it frees up."""
-    key = f"crm:automation:pair:{phone_number_id}:{recipient}"
-    answer = _redis(url).eval(_PAIR_SCRIPT, 1, key, f"{now:.6f}", f"{now + PAIR_SECONDS:.6f}",
-                              int((PAIR_SECONDS + 1) * 1000))
-    return float(answer)
-
-
-# -- the database ---------------------------------------------------------------------------------------
-def _table() -> str:
-    from automation.engine.models import ThroughputSlot
-
-    return connection.ops.quote_name(ThroughputSlot._meta.db_table)
-
-
-def _db_rate(phone_number_id: str, second: int, limit: int, now: float) -> bool:
-    table = _table()
-    sql = (f"INSERT INTO {table} (\"key\", bucket, hits, expires_epoch) VALUES (%s, %s, 1, %s) "
-           f"ON CONFLICT (\"key\", bucket) DO UPDATE SET hits = {table}.hits + 1 "
-           f"WHERE {table}.hits < %s RETURNING hits")
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [f"mps:{phone_number_id}", second, now + 60, limit])
-        return cursor.fetchone() is not None
-
-
-def _db_pair(phone_number_id: str, recipient: str, now: float) -> float:
-    table = _table()
-    key = f"pair:{phone_number_id}:{recipient}"
-    sql = (f"INSERT INTO {table} (\"key\", bucket, hits, expires_epoch) VALUES (%s, 0, 1, %s) "
-           f"ON CONFLICT (\"key\", bucket) DO UPDATE SET hits = {table}.hits + 1, expires_epoch = excluded.expires_epoch "
-           f"WHERE {table}.expires_epoch <= %s RETURNING hits")
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [key, now + PAIR_SECONDS, now])
-        if cursor.fetchone() is not None:
-            return 0.0
-        cursor.execute(f"SELECT expires_epoch FROM {table} WHERE \"key\" = %s AND bucket = 0", [key])
-        row = cursor.fetchone()
-    return float(row[0]) if row else now + PAIR_SECONDS
-
-
-def forget_pair(phone_number_id: str, recipient: str) -> None:
-    """Give back a recipient's slot that was taken but not used (the request never left)."""
-    url = redis_url()
-    if url:
-        _redis(url).delete(f"crm:automation:pair:{phone_number_id}:{recipient}")
-        return
-    from automation.engine.models import ThroughputSlot
-
-    ThroughputSlot.objects.filter(key=f"pair:{phone_number_id}:{recipient}", bucket=0).delete()
+    reservation = reserve({phone_number_id: Ask(0, 1, throughput_mps)}, now=now)
+    if reservation.late:
+        return Decision(False, float(reservation.second + 1), "late")
+    turns = reservation.turns[phone_number_id]
+    if not turns.new:
+        return Decision(False, turns.new_from, "throughput")
+    [free_at] = take_pairs([(phone_number_id, recipient)], now=now)
+    if free_at:
+        give_back(reservation.second, {phone_number_id: 1})
+        return Decision(False, free_at, "pair_rate")
+    return Decision(True, second=reservation.second)
 
 
 def forget_old_slots(*, now: float | None = None) -> int:
     """Drop database slots that can no longer decide anything (the send pass calls this)."""
-    if redis_url():
+    if backends.redis_url():
         return 0
-    from automation.engine.models import ThroughputSlot
+    return backends.db_forget_old(time.time() if now is None else now)
 
-    now = time.time() if now is None else now
-    deleted, _ = ThroughputSlot.objects.filter(expires_epoch__lt=now - 60).delete()
-    return deleted
+
+redis_url = backends.redis_url

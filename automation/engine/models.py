@@ -8,9 +8,10 @@ from django.utils import timezone
 class ThroughputSlot(models.Model):
     """The database limiter's shared counter: one row per (key, bucket).
 
-    ``mps:{phone_number_id}`` rows count sends in one epoch second (``bucket``); ``pair:{phone}``
-    rows (bucket 0) hold the time a recipient may get the next message. Used only when no Redis is
-    configured; one ``INSERT ... ON CONFLICT DO UPDATE ... WHERE`` decides atomically."""
+    ``mps:{phone_number_id}`` rows count sends in one epoch second (``bucket``); ``queue:{phone}``
+    rows (bucket 0) hold the number's queue clock in ``expires_epoch`` (when its next new send's turn
+    is); ``pair:{phone}:{recipient}`` rows (bucket 0) hold the time a recipient may get the next
+    message. Used only when no Redis is configured (limiter_backends.py)."""
 
     key = models.CharField(max_length=160)
     bucket = models.BigIntegerField()

@@ -1,4 +1,5 @@
-"""Planning: a CRM event (or the no_reply scan) becomes one queued ``MessageSend`` per matching rule step.
+"""Planning: a CRM event (or the no_reply scan) becomes one queued ``MessageSend`` per matching rule step;
+a reply or a won opportunity ends pending follow-ups.
 
 Rows are created under the unique (rule, step, lead, trigger_key) with ``ignore_conflicts``, so the
 same event delivered twice plans nothing new. ``due_at`` is the event time plus the step's delay,
@@ -187,6 +188,16 @@ def reply_subscriber(event: events.DomainEvent) -> None:
         end_follow_ups_after_reply(int(lead_id), replied_at=replied_at)
 
 
+def won_subscriber(event: events.DomainEvent) -> None:
+    """``opportunity_won``: the win ends the lead's pending follow-ups at once (rules with exit_on_won)."""
+    from automation.engine.optout import end_follow_ups_after_win
+
+    won = Opportunity.objects.filter(pk=event.payload.get("opportunity_id"), account_id=event.account_id,
+                                     stage=Opportunity.Stage.WON).values_list("lead_id", flat=True).first()
+    if won is not None:
+        end_follow_ups_after_win(won)
+
+
 def _parse_time(value) -> dt.datetime | None:
     if not value:
         return None
@@ -201,6 +212,7 @@ def subscribe_all() -> None:
     for name in EVENT_TRIGGERS:
         events.subscribe(name, event_subscriber)
     events.subscribe(events.LEAD_REPLIED, reply_subscriber)
+    events.subscribe(events.OPPORTUNITY_WON, won_subscriber)
 
 
 __all__ = ["plan_for_event", "plan_sends", "plan_no_reply", "out_of_quiet_hours", "in_quiet_hours", "subscribe_all", "Q"]

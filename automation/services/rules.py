@@ -17,10 +17,10 @@ import re
 from typing import Any
 
 from django.db import IntegrityError, transaction
-from django.db.models import Count, Q
 
 from automation.models import AutomationRule, MessageSend, MessageTemplate, RuleStep
 from automation.rendering import SendContext, rendered_text, values_for, variable_errors
+from automation.services.counters import COUNTER_NAMES, counters_by  # noqa: F401  (COUNTER_NAMES: admin)
 from automation.services.templates import refresh_rule_flags
 from crm_marketing.audit import record_event
 from crm_marketing.errors import Conflict, DomainError
@@ -278,23 +278,9 @@ def delete_rule(rule: AutomationRule, *, actor=None, request=None) -> None:
 
 
 # -- reads -------------------------------------------------------------------------------------------------------
-COUNTER_NAMES = ("sends", "sent", "delivered", "read", "failed", "skipped")
-_S = MessageSend.Status
-
-
 def counters_by_rule(rule_ids: list[int]) -> dict[int, dict[str, int]]:
-    """Per rule: every send, and how many reached sent (or further), delivered (or read), read, failed, skipped."""
-    rows = (MessageSend.objects.filter(rule_id__in=rule_ids).values("rule_id").annotate(
-        sends=Count("pk"),
-        sent=Count("pk", filter=Q(status__in=[_S.SENT, _S.DELIVERED, _S.READ])),
-        delivered=Count("pk", filter=Q(status__in=[_S.DELIVERED, _S.READ])),
-        read=Count("pk", filter=Q(status=_S.READ)),
-        failed=Count("pk", filter=Q(status=_S.FAILED)),
-        skipped=Count("pk", filter=Q(status=_S.SKIPPED))))
-    counters = {rule_id: dict.fromkeys(COUNTER_NAMES, 0) for rule_id in rule_ids}
-    for row in rows:
-        counters[row["rule_id"]] = {name: row[name] for name in COUNTER_NAMES}
-    return counters
+    """Per rule: every send, and how many reached sent, delivered, read, failed, skipped (services.counters)."""
+    return counters_by("rule_id", rule_ids)
 
 
 def preview_rule(rule: AutomationRule, lead: Lead) -> list[dict[str, Any]]:

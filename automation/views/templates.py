@@ -8,6 +8,7 @@ from rest_framework.response import Response
 
 from automation.models import MessageTemplate
 from automation.serializers import TemplateQuery, TemplateSerializer
+from automation.services.counters import counters_by
 from automation.services.templates import request_template_sync
 from crm_marketing.api import AccountScopedAPIView
 from crm_marketing.tenancy import MANAGER_ROLES, MARKETING_ROLES
@@ -27,7 +28,9 @@ class TemplateListView(AccountScopedAPIView):
         statuses = query.validated_data.get("status")
         if statuses:
             templates = templates.filter(status__in=statuses)
-        return Response(TemplateSerializer(templates, many=True).data)
+        templates = list(templates)
+        counters = counters_by("template_id", [t.pk for t in templates])
+        return Response(TemplateSerializer(templates, many=True, context={"counters": counters}).data)
 
 
 class TemplateSyncView(AccountScopedAPIView):

@@ -101,6 +101,11 @@ class MetaSandbox:
         with self.state.lock:
             return self.state.traffic.max_per_second(phone_number_id)
 
+    def refused_sends(self) -> dict[int, int]:
+        """Sends refused for a limit so far: {130429: over a number's rate, 131056: same recipient within 6 s}."""
+        with self.state.lock:
+            return dict(self.state.traffic.refused)
+
     # -- webhooks the sandbox emits ----------------------------------------------------------------------
     @property
     def webhook_url(self) -> str | None:

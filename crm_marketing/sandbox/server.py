@@ -99,6 +99,7 @@ def _parse_body(raw: bytes, content_type: str) -> Any:
 class Handler(BaseHTTPRequestHandler):
     server: SandboxHTTPServer
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body leave in two writes: without this each answer waits ~40 ms
 
     def do_GET(self) -> None:  # noqa: N802
         self.handle_any("GET")
@@ -219,6 +220,10 @@ def control(sandbox: MetaSandbox, method: str, path: str, body: Any) -> Response
 class SandboxHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver's default backlog is 5: a burst of new keep-alive connections (a send pass opens one
+    # per thread) overflowed it, and a connection reset after the request was written looks, to the
+    # sender, like a request Meta may have taken (an ``unknown`` send).
+    request_queue_size = 128
 
     def __init__(self, address: tuple[str, int], sandbox: MetaSandbox) -> None:
         self.sandbox = sandbox

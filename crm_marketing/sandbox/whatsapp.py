@@ -38,6 +38,7 @@ class Traffic:
     """Counters behind the limits, and who opted out. Guarded by the state's lock."""
 
     accepted_per_second: dict[tuple[str, int], int] = field(default_factory=dict)
+    refused: dict[int, int] = field(default_factory=dict)  # error code -> sends refused for a limit
     last_accepted_to: dict[tuple[str, str], float] = field(default_factory=dict)
     opted_out: set[str] = field(default_factory=set)
     plan: StatusPlan = field(default_factory=StatusPlan)
@@ -89,10 +90,12 @@ def send_message(state: Any, req: GraphRequest, user_id: str, node: str) -> dict
     now = time.time()
     second = (node, int(now))
     if traffic.accepted_per_second.get(second, 0) >= int(phone["_throughput_mps"]):
+        traffic.refused[130429] = traffic.refused.get(130429, 0) + 1
         raise _fault(130429, "(#130429) Rate limit hit",
                      "Cloud API message throughput has been reached.")
     last = traffic.last_accepted_to.get((node, wa_id))
     if last is not None and now - last < PAIR_RATE_SECONDS:
+        traffic.refused[131056] = traffic.refused.get(131056, 0) + 1
         raise _fault(131056, "(#131056) (Business Account, Consumer Account) pair rate limit hit",
                      "Message failed to send because there were too many messages sent from this phone number "
                      "to the same phone number in a short period of time.")
