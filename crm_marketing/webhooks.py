@@ -342,8 +342,12 @@ def drain_events() -> str:
         outcomes: dict[int, list[WebhookHandlerOutcome]] = defaultdict(list)
         for outcome in WebhookHandlerOutcome.objects.filter(event__in=[e.pk for e in events]):
             outcomes[outcome.event_id].append(outcome)  # left by an earlier run the admin put back to received
-        for event in events:
-            _process_claimed(event, outcomes[event.pk])
+        for n, event in enumerate(events):
+            try:
+                _process_claimed(event, outcomes[event.pk])
+            except BaseException:  # the task dies here (the connection, a kill): the rest of the batch is not lost
+                _release(events[n + 1:])
+                raise
             tally[event.status] += 1
         if len(events) < batch:  # none was left: what came after the flag was cleared queued its own drain
             break
@@ -351,6 +355,20 @@ def drain_events() -> str:
             request_drain()
             break
     return f"drained {sum(tally.values())} webhook event(s): " + (", ".join(f"{n} {s}" for s, n in sorted(tally.items())) or "none")
+
+
+def _release(events: list[WebhookEvent]) -> None:
+    """Give claimed events a drain did not get to back to ``received`` (for the next drain), as if never claimed;
+    the one it was working on stays ``processing`` for the stuck sweep, as with one task per event."""
+    if not events:
+        return
+    try:
+        if not db_connection.in_atomic_block:
+            db_connection.close_if_unusable_or_obsolete()
+        WebhookEvent.objects.filter(pk__in=[e.pk for e in events], status=WebhookEvent.Status.PROCESSING).update(
+            status=WebhookEvent.Status.RECEIVED, claimed_at=None, attempts=F("attempts") - 1)
+    except Exception:  # noqa: BLE001 - the stuck sweep takes them in STUCK_AFTER; the first error is the one to report
+        log.exception("webhook events %s left processing after a drain failed", [e.pk for e in events])
 
 
 def _process_claimed(event: WebhookEvent, earlier: list[WebhookHandlerOutcome]) -> str:

@@ -15,6 +15,7 @@ from django_q.signing import SignedPackage
 
 from automation.models import MessageSend, MessageTemplate
 from automation.services.counters import counters_by
+from crm_marketing import webhooks
 from crm_marketing.sandbox.webhooks import status_event, statuses_payload
 from crm_marketing.webhook_models import WebhookEvent
 from tests.conftest import make_lead
@@ -121,3 +122,28 @@ def test_without_a_shared_cache_every_delivery_queues_its_drain_and_the_later_on
     assert ran == ["crm_marketing.tasks.drain_webhook_events"] * 3
     assert template_delivered() == 3
     assert list(WebhookEvent.objects.values_list("attempts", flat=True)) == [1, 1, 1]
+
+
+def test_a_drain_that_dies_on_one_event_gives_the_rest_of_its_batch_to_the_next_drain(
+        client, acme, acme_whatsapp, queued, django_capture_on_commit_callbacks):
+    sends = sends_sent(acme, acme_whatsapp, 4)
+    for send in sends:
+        deliver(client, send, django_capture_on_commit_callbacks)
+    def worker_killed_on_the_second(event):
+        if event.value["statuses"][0]["id"] == sends[1].meta_message_id:
+            raise SystemExit("the worker is stopped in the middle of the batch")
+
+    webhooks.register_handler("messages", worker_killed_on_the_second)
+    try:
+        with pytest.raises(SystemExit):
+            run_queued_tasks()
+    finally:
+        webhooks.unregister_handler("messages", worker_killed_on_the_second)
+
+    by_send = dict(WebhookEvent.objects.values_list("dedupe_key", "status"))
+    assert [by_send[f"status:{s.meta_message_id}:delivered"] for s in sends] == ["processed", "processing", "received", "received"]
+    deliver(client, sends[0], django_capture_on_commit_callbacks)  # a redelivery stores nothing and queues nothing
+    webhooks.request_drain()  # the next delivery's drain
+    assert run_queued_tasks() == ["crm_marketing.tasks.drain_webhook_events"]
+    assert set(MessageSend.objects.values_list("status", flat=True)) == {"delivered"}  # the second's before the kill
+    assert set(WebhookEvent.objects.exclude(dedupe_key__contains=sends[1].meta_message_id).values_list("attempts", flat=True)) == {1}
