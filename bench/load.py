@@ -331,6 +331,13 @@ def wait_processed(run_tag: str, timeout: float) -> tuple[int, float]:
         time.sleep(1)
 
 
+def template_delivered(template) -> int:
+    """The template's delivered figure as the hub shows it (counted from its sends)."""
+    from automation.services.counters import counters_by
+
+    return counters_by("template_id", [template.pk])[template.pk]["delivered"]
+
+
 def check_applied(run_tag: str, used: list[int], template, delivered_before: int) -> tuple[bool, str]:
     """Every status applied exactly once: the targeted sends delivered, the others untouched, the
     template's counter moved by the number of distinct statuses, one stored event per status."""
@@ -342,8 +349,7 @@ def check_applied(run_tag: str, used: list[int], template, delivered_before: int
     sends = MessageSend.objects.filter(trigger_key__startswith=f"load:{run_tag}:")
     by_status = dict(sends.values_list("status").annotate(n=Count("id")))
     delivered = set(sends.filter(status="delivered").values_list("pk", flat=True))
-    template.refresh_from_db(fields=["delivered_count"])
-    counted = template.delivered_count - delivered_before
+    counted = template_delivered(template) - delivered_before
     events = WebhookEvent.objects.filter(dedupe_key__startswith=f"status:wamid.LOAD{run_tag}N")
     stored, processed = events.count(), events.filter(status="processed").count()
     ok = delivered == set(used) and counted == len(used) == stored == processed
@@ -395,8 +401,7 @@ def one_run(args, run: int, port: int, server: subprocess.Popen, account, token:
     run_tag = f"{int(time.time())}R{run}"
     pool = int(args.seconds * args.send_pool_per_second)
     sends = create_sends(account, template, rule, run_tag, pool)
-    template.refresh_from_db(fields=["delivered_count"])
-    delivered_before = template.delivered_count
+    delivered_before = template_delivered(template)
     campaign_id = Campaign.objects.filter(account=account).order_by("meta_campaign_id").values_list("meta_campaign_id", flat=True).first()
     connections.close_all()
     processes = max(1, min(args.client_processes, args.clients))

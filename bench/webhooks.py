@@ -13,9 +13,9 @@ redis://127.0.0.1:6379/5, flushed first; requests carry the X-Forwarded-Proto a 
 (a) fires `--requests` signed status webhooks (one status each, built with the sandbox's
     `statuses_payload`) from `--clients` concurrent clients, plus a redelivery of every tenth one
     (Meta retries), and prints requests/s and the median / p95 of the 200 answer; then checks that
-    every status is stored exactly once and one processing task was queued per new event;
+    every status is stored exactly once and drain tasks were queued (one while none waits to start);
 (b) posts one delivery of `--batch` status changes and prints the time to the 200 answer, checking
-    that the changes were stored and exactly one task was queued for them.
+    that the changes were stored and one drain task was queued for them.
 
 With ``--production`` every status lands on a real automation send (a channel, template and inactive
 rule are seeded, and the sends exist as `sent` / `unknown` before each part): after each part the
@@ -197,10 +197,12 @@ def applied_once(prefix: str, count: int, status: str, counter: str, counted_bef
 
 
 def template_counter(counter: str) -> int:
+    """The template's figure as the hub shows it, counted from its sends (``delivered_count`` -> delivered)."""
     from automation.models import MessageTemplate
+    from automation.services.counters import counters_by
 
     template = MessageTemplate.objects.filter(account__slug="hooks").first()
-    return getattr(template, counter) if template else 0
+    return counters_by("template_id", [template.pk])[template.pk][counter.removesuffix("_count")] if template else 0
 
 
 def main() -> None:
@@ -281,9 +283,9 @@ def main() -> None:
                 exactly_once = applied and stored_count == new_answers == args.requests
                 check = f"{applied_line}"
             else:
-                queued = OrmQ.objects.count() - queued_before
-                exactly_once = stored_count == args.requests == new_answers == queued
-                check = f"tasks queued {queued}"
+                queued = OrmQ.objects.count() - queued_before  # drains: one while none waits to start (not one per event)
+                exactly_once = stored_count == args.requests == new_answers and 1 <= queued <= stored_count
+                check = f"drain tasks queued {queued}"
             verdicts.append(exactly_once)
             rates.append(len(bodies) / wall)
             medians.append(statistics.median(latencies))

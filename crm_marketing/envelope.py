@@ -9,7 +9,7 @@ from datetime import datetime, timezone as dt_timezone
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.db import IntegrityError
-from django.http import Http404
+from django.http import Http404, HttpResponse
 from django_ratelimit.exceptions import Ratelimited
 from rest_framework import exceptions, parsers
 from rest_framework.renderers import JSONRenderer
@@ -37,6 +37,18 @@ class EnvelopeRenderer(JSONRenderer):
         if response is not None and response.status_code < 400 and data is not None:
             data = {"success": True, "data": data, "timestamp": utc_timestamp()}
         return super().render(data, accepted_media_type, renderer_context)
+
+
+def render_data(data) -> bytes:
+    """``data`` as EnvelopeRenderer writes it inside the envelope (DRF's compact JSON), to be kept and sent
+    again with ``enveloped``."""
+    return JSONRenderer().render(data)
+
+
+def enveloped(rendered_data: bytes) -> HttpResponse:
+    """A 200 whose body is byte for byte what EnvelopeRenderer writes around that data, with a fresh timestamp."""
+    return HttpResponse(b'{"success":true,"data":' + rendered_data + b',"timestamp":"' + utc_timestamp().encode() + b'"}',
+                        content_type="application/json")
 
 
 # Valid JSON that no database column can hold is defined once, in crm_marketing.validation.

@@ -201,6 +201,11 @@ if Q_BROKER_URL:
 else:
     Q_CLUSTER["orm"] = "default"
 
+# Webhook events are processed by drain tasks (crm_marketing.webhooks.drain_events): events claimed at a time
+# (a worker killed mid-batch leaves at most these to the stuck sweep), and seconds before a drain hands over.
+WEBHOOK_DRAIN_BATCH = env.int("WEBHOOK_DRAIN_BATCH", default=20)
+WEBHOOK_DRAIN_SECONDS = env.float("WEBHOOK_DRAIN_SECONDS", default=30.0)
+
 # --- Automation send engine -----------------------------------------------------------------
 AUTOMATION_PASS_SECONDS = env.float("AUTOMATION_PASS_SECONDS", default=50.0)  # one send pass stops after this
 AUTOMATION_PASS_BATCH = env.int("AUTOMATION_PASS_BATCH", default=200)  # sends claimed at a time (one limiter round trip)

@@ -22,8 +22,13 @@ def process_webhook_event(event_id: int) -> str:
 
 
 def process_webhook_events(event_ids: list[int]) -> str:
-    """Run the handlers on the changes one delivery stored (one task for a 500-change delivery)."""
+    """Run the handlers on these stored changes (the retry sweep's batch)."""
     return webhooks.process_events(event_ids)
+
+
+def drain_webhook_events() -> str:
+    """Run the handlers on every received change, in batches (the intake queues one while none is waiting)."""
+    return webhooks.drain_events()
 
 
 def retry_webhook_events() -> str:

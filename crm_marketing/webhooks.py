@@ -17,7 +17,9 @@ ignored the change. Handlers must still be idempotent: a worker killed mid-handl
 A handler that learns the event's account sets ``event.account``. Handlers are named like event
 subscribers (``module.qualname``), so two handlers of one field need two names.
 
-A delivery's changes are stored with one bulk insert and processed by one task.
+A delivery's changes are stored with one bulk insert. They are processed by a drain task that takes
+every received event in batches, oldest first: the intake queues one only when none is waiting to
+start (``request_drain``: a flag in the shared cache), so a burst of N webhooks costs a few tasks, not N.
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ import hashlib
 import hmac
 import json
 import logging
+import time
 import uuid
 from collections import defaultdict
 from contextlib import nullcontext
@@ -32,6 +35,7 @@ from datetime import timedelta
 from typing import Any, Callable, Optional
 
 from django.conf import settings
+from django.core.cache import cache
 from django.core.exceptions import RequestDataTooBig
 from django.db import InterfaceError, OperationalError, transaction
 from django.db import connection as db_connection
@@ -43,8 +47,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
 from crm_marketing.envelope import MAX_JSON_DEPTH, UNSTORABLE_TEXT, error_body, utc_timestamp
-from crm_marketing.queueing import broker_is_this_database, enqueue_after_commit
-from crm_marketing.ratelimits import RateLimited, enforce_rate_limit
+from crm_marketing.ratelimits import CACHE_DOWN, RateLimited, enforce_rate_limit
 from crm_marketing.events import subscriber_id as handler_id
 from crm_marketing.webhook_models import WebhookEvent, WebhookHandlerOutcome
 
@@ -52,6 +55,9 @@ log = logging.getLogger(__name__)
 
 WebhookHandler = Callable[[WebhookEvent], Optional[str]]
 PROCESS_EVENTS_TASK = "crm_marketing.tasks.process_webhook_events"
+DRAIN_TASK = "crm_marketing.tasks.drain_webhook_events"
+DRAIN_QUEUED = "crm_marketing:webhooks:drain-queued"  # cache key: a drain task is queued and has not started
+DRAIN_QUEUED_SECONDS = 30  # a queued drain the broker lost holds new ones back at most this long
 MAX_ENTRY_TIME = 2**63 - 1  # entry.time goes in a bigint column
 INSERT_CHUNK = 1000  # changes per INSERT statement (13 parameters each: far below PostgreSQL's 65,535)
 MAX_ATTEMPTS = 8
@@ -157,8 +163,8 @@ def _changes(body: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def store_changes(body: dict[str, Any]) -> tuple[int, list[int]]:
-    """Store every change not seen before; returns (changes received, ids of the new events), which one
-    task processes once the rows are committed.
+    """Store every change not seen before; returns (changes received, ids of the new events), which a
+    drain task processes once the rows are committed (``request_drain``).
 
     One ``INSERT … ON CONFLICT (field, dedupe_key) DO NOTHING RETURNING id`` per thousand changes: the
     database skips what is stored already (dedupe stays a constraint) and names exactly the rows this
@@ -175,10 +181,10 @@ def store_changes(body: dict[str, Any]) -> tuple[int, list[int]]:
         return len(rows), []
     events = list(candidates.values())
     chunks = [events[i:i + INSERT_CHUNK] for i in range(0, len(events), INSERT_CHUNK)]
-    with transaction.atomic() if len(chunks) > 1 or broker_is_this_database() else nullcontext():
+    with transaction.atomic() if len(chunks) > 1 else nullcontext():
         new_ids = sorted(pk for chunk in chunks for pk in _insert_new(chunk))
-        if new_ids:  # one task for the delivery; a broker outage leaves the rows to the retry sweep
-            enqueue_after_commit(PROCESS_EVENTS_TASK, new_ids, task_name=_task_name(new_ids), save=False)
+        if new_ids:  # a broker outage leaves the rows to the retry sweep, never fails the answer
+            transaction.on_commit(request_drain, robust=True)
     if len(new_ids) < len(rows):
         log.info("webhook delivery of %s change(s): %s already stored, redelivery ignored", len(rows), len(rows) - len(new_ids))
     return len(rows), new_ids
@@ -204,6 +210,37 @@ def queue_events(event_ids: list[int]) -> None:
     from django_q.tasks import async_task
 
     async_task(PROCESS_EVENTS_TASK, list(event_ids), task_name=_task_name(event_ids))
+
+
+def request_drain() -> None:
+    """Queue a drain task, unless one is queued already and has not started: that one will find the events
+    committed before this call (a drain clears the flag before it looks for events, so whatever is committed
+    after it cleared the flag queues a new one). Without a cache every process shares (the embedded default
+    with a separate qcluster) or while the cache is down, every call queues a task, as one per delivery did."""
+    from django_q.conf import Conf
+    from django_q.tasks import async_task
+
+    flagged = settings.CACHE_IS_SHARED or Conf.SYNC
+    if flagged:
+        try:
+            if not cache.add(DRAIN_QUEUED, 1, timeout=DRAIN_QUEUED_SECONDS):
+                return
+        except CACHE_DOWN as exc:
+            log.warning("webhook drain flag unavailable (%s); queueing a drain anyway", type(exc).__name__)
+            flagged = False
+    try:
+        async_task(DRAIN_TASK, save=False)
+    except Exception:
+        if flagged:
+            _clear_drain_flag()  # nothing is queued: the next delivery must try again
+        raise
+
+
+def _clear_drain_flag() -> None:
+    try:
+        cache.delete(DRAIN_QUEUED)
+    except CACHE_DOWN as exc:  # it expires on its own (DRAIN_QUEUED_SECONDS); the retry sweep covers the rest
+        log.warning("webhook drain flag not cleared (%s)", type(exc).__name__)
 
 
 def _task_name(event_ids: list[int]) -> str:
@@ -279,8 +316,64 @@ def process_event(event_id: int) -> str:
     event = claim_event(event_id)
     if event is None:
         return f"event {event_id}: not claimable (already taken or finished)"
+    return _process_claimed(event, list(WebhookHandlerOutcome.objects.filter(event=event)))
+
+
+def claim_received(limit: int) -> list[WebhookEvent]:
+    """Take up to ``limit`` received events, oldest first, for this worker with one UPDATE. A concurrent drain
+    skips the rows this one is taking (SKIP LOCKED on PostgreSQL; SQLite has one writer at a time)."""
+    with transaction.atomic():
+        ids = list(WebhookEvent.objects.select_for_update(skip_locked=True).filter(status=WebhookEvent.Status.RECEIVED)
+                   .order_by("pk").values_list("pk", flat=True)[:limit])
+        if ids:
+            WebhookEvent.objects.filter(pk__in=ids).update(
+                status=WebhookEvent.Status.PROCESSING, claimed_at=timezone.now(), attempts=F("attempts") + 1)
+    return list(WebhookEvent.objects.filter(pk__in=ids).order_by("pk")) if ids else []
+
+
+def drain_events() -> str:
+    """Process every received event, WEBHOOK_DRAIN_BATCH at a time, until none is left; after
+    WEBHOOK_DRAIN_SECONDS a new drain is requested to go on (other tasks get a worker too). Failed events
+    wait for their retry time (the sweep), they are not drained."""
+    _clear_drain_flag()  # first: an event committed from now on queues a new drain or is found below
+    deadline, batch = time.monotonic() + settings.WEBHOOK_DRAIN_SECONDS, settings.WEBHOOK_DRAIN_BATCH
+    tally: dict[str, int] = defaultdict(int)
+    while events := claim_received(batch):
+        outcomes: dict[int, list[WebhookHandlerOutcome]] = defaultdict(list)
+        for outcome in WebhookHandlerOutcome.objects.filter(event__in=[e.pk for e in events]):
+            outcomes[outcome.event_id].append(outcome)  # left by an earlier run the admin put back to received
+        for n, event in enumerate(events):
+            try:
+                _process_claimed(event, outcomes[event.pk])
+            except BaseException:  # the task dies here (the connection, a kill): the rest of the batch is not lost
+                _release(events[n + 1:])
+                raise
+            tally[event.status] += 1
+        if len(events) < batch:  # none was left: what came after the flag was cleared queued its own drain
+            break
+        if time.monotonic() > deadline:
+            request_drain()
+            break
+    return f"drained {sum(tally.values())} webhook event(s): " + (", ".join(f"{n} {s}" for s, n in sorted(tally.items())) or "none")
+
+
+def _release(events: list[WebhookEvent]) -> None:
+    """Give claimed events a drain did not get to back to ``received`` (for the next drain), as if never claimed;
+    the one it was working on stays ``processing`` for the stuck sweep, as with one task per event."""
+    if not events:
+        return
+    try:
+        if not db_connection.in_atomic_block:
+            db_connection.close_if_unusable_or_obsolete()
+        WebhookEvent.objects.filter(pk__in=[e.pk for e in events], status=WebhookEvent.Status.PROCESSING).update(
+            status=WebhookEvent.Status.RECEIVED, claimed_at=None, attempts=F("attempts") - 1)
+    except Exception:  # noqa: BLE001 - the stuck sweep takes them in STUCK_AFTER; the first error is the one to report
+        log.exception("webhook events %s left processing after a drain failed", [e.pk for e in events])
+
+
+def _process_claimed(event: WebhookEvent, earlier: list[WebhookHandlerOutcome]) -> str:
     handlers = handlers_for(event.field)
-    outcomes = {outcome.handler: outcome for outcome in WebhookHandlerOutcome.objects.filter(event=event)}
+    outcomes = {outcome.handler: outcome for outcome in earlier}
     retry_afters: list[float] = []
     permanent = False
     for handler in handlers:

@@ -9,6 +9,7 @@ cache on as it is in every test.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from decimal import Decimal
 
 import pytest
@@ -18,11 +19,12 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from crm_marketing.models import Lead, Sale
-from marketing.models import AccountDay, CampaignDay, CampaignToDate, CampaignTotal, ExchangeRate, RepeatSale, RollupVersion
+from marketing.models import AccountDay, Campaign, CampaignDay, CampaignToDate, CampaignTotal, ExchangeRate, RepeatSale, RollupVersion
 from marketing.services import rollups, stats_cache
 from marketing.services.insight_store import COLUMNS, upsert_insights
 from marketing.stats import Converter, Scope, collect
 from marketing.time_ranges import Window
+from meta_oauth.models import MetaConnection
 from tests.test_stats import C1_STAT, GOLDEN_STATS, MARCH, build_golden, data_of, local
 
 pytestmark = pytest.mark.django_db
@@ -196,3 +198,74 @@ def test_the_cache_keys_on_the_version_token_and_never_serves_an_entry_of_anothe
     after_write = stats_cache.cached(acme.pk, ("probe",), compute)
 
     assert (first, again, after_write) == (1, 1, 2)
+
+
+# -- the rendered answers of the hub's reads (marketing/views/stats.py) -----------------------------------------
+HUB_READS = [STATS, f"/crm/marketing/stats/roi?{MARCH}", f"/crm/marketing/stats/timeseries?{MARCH}",
+             f"/crm/marketing/campaigns?{MARCH}&ordering=-roi&limit=1&offset=1"]
+
+
+def without_timestamp(response) -> bytes:
+    """The body with its timestamp blanked: the one part of the envelope that is not the answer's."""
+    body = response.content
+    stamp = json.loads(body)["timestamp"].encode()
+    assert body.count(stamp) == 1
+    return body.replace(stamp, b"T")
+
+
+@pytest.mark.parametrize("url", HUB_READS)
+def test_a_cached_answer_is_byte_for_byte_the_computed_one(alice_api, golden, settings, url):
+    settings.STATS_CACHE_SECONDS = 0
+    computed = alice_api.get(url)
+    settings.STATS_CACHE_SECONDS = 600
+    alice_api.get(url)
+
+    with CaptureQueriesContext(connection) as queries:
+        cached = alice_api.get(url)
+
+    assert (computed.status_code, cached.status_code, cached["Content-Type"]) == (200, 200, "application/json")
+    assert without_timestamp(cached) == without_timestamp(computed)
+    assert not any(f'"{table}"' in q["sql"] for q in queries for table in ROLLUP_TABLES)
+
+
+def test_the_same_read_asked_with_indented_json_is_answered_indented(alice_api, golden):
+    compact = alice_api.get(STATS)
+
+    indented = alice_api.get(STATS, HTTP_ACCEPT="application/json; indent=2")
+
+    assert indented.content.startswith(b'{\n  "success": true,\n  "data": {\n')
+    assert json.loads(indented.content)["data"] == json.loads(compact.content)["data"]
+
+
+def test_a_rollup_write_after_a_cached_roi_report_changes_the_next_answer(alice_api, golden, acme):
+    url = f"/crm/marketing/stats/roi?{MARCH}"
+    before = cached_read(alice_api, url)
+    sale = Sale.objects.filter(account=acme, status="completed").order_by("pk").first()
+
+    sale.amount += Decimal("10.00")
+    sale.save()
+
+    after = data_of(alice_api.get(url))
+    assert after["total_revenue"] == before["total_revenue"] + 10
+
+
+def test_a_campaign_renamed_after_a_cached_read_shows_its_new_name_in_the_next_roi_report_and_page(alice_api, golden, acme):
+    roi, page = f"/crm/marketing/stats/roi?{MARCH}", f"/crm/marketing/campaigns?{MARCH}"
+    before = {c["id"]: c["name"] for c in cached_read(alice_api, roi)["campaigns"]}
+    cached_read(alice_api, page)
+    token = RollupVersion.objects.get(account=acme).token
+
+    Campaign.objects.filter(account=acme, meta_campaign_id="120001").update(name="Otoño 2025")  # a sync renames it
+
+    assert {c["id"]: c["name"] for c in data_of(alice_api.get(roi))["campaigns"]} == {**before, "120001": "Otoño 2025"}
+    assert "Otoño 2025" in [c["name"] for c in data_of(alice_api.get(page))["results"]]
+    assert RollupVersion.objects.get(account=acme).token == token  # the campaigns are part of the key, not of the version
+
+
+def test_a_meta_connection_lost_after_a_cached_read_shows_in_the_next_stats_answer(alice_api, golden, acme):
+    assert cached_read(alice_api, STATS)["meta_connected"] is True
+
+    MetaConnection.objects.filter(account=acme).update(status=MetaConnection.Status.NEEDS_RECONNECT)
+
+    after = data_of(alice_api.get(STATS))
+    assert (after["meta_connected"], after["connect_url"]) == (False, "/crm/auth/meta/url")

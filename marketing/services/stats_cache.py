@@ -15,9 +15,11 @@ one, so:
 
 One entry per (account, read): the token is stored inside it, so a new token overwrites the entry
 instead of piling up versions. What the endpoints add around the figures (exchange rates,
-campaign names, the Meta connection, today's window) is read fresh on every request: only the
-rollup's and the sales' rows are cached. Anything else that changes what ``collect`` reads must
-take ``rollups.lock_account`` (or call ``rollup_changed``) in its transaction.
+campaign names, the Meta connection, today's window) is read fresh on every request: ``collect``
+caches the figures keyed on the rates, and the hub's reads (marketing/views/stats.py) cache their
+rendered JSON keyed on all of those inputs, computing it from the very values in the key. Anything
+else that changes what ``collect`` reads must take ``rollups.lock_account`` (or call
+``rollup_changed``) in its transaction.
 
 ``STATS_CACHE_SECONDS`` (default 600; 0 turns the cache off) only bounds memory: an entry is never
 served past its token. A cache that fails (Redis down) makes the read compute, never fail.

@@ -32,7 +32,7 @@ from typing import Iterable, Literal, Sequence
 from zoneinfo import ZoneInfo
 
 from django.db import connection
-from django.db.models import Count, F, Min, Q, Sum, Value
+from django.db.models import Count, F, Q, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
 
 from crm_marketing.models import Account, Lead, Sale
@@ -337,15 +337,16 @@ def _collect(scope: Scope, windows: Sequence[Window], key: Key, customers: bool)
 
 
 def earliest_day(account: Account) -> date | None:
-    """The account's first day with a lead, an insight or a sale (account timezone), for ``lifetime``."""
+    """The account's first day with a lead, an insight or a sale (account timezone), for ``lifetime``.
+    One query (each first row from its index) on every lifetime read."""
     tz = ZoneInfo(account.timezone)
-    days = []
-    first_lead = Lead.objects.filter(account=account).aggregate(first=Min("created_at"))["first"]
-    first_sale = Sale.objects.filter(account=account).aggregate(first=Min("closed_at"))["first"]
-    first_insight = DailyInsight.objects.filter(account=account).aggregate(first=Min("date"))["first"]
-    for moment in (first_lead, first_sale):
-        if moment is not None:
-            days.append(moment.astimezone(tz).date())
+
+    def first(model, column: str) -> Subquery:
+        return Subquery(model.objects.filter(account=account, **{f"{column}__isnull": False}).order_by(column).values(column)[:1])
+
+    first_lead, first_sale, first_insight = Account.objects.filter(pk=account.pk).values_list(
+        first(Lead, "created_at"), first(Sale, "closed_at"), first(DailyInsight, "date")).get()
+    days = [moment.astimezone(tz).date() for moment in (first_lead, first_sale) if moment is not None]
     if first_insight is not None:
         days.append(first_insight)
     return min(days) if days else None

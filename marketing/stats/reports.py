@@ -53,6 +53,26 @@ def campaign_for(account: Account, meta_campaign_id: str) -> Campaign:
     return campaign
 
 
+def read_inputs(account: Account, window: Window, converter: Converter) -> tuple:
+    """What every stats payload depends on besides the rollup and the sales (the stats cache's version
+    token) and the endpoint's own inputs: a cached answer is keyed on these (marketing.views.stats)."""
+    return (account.currency, account.timezone, window, today_for(account), tuple(sorted(converter.rates.items())))
+
+
+def meta_state(account: Account) -> tuple[bool, object]:
+    """(Meta connected, the last insights sync of any of its ad accounts): the stats payload's own inputs."""
+    connected = MetaConnection.objects.filter(account=account, status=MetaConnection.Status.CONNECTED).exists()
+    return connected, AdAccount.objects.filter(account=account).aggregate(last=Max("last_synced_at"))["last"]
+
+
+def campaign_rows(account: Account, status: str | None = None) -> list[tuple[str, str, str]]:
+    """(Meta id, name, status) of the account's campaigns (of one status): what the campaign payloads show of them."""
+    campaigns = Campaign.objects.filter(account=account)
+    if status:
+        campaigns = campaigns.filter(status=status)
+    return list(campaigns.order_by("pk").values_list("meta_campaign_id", "name", "status"))
+
+
 def _currency_fields(converter: Converter) -> dict:
     return {"currency_mismatch": bool(converter.missing), "unconverted_currencies": sorted(converter.missing)}
 
@@ -68,20 +88,20 @@ def _window_fields(window: Window, account: Account) -> dict:
     return {"time_range": window.label, "period": period_of(window, today_for(account))}
 
 
-def marketing_stats(account: Account, window: Window) -> dict:
+def marketing_stats(account: Account, window: Window, *, converter: Converter | None = None,
+                    state: tuple[bool, object] | None = None) -> dict:
     """The hub's headline figures and their change vs the previous period.
 
     ``*_change`` is the percentage change vs the previous period (None when that was 0);
     ``roi_change`` is the difference in ROI percentage points (roi - previous roi, None when
     either is undefined), since a percentage change of a percentage reads wrong.
     """
-    converter = Converter.for_account(account)
+    converter = converter or Converter.for_account(account)
     previous = window.previous()
     today = today_for(account)
     current_figures, previous_figures = (by_key[TOTAL] for by_key in collect(Scope(account, converter), [window, previous]))
     roi, previous_roi = current_figures.roi, previous_figures.roi
-    connected = MetaConnection.objects.filter(account=account, status=MetaConnection.Status.CONNECTED).exists()
-    last_synced_at = AdAccount.objects.filter(account=account).aggregate(last=Max("last_synced_at"))["last"]
+    connected, last_synced_at = state or meta_state(account)
     payload = {
         "leads": current_figures.leads,
         "leads_change": change(current_figures.leads, previous_figures.leads),
@@ -120,26 +140,27 @@ def _campaign_stat(meta_campaign_id: str, name: str, status: str, figures: Figur
     }
 
 
-def _campaign_stats(account: Account, window: Window, converter: Converter, campaigns) -> tuple[list[dict], Figures]:
+def _campaign_stats(account: Account, window: Window, converter: Converter, campaigns: list[tuple[str, str, str]]) -> tuple[list[dict], Figures]:
     """CampaignStats of ``campaigns`` and the account's totals (all Meta figures, also those
     of leads without a synced campaign) from the same queries."""
     (by_campaign,) = collect(Scope(account, converter), [window], key="campaign")
     totals = Figures.total(by_campaign.values())
     none = Figures()
     rows = [_campaign_stat(meta_campaign_id, name, status, by_campaign.get(meta_campaign_id) or none, account.currency)
-            for meta_campaign_id, name, status in campaigns.values_list("meta_campaign_id", "name", "status")]
+            for meta_campaign_id, name, status in campaigns]
     return rows, totals
 
 
-def roi_report(account: Account, window: Window) -> dict:
+def roi_report(account: Account, window: Window, *, converter: Converter | None = None,
+               campaigns: list[tuple[str, str, str]] | None = None) -> dict:
     """Campaigns with any figure in the window (by spend, then name) and the account's totals.
 
     ``total_spend``/``total_revenue`` equal the stats endpoint's ``marketing_spend`` and
     ``sales_revenue``; ``average_roi`` is the ROI of those totals (spend-weighted), not a mean
     of the campaigns' ROIs.
     """
-    converter = Converter.for_account(account)
-    rows, totals = _campaign_stats(account, window, converter, Campaign.objects.filter(account=account))
+    converter = converter or Converter.for_account(account)
+    rows, totals = _campaign_stats(account, window, converter, campaign_rows(account) if campaigns is None else campaigns)
     active = [row for row in rows if any(row[k] for k in ("spend", "impressions", "clicks", "leads", "opportunities", "revenue"))]
     return {
         "campaigns": order_campaigns(active, DEFAULT_CAMPAIGN_ORDERING),
@@ -164,12 +185,10 @@ def order_campaigns(rows: list[dict], terms: tuple[str, ...]) -> list[dict]:
     return rows
 
 
-def campaign_list(account: Account, window: Window, *, status: str | None, ordering: tuple[str, ...]) -> tuple[list[dict], Converter]:
-    converter = Converter.for_account(account)
-    campaigns = Campaign.objects.filter(account=account)
-    if status:
-        campaigns = campaigns.filter(status=status)
-    rows, _ = _campaign_stats(account, window, converter, campaigns)
+def campaign_list(account: Account, window: Window, *, status: str | None, ordering: tuple[str, ...],
+                  converter: Converter | None = None, campaigns: list[tuple[str, str, str]] | None = None) -> tuple[list[dict], Converter]:
+    converter = converter or Converter.for_account(account)
+    rows, _ = _campaign_stats(account, window, converter, campaign_rows(account, status) if campaigns is None else campaigns)
     return order_campaigns(rows, ordering), converter
 
 
@@ -186,9 +205,9 @@ def _days(window: Window, by_day: dict) -> dict[date, Figures]:
     return {window.since + timedelta(days=i): by_day.get(window.since + timedelta(days=i)) or Figures() for i in range(window.days)}
 
 
-def timeseries(account: Account, window: Window, campaign: Campaign | None = None) -> list[dict]:
+def timeseries(account: Account, window: Window, campaign: Campaign | None = None, *, converter: Converter | None = None) -> list[dict]:
     """One point per day, or per ISO week (its Monday) when the window is longer than 92 days."""
-    scope = Scope(account, Converter.for_account(account), campaign.meta_campaign_id if campaign else None)
+    scope = Scope(account, converter or Converter.for_account(account), campaign.meta_campaign_id if campaign else None)
     (by_day,) = collect(scope, [window], key="day", customers=False)  # no cpa on the chart
     points = _days(window, by_day)
     if window.days > WEEKLY_AFTER_DAYS:
