@@ -501,12 +501,19 @@ def measure(part: str, account, client, args, tag: int, web_port: int, first_id:
     differences = differences_from_truth(account, answers)
     more = differences_from_truth(account, read_stats(client, account))  # and once every mark is folded
     cells_exact = rollup_matches_truth(account, today_for(account))
+    truth_differences = None
+    if args.truth:  # bench/truth.py over the account with this run's leads still in it
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import truth as truth_check
+
+        truth_differences = truth_check.check(client, list(truth_check.RANGES))
     figures.update({
         "probe_reads": len(probe.read_ms), "write_to_stats_p95_ms": percentile(probe.read_ms, 0.95),
         "write_to_stats_median_ms": statistics.median(probe.read_ms) if probe.read_ms else float("nan"),
         "write_to_rollup_p95_ms": percentile(probe.fold_ms, 0.95),
         "exact_at_once": not differences, "read_s_after_last_write": read_after,
         "folded_s_after_last_write": folded_at[0] - last_write, "exact_after_fold": not more and cells_exact,
+        "truth_differences": truth_differences,
         "load_before": load_before, "load_after": loadavg()})
     for line in differences + more:
         print("   ", line)
@@ -527,6 +534,8 @@ def print_figures(part: str, run: int, f: dict) -> None:
           f"{'yes' if f['exact_at_once'] else 'NO'} as read {f['read_s_after_last_write']:.1f} s after the last write; all marks folded "
           f"{f['folded_s_after_last_write']:.1f} s after it, then stats and today's cells exact {'yes' if f['exact_after_fold'] else 'NO'}; "
           f"load {f['load_before']} -> {f['load_after']}")
+    if f["truth_differences"] is not None:
+        print(f"    truth check (bench/truth.py, 30d, 90d, lifetime, after the load): {f['truth_differences']} differences")
     work = {role: ms for role, ms in f["cpu_ms_per_lead"].items() if role != "bench"}
     print(f"    CPU per lead: " + ", ".join(f"{role} {ms:.1f} ms" for role, ms in f["cpu_ms_per_lead"].items())
           + f"; without the bench's own probe and reads {sum(work.values()):.1f} ms, i.e. about "
@@ -547,6 +556,8 @@ def main() -> None:
     parser.add_argument("--q-workers", type=int, default=2)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--parts", default="services,webhooks")
+    parser.add_argument("--truth", action=argparse.BooleanOptionalAction, default=True,
+                        help="run bench/truth.py's check after each part's load (default on)")
     parser.add_argument("--port", type=int, default=18761, help="the sandbox's; the web server takes the next")
     parser.add_argument("--app-root", default=str(ROOT), help="the checkout whose app to run (to compare with another branch)")
     parser.add_argument("--serve-sandbox", type=int, default=None, help=argparse.SUPPRESS)
