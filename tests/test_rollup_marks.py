@@ -172,6 +172,22 @@ def test_an_insights_upsert_marks_its_cells_and_the_fold_writes_their_spend(alic
     assert stored(acme) == recomputed(acme)
 
 
+def test_a_day_meta_restates_in_another_currency_keeps_no_spend_in_the_old_one_once_folded(acme):
+    ad_account = make_ad_account(acme, "act_usd", "USD", selected=True)
+    make_campaign(ad_account, "120001", "Spring Leads")
+    day, now = today(acme), timezone.now()
+    upsert_insights([(acme.pk, ad_account.pk, "120001", "s1", "ad1", day, "USD", Decimal("10.25"), 1000, 10, 5, 900, 1, now),
+                     (acme.pk, ad_account.pk, "120001", "s1", "ad2", day, "USD", Decimal("4.00"), 400, 4, 2, 300, 0, now)])
+    rollup_marks.fold_account(acme.pk)
+
+    upsert_insights([(acme.pk, ad_account.pk, "120001", "s1", "ad1", day, "BRL", Decimal("41.00"), 1000, 10, 5, 900, 1, now),
+                     (acme.pk, ad_account.pk, "120001", "s1", "ad2", day, "BRL", Decimal("16.00"), 400, 4, 2, 300, 0, now)])
+    folded = rollup_marks.fold_account(acme.pk)
+
+    assert stored(acme) == recomputed(acme) == {(day, "120001", "BRL"): (Decimal("57.00"), 1400, 14, 0, 0, ZERO, 0)}
+    assert folded.rows_written == 2  # the BRL row written, the USD row emptied (then dropped)
+
+
 def test_every_endpoint_answers_the_same_before_and_after_the_fold(alice_api, acme):
     ad_account = make_ad_account(acme, "act_usd", "USD", selected=True)
     make_campaign(ad_account, "120001", "Spring Leads")
