@@ -13,9 +13,11 @@ Meta connection and ad account act_300001 is (re)created, and deleted at the end
    (insert) and three times over existing rows (overwrite), printing the median rows/s of each,
    through `upsert_insights` (COPY + merge on PostgreSQL) and, for comparison, the portable
    bulk_create path. Target: >= 50,000 rows/s. Each run of `upsert_insights` prints where its time
-   went (wall and CPU seconds per step: dedupe, COPY + merge, the CampaignDay refresh, the coarser
-   rollups, and the rest, mostly the deferred foreign key checks at commit); the CPU seconds (this
-   process and its PostgreSQL backend) do not grow when other jobs share the machine.
+   went (wall and CPU seconds per step: dedupe, COPY + merge, the rollup marks, and the rest, mostly the
+   deferred foreign key checks at commit), then the fold a worker runs afterwards, timed apart and not in
+   the rows/s (``rollup_marks.fold_account``: the CampaignDay refresh of the marked cells, the coarser
+   rollups, and the rest); the CPU seconds (this process and its PostgreSQL backend) do not grow when
+   other jobs share the machine.
 
 Prints the load average before and after.
 """
@@ -151,15 +153,17 @@ class Cost:
 class Phases:
     """Wall and CPU seconds per step of upsert_insights, by wrapping its steps (the bench's own bookkeeping)."""
 
-    STEPS = {"dedupe": "_deduplicated", "COPY + merge": "_copy_and_merge", "touched cells": "_touched_cells",
-             "CampaignDay": "_refresh_rollup_from_temp"}
+    # The upsert only marks its rollup cells; a worker folds them afterwards (marketing.services.rollup_marks).
+    STEPS = {"dedupe": "_deduplicated", "COPY + merge": "_copy_and_merge", "rollup marks": "_mark_rollup_from_temp"}
 
     def __init__(self, cost: Cost):
-        from marketing.services import coarse_rollups, insight_store
+        from marketing.services import coarse_rollups, insight_store, rollups
 
         self.cost, self.seconds = cost, {}
         for label, name in self.STEPS.items():
             setattr(insight_store, name, self._timed(label, getattr(insight_store, name)))
+        # The fold's steps: the CampaignDay refresh calls the coarser rollups' derive (timed inside it).
+        rollups._refresh_meta_cells_in_sql = self._timed("CampaignDay", rollups._refresh_meta_cells_in_sql)
         coarse_rollups.derive = self._timed("coarser rollups", coarse_rollups.derive)
 
     def _timed(self, label: str, function):
@@ -179,7 +183,7 @@ def bench_upsert(account, runs: int) -> None:
     from django.db import transaction
 
     from marketing.models import AdAccount, DailyInsight
-    from marketing.services import insight_store
+    from marketing.services import insight_store, rollup_marks
 
     ad_account = AdAccount.objects.create(account=account, meta_ad_account_id="act_bench_upsert", name="Upsert bench",
                                           currency="ARS", timezone_name=TZ, is_selected=False)
@@ -190,6 +194,10 @@ def bench_upsert(account, runs: int) -> None:
 
     cost = Cost()
     phases = Phases(cost)
+    # The bench folds right after each upsert itself (below), as the queued task would: the queueing (one
+    # broker push per account at commit) is left out, since the ORM broker's enqueue closes the connection
+    # whose PostgreSQL backend Cost reads its CPU from.
+    rollup_marks.queue_fold = lambda account_id: None
     rng = random.Random(7)
     for label, upsert in (("upsert_insights (COPY + merge)", insight_store.upsert_insights), ("bulk_create path", bulk_create_path)):
         rates: dict[str, list[tuple[float, float]]] = {"insert": [], "overwrite": []}
@@ -209,6 +217,14 @@ def bench_upsert(account, runs: int) -> None:
                              end_cpu - cpu - sum(c for _, c in phases.seconds.values()))
                     steps = {**phases.seconds, "commit (foreign key checks) + rest": other}
                     print(f"  {mode} run: " + ", ".join(f"{step} {w:.2f} s ({c:.2f} s CPU)" for step, (w, c) in steps.items()))
+                    phases.seconds.clear()
+                    wall, cpu = cost.now()
+                    folded = rollup_marks.fold_account(account.pk)  # what a worker does after the commit
+                    end_wall, end_cpu = cost.now()
+                    refresh, coarser = phases.seconds.get("CampaignDay", [0.0, 0.0]), phases.seconds.get("coarser rollups", [0.0, 0.0])
+                    print(f"    then the fold of its {folded.marks:,} marks: {end_wall - wall:.2f} s ({end_cpu - cpu:.2f} s CPU): "
+                          f"CampaignDay {refresh[0] - coarser[0]:.2f} s ({refresh[1] - coarser[1]:.2f} s CPU), coarser rollups "
+                          f"{coarser[0]:.2f} s ({coarser[1]:.2f} s CPU), rest {end_wall - wall - refresh[0]:.2f} s", flush=True)
         assert DailyInsight.objects.filter(ad_account=ad_account).count() == 100_000
         for mode, values in rates.items():
             median = statistics.median(r for r, _ in values)

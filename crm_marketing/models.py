@@ -6,7 +6,8 @@ from decimal import Decimal
 from django.conf import settings
 from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models, router, transaction
-from django.db.models import Q
+from django.db.models import F, Q
+from django.db.models.functions import Upper
 from django.utils import timezone
 
 from crm_marketing.audit import SystemEvent
@@ -104,6 +105,9 @@ class Lead(AccountOwned):
             models.Index(fields=["account", "created_at"], name="lead_account_created"),
             models.Index(fields=["account", "meta_campaign_id"], name="lead_account_campaign"),
             models.Index(fields=["account", "email"], name="lead_account_email"),
+            # A Meta touch matches a lead by email case-insensitively (email__iexact: UPPER(email) = UPPER(%s)):
+            # without it each new Lead Ads lead scanned every lead of its account (1 s at a million leads).
+            models.Index(F("account"), Upper("email"), name="lead_account_email_upper"),
         ]
 
     @property

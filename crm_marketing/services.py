@@ -145,12 +145,18 @@ def update_sale(sale: Sale, *, actor=None, request=None, **fields: Any) -> Sale:
     return sale
 
 
-def repair_sale_attribution(account: Account) -> int:
-    """Re-copy the lead's attribution onto the account's sales whose copy drifted (a lead changed by
-    queryset.update() or SQL, which Lead.save never saw); returns how many sales changed."""
+def sales_with_drifted_attribution(account: Account):
+    """The account's sales whose attribution copy differs from their lead's (the lead was changed by
+    queryset.update() or SQL, which Lead.save never saw)."""
     lead = Lead.objects.filter(pk=OuterRef("lead_id"))
     drifted = Q()
     for name in SALE_ATTRIBUTION:
         drifted |= ~Q(**{name: Subquery(lead.values(name)[:1])})
-    return Sale.objects.filter(account=account).filter(drifted).update(
-        **{name: Subquery(lead.values(name)[:1]) for name in SALE_ATTRIBUTION})
+    return Sale.objects.filter(account=account).filter(drifted)
+
+
+def repair_sale_attribution(account: Account) -> int:
+    """Re-copy the lead's attribution onto the account's sales whose copy drifted; returns how many
+    sales changed."""
+    lead = Lead.objects.filter(pk=OuterRef("lead_id"))
+    return sales_with_drifted_attribution(account).update(**{name: Subquery(lead.values(name)[:1]) for name in SALE_ATTRIBUTION})

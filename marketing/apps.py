@@ -13,4 +13,5 @@ class MarketingConfig(AppConfig):
         register_handler("leadgen", handlers.handle_leadgen)
         register_handler("messages", handlers.handle_messages)
         register_check("marketing_syncs", health.sync_backlog)
+        register_check("roi_rollup", health.rollup_backlog)
         signals.connect()  # the ROI rollup follows every CRM row and insight

@@ -1,7 +1,7 @@
 """Marketing's readiness figures for /readyz (registered from MarketingConfig.ready()).
 
-Cheap on purpose (a probe polls it every few seconds): two aggregate queries on SyncRun, no walk
-over the accounts.
+Cheap on purpose (a probe polls it every few seconds): one aggregate query each, no walk over the
+accounts.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from crm_marketing.health import age_seconds
-from marketing.models import SyncRun
+from marketing.models import RollupDirtyCell, SyncRun
 from marketing.services.runs import lease_duration
 
 
@@ -27,3 +27,11 @@ def sync_backlog() -> dict[str, Any]:
                           stale=Count("id", filter=Q(status=SyncRun.Status.RUNNING, last_sign_of_life__lt=cutoff))))
     return {"active": figures["active"], "oldest_active_age_seconds": age_seconds(figures["oldest"]),
             "stale_running": figures["stale"]}
+
+
+def rollup_backlog() -> dict[str, Any]:
+    """ROI rollup cells that writes marked and no fold has re-derived yet, and the oldest mark's age. The
+    figures stay exact meanwhile (the reads recompute marked cells), but each read pays for it: marks
+    older than a minute mean the folds are behind (no worker, or every worker busy)."""
+    figures = RollupDirtyCell.objects.aggregate(marks=Count("id"), oldest=Min("marked_at"))
+    return {"marks": figures["marks"], "oldest_mark_age_seconds": age_seconds(figures["oldest"])}

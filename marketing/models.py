@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 from crm_marketing.models import Account, validate_currency
 from crm_marketing.tenancy import AccountOwned
@@ -343,3 +344,37 @@ class RollupVersion(AccountOwned):
 
     def __str__(self) -> str:
         return f"rollup version {self.token}"
+
+
+class RollupDirtyKind(models.TextChoices):
+    CRM = "crm", "CRM figures of the day"  # leads, opportunities, revenue of every cell of an account day
+    META = "meta", "Meta figures of the campaign's day"  # spend, impressions, clicks of one (day, campaign)
+
+
+class RollupDirtyCell(AccountOwned):
+    """A write changed the source rows of these rollup cells and no fold has re-derived them yet.
+
+    Written in the writer's transaction (marketing.services.rollup_marks), one row per write and cell,
+    never updated: writers of one cell never wait on each other, and a fold deletes only the rows it
+    read, so a write committed while a fold runs keeps its mark. The stats reads recompute marked
+    cells from the source rows until a fold has folded them (marketing.stats.pending).
+    """
+
+    Kind = RollupDirtyKind
+
+    kind = models.CharField(max_length=4, choices=Kind.choices)
+    day = models.DateField()
+    meta_campaign_id = models.CharField(verbose_name="Meta campaign ID", max_length=32, blank=True,
+                                        help_text="The Meta cell's campaign; blank for a CRM account day")
+    marked_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [models.Index(fields=["account", "day"], name="rollupdirty_account_day")]
+        constraints = [
+            models.CheckConstraint(condition=Q(kind__in=RollupDirtyKind.values), name="rollupdirty_kind_valid"),
+            models.CheckConstraint(condition=Q(kind=RollupDirtyKind.META) | Q(meta_campaign_id=""),
+                                   name="rollupdirty_crm_is_a_whole_day"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.day} {self.meta_campaign_id}".rstrip()

@@ -1,20 +1,23 @@
-"""Keeping the ROI rollup current on every saved or deleted CRM row and insight (connected in ready()).
+"""Marking the ROI rollup cells of every saved or deleted CRM row and insight (connected in ready()).
 
 Why model signals and not only the core's domain events: the rollup is derived data and must follow
 every write, whatever path made it. Services publish events, but Django admin (its change forms
 and the opportunity inline of the lead page), the shell, data fixes and tests save rows directly;
-signals see them all, and they run in the writer's transaction, so a committed change never leaves
-its cell stale. What they cannot see is handled where it happens: bulk writes (the insights upsert
-refreshes its cells itself; bulk loads publish ``crm_bulk_loaded``, answered with a rebuild below)
-and queryset.update() (the nightly rebuild re-derives the last 35 days and repairs sale copies).
+signals see them all, and they run in the writer's transaction: the cells a change touched are
+marked (``rollup_marks.mark_dirty``, one plain insert, no lock) in the transaction that commits the
+change, and a worker folds them (marketing.services.rollup_marks). What they cannot see is handled
+where it happens: bulk writes (the insights upsert marks its cells itself; bulk loads publish
+``crm_bulk_loaded``, answered with a rebuild below) and queryset.update() (the writer calls
+``rollup_marks.mark_dirty``; the nightly rebuild re-derives the last 35 days, and every day of a sale
+whose attribution copy it repairs).
 
 Only changes to the fields a cell depends on trigger work (``TRACKED``): a lead's status or an
-opportunity's stage moves nothing. A failed refresh is logged and never undoes the CRM write.
+opportunity's stage moves nothing. A mark that cannot be written fails the write with it: a
+committed change always has its mark.
 """
 from __future__ import annotations
 
 import datetime as dt
-import logging
 from collections import defaultdict
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -27,9 +30,8 @@ from django.utils import timezone
 from crm_marketing import events
 from crm_marketing.models import Account, Lead, Opportunity, Sale
 from marketing.models import AdAccount, DailyInsight
-from marketing.services import rollups
+from marketing.services import rollup_marks, rollups
 
-log = logging.getLogger(__name__)
 
 # The attributes a rollup cell depends on, per model.
 TRACKED: dict[type, tuple[str, ...]] = {
@@ -86,14 +88,9 @@ class _Touched:
         if self._zones[account_id] is not None:
             self.days[account_id].add(moment.astimezone(self._zones[account_id]).date())
 
-    def refresh(self) -> None:
-        try:
-            for account_id, days in self.days.items():
-                rollups.refresh_crm_days(account_id, days)
-            for account_id, cells in self.cells.items():
-                rollups.refresh_meta_cells(account_id, cells)
-        except Exception:  # derived data: the nightly rebuild repairs it, the CRM write stands
-            log.exception("ROI rollup refresh failed (days %s, cells %s)", dict(self.days), dict(self.cells))
+    def mark(self) -> None:
+        for account_id in sorted(self.days.keys() | self.cells.keys()):
+            rollup_marks.mark_dirty(account_id, days=self.days.get(account_id, ()), meta_cells=self.cells.get(account_id, ()))
 
 
 def _lead(touched: _Touched, lead_id: int, before: dict | None, after: dict | None) -> None:
@@ -142,7 +139,7 @@ def _changed(sender, instance, before: dict | None, after: dict | None) -> None:
         _sale(touched, before, after)
     else:
         _insight(touched, before, after)
-    touched.refresh()
+    touched.mark()
 
 
 def _saved(sender, instance, created: bool, raw: bool = False, **kwargs) -> None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from crm_marketing.models import Account
 from marketing.models import SyncRun
-from marketing.services import rollups
+from marketing.services import rollup_marks, rollups
 from marketing.services.leads_backfill import backfill_connected_accounts
 from marketing.services.runs import queue_due_syncs
 from marketing.services.sync import perform_queued_run
@@ -31,6 +31,18 @@ def rebuild_roi_rollups(account_id: int) -> str:
         return f"account {account_id}: gone"
     result = rollups.rebuild(account)
     return f"{account.slug}: {result.days} days re-derived, {result.rows_written} rollup rows written"
+
+
+def fold_roi_rollup(account_id: int) -> str:
+    """Queued once a write that marked rollup cells commits: fold the account's marks."""
+    return rollup_marks.fold_account(account_id).summary(account_id)
+
+
+def fold_all_roi_rollups() -> str:
+    """Every minute: fold the marks no queued fold took (the task was lost, the broker was down)."""
+    results = rollup_marks.fold_all()
+    return (f"{len(results)} account(s) folded: {sum(r.marks for r in results.values())} mark(s), "
+            f"{sum(r.rows_written for r in results.values())} rollup row(s) written")
 
 
 def _with_failures(summary: str, outcome: rollups.RebuildOutcome) -> str:

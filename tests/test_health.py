@@ -58,7 +58,7 @@ def test_healthz_answers_ok_without_touching_the_database(db, django_assert_num_
 def core_and_marketing(checks: dict) -> dict:
     """The checks this suite knows; other apps may register more."""
     return {name: checks[name] for name in ("database", "cache", "broker", "webhook_events", "domain_events",
-                                            "marketing_syncs", "automation_sends")}
+                                            "marketing_syncs", "roi_rollup", "automation_sends")}
 
 
 def test_readyz_answers_ok_with_every_check_and_its_figures(db):
@@ -73,6 +73,7 @@ def test_readyz_answers_ok_with_every_check_and_its_figures(db):
         "webhook_events": {"ok": True, "pending": 0, "oldest_pending_age_seconds": None},
         "domain_events": {"ok": True, "undelivered": 0, "oldest_undelivered_age_seconds": None},
         "marketing_syncs": {"ok": True, "active": 0, "oldest_active_age_seconds": None, "stale_running": 0},
+        "roi_rollup": {"ok": True, "marks": 0, "oldest_mark_age_seconds": None},
         "automation_sends": {"ok": True, "due": 0, "oldest_due_age_seconds": None},
     }
     assert all(check["ok"] for check in response.json()["checks"].values())
@@ -138,6 +139,7 @@ def test_readyz_is_503_naming_the_cache_when_the_cache_is_unreachable_and_health
         "webhook_events": {"ok": True, "pending": 0, "oldest_pending_age_seconds": None},
         "domain_events": {"ok": True, "undelivered": 0, "oldest_undelivered_age_seconds": None},
         "marketing_syncs": {"ok": True, "active": 0, "oldest_active_age_seconds": None, "stale_running": 0},
+        "roi_rollup": {"ok": True, "marks": 0, "oldest_mark_age_seconds": None},
         "automation_sends": {"ok": True, "due": 0, "oldest_due_age_seconds": None},
     }
     assert alive.status_code == 200 and alive.json() == {"status": "ok"}

@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from crm_marketing.models import Lead, Sale
 from marketing.models import AccountDay, Campaign, CampaignDay, CampaignToDate, CampaignTotal, ExchangeRate, RepeatSale, RollupVersion
-from marketing.services import rollups, stats_cache
+from marketing.services import rollup_marks, rollups, stats_cache
 from marketing.services.insight_store import COLUMNS, upsert_insights
 from marketing.stats import Converter, Scope, collect
 from marketing.time_ranges import Window
@@ -33,7 +33,9 @@ STATS = f"/crm/marketing/stats?{MARCH}"
 
 @pytest.fixture
 def golden(acme):
-    return build_golden(acme)
+    campaigns = build_golden(acme)
+    rollup_marks.fold_account(acme.pk)  # the worker folds the dataset's writes into the rollups
+    return campaigns
 
 
 ROLLUP_TABLES = [model._meta.db_table for model in (AccountDay, CampaignDay, CampaignToDate, CampaignTotal, RepeatSale, Sale)]
@@ -269,3 +271,32 @@ def test_a_meta_connection_lost_after_a_cached_read_shows_in_the_next_stats_answ
 
     after = data_of(alice_api.get(STATS))
     assert (after["meta_connected"], after["connect_url"]) == (False, "/crm/auth/meta/url")
+
+
+def account_day_reads(api, url: str) -> tuple[dict, int]:
+    """The answer's data and how many queries read AccountDay (what a cached stats read skips)."""
+    with CaptureQueriesContext(connection) as queries:
+        data = data_of(api.get(url))
+    return data, sum(f'"{AccountDay._meta.db_table}"' in q["sql"] for q in queries)
+
+
+def test_a_lead_the_worker_has_not_folded_yet_is_added_to_the_cached_figures_and_counted_once_after_the_fold(
+        alice_api, golden, acme):
+    # A write only marks its cells: the version stays, the cached rollup figures are served and the marked day
+    # is recomputed on top. The fold writes the cells under a new version: the next read misses, and counts the
+    # lead once (the entry cached before the fold never had the correction in it).
+    assert cached_read(alice_api, STATS) == GOLDEN_STATS
+    version = RollupVersion.objects.get(account=acme).token
+    Lead.objects.create(account=acme, first_name="Tardía", phone="+5491155559901", lead_source="meta_lead_ads",
+                        meta_campaign_id="120001", created_at=local(3, 20))
+    with_six = {**GOLDEN_STATS, "leads": 6, "leads_change": 200.0, "cost_per_lead": 66.79}  # 400.75 / 6
+
+    marked, marked_day_reads = account_day_reads(alice_api, STATS)
+    version_while_marked = RollupVersion.objects.get(account=acme).token
+    rollup_marks.fold_account(acme.pk)
+    folded, folded_day_reads = account_day_reads(alice_api, STATS)
+    again, again_day_reads = account_day_reads(alice_api, STATS)
+
+    assert marked == folded == again == with_six
+    assert (version_while_marked, marked_day_reads) == (version, 0)  # served from the entry cached before the lead
+    assert RollupVersion.objects.get(account=acme).token != version and folded_day_reads > 0 and again_day_reads == 0

@@ -8,7 +8,7 @@ from django.utils import timezone
 from django_q.models import Task
 
 from crm_marketing.audit import SystemEvent
-from marketing.models import AdAccount, DailyInsight, SyncRun
+from marketing.models import AdAccount, DailyInsight, RollupDirtyCell, SyncRun
 from meta_oauth.models import MetaConnection
 from tests.conftest import make_user
 
@@ -41,7 +41,10 @@ def test_alice_queues_a_sync_and_the_worker_runs_it(alice, alice_api, ad_account
 
     run = SyncRun.objects.get()
     body = response.json()
-    assert response.status_code == 202 and len(callbacks) == 1
+    queued = [callback.__qualname__.split(".")[0] for callback in callbacks]
+    # The request queues the sync alone; the sync's insights upserts then queue the folds of their rollup cells.
+    assert response.status_code == 202 and queued[0] == "enqueue_after_commit" and set(queued[1:]) == {"queue_fold"}
+    assert not RollupDirtyCell.objects.filter(account=ad_account.account).exists()  # folded inline (Q_SYNC)
     assert body == {"success": True, "data": {"task_id": run.task_id}, "timestamp": body["timestamp"]}
     task = Task.objects.get(name=run.task_id)  # the id the hub can look the django-q2 task up by
     assert (task.func, task.args, task.success) == ("marketing.tasks.run_sync", (run.pk,), True)

@@ -230,24 +230,38 @@ def leads_with_sales_within(account_id: int, moments: Iterable[tuple[dt.datetime
     return leads | set(RepeatSale.objects.filter(account_id=account_id).filter(stored).values_list("lead_id", flat=True))
 
 
+REPEAT_FIELDS = ("lead_id", "meta_campaign_id", "closed_at", "previous_closed_at", "previous_in_campaign_closed_at")
+
+
+def computed_repeats(account_id: int, lead_ids: Iterable[int]) -> dict[int, dict]:
+    """The RepeatSale rows these leads' completed Meta sales make, by sale id (what refresh_repeats writes)."""
+    computed: dict[int, dict] = {}
+    last_of_lead: dict[int, dt.datetime] = {}
+    last_in_campaign: dict[tuple[int, str], dt.datetime] = {}
+    sales = (_completed_meta_sales(account_id).filter(lead_id__in=list(lead_ids)).order_by("lead_id", "closed_at", "id")
+             .values_list("id", "lead_id", "meta_campaign_id", "closed_at"))
+    for sale_id, lead_id, campaign, closed_at in sales:
+        previous, in_campaign = last_of_lead.get(lead_id), last_in_campaign.get((lead_id, campaign))
+        if previous is not None:
+            computed[sale_id] = {"lead_id": lead_id, "meta_campaign_id": campaign, "closed_at": closed_at,
+                                 "previous_closed_at": previous, "previous_in_campaign_closed_at": in_campaign}
+        last_of_lead[lead_id], last_in_campaign[(lead_id, campaign)] = closed_at, closed_at
+    return computed
+
+
+def stored_repeats(account_id: int, lead_ids: Iterable[int]) -> dict[int, dict]:
+    """The RepeatSale rows of these leads as stored, by sale id."""
+    return {r["sale_id"]: {f: r[f] for f in REPEAT_FIELDS}
+            for r in RepeatSale.objects.filter(account_id=account_id, lead_id__in=list(lead_ids)).values("sale_id", *REPEAT_FIELDS)}
+
+
 def refresh_repeats(account_id: int, lead_ids: Iterable[int]) -> int:
     """Make the RepeatSale rows of these leads equal what their completed Meta sales say; returns rows written."""
     written = 0
+    fields = REPEAT_FIELDS
     for batch in _batches(sorted(set(lead_ids)), 2000):
-        computed: dict[int, dict] = {}
-        last_of_lead: dict[int, dt.datetime] = {}
-        last_in_campaign: dict[tuple[int, str], dt.datetime] = {}
-        sales = (_completed_meta_sales(account_id).filter(lead_id__in=batch).order_by("lead_id", "closed_at", "id")
-                 .values_list("id", "lead_id", "meta_campaign_id", "closed_at"))
-        for sale_id, lead_id, campaign, closed_at in sales:
-            previous, in_campaign = last_of_lead.get(lead_id), last_in_campaign.get((lead_id, campaign))
-            if previous is not None:
-                computed[sale_id] = {"lead_id": lead_id, "meta_campaign_id": campaign, "closed_at": closed_at,
-                                     "previous_closed_at": previous, "previous_in_campaign_closed_at": in_campaign}
-            last_of_lead[lead_id], last_in_campaign[(lead_id, campaign)] = closed_at, closed_at
-        fields = ("lead_id", "meta_campaign_id", "closed_at", "previous_closed_at", "previous_in_campaign_closed_at")
-        current = {r["sale_id"]: {f: r[f] for f in fields}
-                   for r in RepeatSale.objects.filter(account_id=account_id, lead_id__in=batch).values("sale_id", *fields)}
+        computed = computed_repeats(account_id, batch)
+        current = stored_repeats(account_id, batch)
         changed = [RepeatSale(account_id=account_id, sale_id=sale_id, **values)
                    for sale_id, values in computed.items() if current.get(sale_id) != values]
         gone = [sale_id for sale_id in current if sale_id not in computed]

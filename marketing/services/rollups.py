@@ -6,21 +6,18 @@ differs", so running one twice, late or out of order is harmless. Whatever a wri
 totals; marketing.services.coarse_rollups) in the same transaction, and ``refresh_crm_days`` and
 ``rebuild`` keep RepeatSale (the customers) with the sales; callers need not know they exist:
 
-- ``refresh_meta_cells(account_id, [(day, campaign)])``: the Meta columns of those cells, called by
-  the insights upsert in its transaction (and by the DailyInsight save signal);
-- ``refresh_crm_days(account_id, days)``: the CRM columns of every cell of those account days,
-  called by the Lead / Opportunity / Sale signals (marketing/signals.py) in the writer's transaction;
+- ``refresh_meta_cells(account_id, [(day, campaign)])``: the Meta columns of those cells;
+- ``refresh_crm_days(account_id, days)``: the CRM columns of every cell of those account days;
+  both called by the fold (marketing.services.rollup_marks) for the cells that writes marked: CRM
+  writes and insights upserts no longer call them in their own transactions;
 - ``rebuild(account, since=)``: everything from ``since`` (or all history), a month per transaction,
   for backfills, bulk loads, a timezone change and the nightly safety net.
 
-Every writer first takes the account's rollup lock (a PostgreSQL advisory lock held to the end of
-the transaction), then reads. Under READ COMMITTED the statements after the lock see everything
-committed before it, so of two writers of one cell the later one reads the other's rows: no lost
-update. SQLite serializes writers anyway (``BEGIN IMMEDIATE``). The lock is held to the writer's
-commit, so CRM writes of one account that move figures queue behind each other for the rest of their
-(short) transactions; two transactions that each hold a CRM row the other wants and both move figures
-can deadlock, which PostgreSQL detects by failing one (the signal logs it, the CRM write stands and
-the nightly rebuild fills the cell in).
+Every writer of the rollup (the fold, a rebuild) first takes the account's rollup lock (a PostgreSQL
+advisory lock held to the end of the transaction), then reads. Under READ COMMITTED the statements
+after the lock see everything committed before it, so of two writers of one cell the later one reads
+the other's rows: no lost update. SQLite serializes writers anyway. CRM writes take no lock: they
+only mark cells.
 """
 from __future__ import annotations
 
@@ -38,7 +35,7 @@ from django.utils import timezone
 
 from crm_marketing.errors import DomainError
 from crm_marketing.models import Account, Lead, Opportunity, Sale
-from crm_marketing.services import repair_sale_attribution
+from crm_marketing.services import repair_sale_attribution, sales_with_drifted_attribution
 from crm_marketing.validation import EARLIEST_MOMENT, LATEST_MOMENT, MOMENT_RANGE
 from marketing.models import AccountDay, CampaignDay, CampaignToDate, CampaignTotal, DailyInsight, RepeatSale
 from marketing.services import coarse_rollups, stats_cache
@@ -84,28 +81,31 @@ def _meta_sums(account_id: int, where: Q) -> Sums:
             {"spend": r["spend"], "impressions": r["impressions"], "clicks": r["clicks"]} for r in rows}
 
 
-def _crm_sums(account: _Account, window: Window) -> Sums:
-    """Leads, opportunities (counted on the account's currency), revenue and sales per cell of the window."""
+def _crm_sums(account: _Account, window: Window, campaign_id: str | None = None) -> Sums:
+    """Leads, opportunities (counted on the account's currency), revenue and sales per cell of the window (of
+    one campaign's cells only, given ``campaign_id``)."""
     start, end = window.bounds(account.tz)
     sums: Sums = {}
+    one = {} if campaign_id is None else {"meta_campaign_id": campaign_id}
 
     def add(day: dt.date, campaign: str, currency: str, name: str, value) -> None:
         sums.setdefault((day, campaign, currency), {"leads": 0, "opportunities": 0, "revenue": Decimal("0"), "sales": 0})[name] += value
 
-    leads = (Lead.objects.filter(account_id=account.id, lead_source__in=Lead.META_SOURCES, created_at__gte=start, created_at__lt=end)
+    leads = (Lead.objects.filter(account_id=account.id, lead_source__in=Lead.META_SOURCES, created_at__gte=start, created_at__lt=end, **one)
              .order_by().values(cell_day=TruncDate("created_at", tzinfo=account.tz), cell_campaign=F("meta_campaign_id"))
              .annotate(n=Count("id")))
     for row in leads:
         add(row["cell_day"], row["cell_campaign"], account.currency, "leads", row["n"])
     # The lead's account too: the same tenant by construction, and it lets the join use the lead indexes.
     opportunities = (Opportunity.objects.filter(account_id=account.id, created_at__gte=start, created_at__lt=end,
-                                                lead__account_id=account.id, lead__lead_source__in=Lead.META_SOURCES)
+                                                lead__account_id=account.id, lead__lead_source__in=Lead.META_SOURCES,
+                                                **{f"lead__{name}": value for name, value in one.items()})
                      .order_by().values(cell_day=TruncDate("created_at", tzinfo=account.tz), cell_campaign=F("lead__meta_campaign_id"))
                      .annotate(n=Count("id")))
     for row in opportunities:
         add(row["cell_day"], row["cell_campaign"], account.currency, "opportunities", row["n"])
     sales = (Sale.objects.filter(account_id=account.id, status=Sale.Status.COMPLETED, lead_source__in=Lead.META_SOURCES,
-                                 closed_at__gte=start, closed_at__lt=end)
+                                 closed_at__gte=start, closed_at__lt=end, **one)
              .order_by().values(cell_day=TruncDate("closed_at", tzinfo=account.tz), cell_campaign=F("meta_campaign_id"),
                                 cell_currency=F("currency"))
              .annotate(amount=Sum("amount"), n=Count("id")))
@@ -113,6 +113,32 @@ def _crm_sums(account: _Account, window: Window) -> Sums:
         add(row["cell_day"], row["cell_campaign"], row["cell_currency"], "revenue", row["amount"] or Decimal("0"))
         add(row["cell_day"], row["cell_campaign"], row["cell_currency"], "sales", row["n"])
     return sums
+
+
+def derive_crm_days(account: Account, days: Iterable[dt.date], campaign_id: str | None = None) -> Sums:
+    """The CRM figures of every cell of these account days (or of one campaign's), from the source rows: what
+    refresh_crm_days would write (the stats read cells not yet folded this way, marketing.stats.pending)."""
+    wanted = set(days)
+    if not wanted:
+        return {}
+    account = _Account(account.pk, ZoneInfo(account.timezone), account.currency)
+    runs = day_runs(wanted)
+    if len(runs) > 8:  # scattered days: one range read instead of three queries per run
+        runs = [Window(runs[0].since, runs[-1].until)]
+    computed: Sums = {}
+    for window in runs:
+        computed.update(_crm_sums(account, window, campaign_id))
+    return {cell: sums for cell, sums in computed.items() if cell[0] in wanted}
+
+
+def derive_meta_cells(account_id: int, cells: Iterable[tuple[dt.date, str]]) -> Sums:
+    """The Meta figures of these (day, campaign) cells, from the stored insights: what refresh_meta_cells
+    would write."""
+    wanted = set(cells)
+    if not wanted:
+        return {}
+    computed = _meta_sums(account_id, Q(date__in={day for day, _ in wanted}, meta_campaign_id__in={c for _, c in wanted}))
+    return {cell: sums for cell, sums in computed.items() if (cell[0], cell[1]) in wanted}
 
 
 # -- writing what differs ------------------------------------------------------------------------------------
@@ -142,7 +168,7 @@ def _write(account_id: int, scope: Q, computed: Sums, measures: tuple[str, ...],
     return len(changed)
 
 
-def _day_runs(days: Iterable[dt.date]) -> list[Window]:
+def day_runs(days: Iterable[dt.date]) -> list[Window]:
     """Consecutive days as windows: {1, 2, 3, 7} -> [1..3, 7..7]."""
     runs: list[Window] = []
     for day in sorted(set(days)):
@@ -156,7 +182,7 @@ def _day_runs(days: Iterable[dt.date]) -> list[Window]:
 def refresh_crm_days(account_id: int, days: Iterable[dt.date]) -> int:
     """Recompute leads, opportunities, revenue and sales of every cell of these account days, and the repeat
     sales of the leads with sales on them; returns CampaignDay rows written."""
-    runs = _day_runs(days)
+    runs = day_runs(days)
     if not runs:
         return 0
     with transaction.atomic():
@@ -177,18 +203,89 @@ def refresh_crm_days(account_id: int, days: Iterable[dt.date]) -> int:
 
 def refresh_meta_cells(account_id: int, cells: Iterable[tuple[dt.date, str]]) -> int:
     """Recompute spend, impressions and clicks of these (day, campaign) cells; returns CampaignDay rows written."""
-    by_campaign: dict[str, set[dt.date]] = {}
-    for day, campaign in cells:
-        by_campaign.setdefault(campaign, set()).add(day)
-    if not by_campaign:
+    cells = set(cells)
+    if not cells:
         return 0
-    insights, rollup = Q(), Q()
-    for campaign, days in by_campaign.items():
-        insights |= Q(meta_campaign_id=campaign, date__in=days)
-        rollup |= Q(meta_campaign_id=campaign, day__in=days)
     with transaction.atomic():
         lock_account(account_id)
+        if connection.vendor == "postgresql":
+            return _refresh_meta_cells_in_sql(account_id, cells)
+        by_campaign: dict[str, set[dt.date]] = {}
+        for day, campaign in cells:
+            by_campaign.setdefault(campaign, set()).add(day)
+        insights, rollup = Q(), Q()
+        for campaign, days in by_campaign.items():
+            insights |= Q(meta_campaign_id=campaign, date__in=days)
+            rollup |= Q(meta_campaign_id=campaign, day__in=days)
         return _write(account_id, rollup, _meta_sums(account_id, insights), CampaignDay.META_MEASURES)
+
+
+def _refresh_meta_cells_in_sql(account_id: int, cells: set[tuple[dt.date, str]]) -> int:
+    """``refresh_meta_cells`` in two statements (a fold of a sync's marks re-derives thousands of cells).
+
+    The insights are read through ``insight_account_date`` over the days the cells span: without that range
+    PostgreSQL may scan the whole table, which grows with history. Rows of a cell in a currency its insights
+    no longer have are zeroed like ``_write`` does; only rows whose figures changed are written, and only
+    their cells' coarser rollups re-derived. A sort or hash of a sync's cells fits in 32 MB of work memory."""
+    rollup = connection.ops.quote_name(CampaignDay._meta.db_table)
+    insights = connection.ops.quote_name(DailyInsight._meta.db_table)
+    days = sorted(day for day, _ in cells)
+    params = {"account": account_id, "first": days[0], "last": days[-1],
+              "days": [day for day, _ in cells], "campaigns": [campaign for _, campaign in cells]}
+    touched = "(SELECT * FROM unnest(%(days)s::date[], %(campaigns)s::text[]) AS t(day, meta_campaign_id))"
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL work_mem = '32MB'")
+        cursor.execute(
+            f"WITH fresh AS (SELECT i.date AS day, i.meta_campaign_id, i.currency, SUM(i.spend) AS spend, "
+            f"SUM(i.impressions) AS impressions, SUM(i.clicks) AS clicks "
+            f"FROM {insights} i JOIN {touched} t ON i.date = t.day AND i.meta_campaign_id = t.meta_campaign_id "
+            f"WHERE i.account_id = %(account)s AND i.date BETWEEN %(first)s AND %(last)s "
+            f"GROUP BY i.date, i.meta_campaign_id, i.currency) "
+            f"INSERT INTO {rollup} AS c (account_id, day, meta_campaign_id, currency, spend, impressions, clicks, "
+            f"leads, opportunities, revenue, sales) "
+            f"SELECT %(account)s, day, meta_campaign_id, currency, spend, impressions, clicks, 0, 0, 0, 0 FROM fresh "
+            f"UNION ALL SELECT %(account)s, s.day, s.meta_campaign_id, s.currency, 0, 0, 0, 0, 0, 0, 0 "
+            f"FROM {rollup} s JOIN {touched} t ON s.day = t.day AND s.meta_campaign_id = t.meta_campaign_id "
+            f"WHERE s.account_id = %(account)s AND s.day BETWEEN %(first)s AND %(last)s "
+            f"AND NOT EXISTS (SELECT 1 FROM fresh f WHERE f.day = s.day AND f.meta_campaign_id = s.meta_campaign_id "
+            f"AND f.currency = s.currency) "
+            f"ON CONFLICT (account_id, day, meta_campaign_id, currency) DO UPDATE SET spend = EXCLUDED.spend, "
+            f"impressions = EXCLUDED.impressions, clicks = EXCLUDED.clicks "
+            f"WHERE (c.spend, c.impressions, c.clicks) IS DISTINCT FROM (EXCLUDED.spend, EXCLUDED.impressions, EXCLUDED.clicks) "
+            f"RETURNING c.day, c.meta_campaign_id", params)
+        written = cursor.fetchall()
+        changed = set(written)
+        if changed:
+            cursor.execute(
+                f"DELETE FROM {rollup} c USING {touched} t "
+                f"WHERE c.day = t.day AND c.meta_campaign_id = t.meta_campaign_id "
+                f"AND c.account_id = %(account)s AND c.day BETWEEN %(first)s AND %(last)s "
+                f"AND c.spend = 0 AND c.impressions = 0 AND c.clicks = 0 AND c.leads = 0 AND c.opportunities = 0 "
+                f"AND c.revenue = 0 AND c.sales = 0", params)
+            coarse_rollups.derive(account_id, changed)
+    return len(written)
+
+
+# -- repairs -----------------------------------------------------------------------------------------------
+def repair_sale_copies(account: Account) -> int:
+    """Re-copy the attribution of the sales whose copy drifted from their lead's and mark the days it moved,
+    whatever their age: each sale's closed day, its lead's created day and the lead's opportunities' days (a
+    lead changed by queryset.update() or SQL moved those cells too). One transaction: the reads include the
+    repaired copies from the commit on. Returns how many sales changed."""
+    from marketing.services import rollup_marks  # it calls this module's refresh functions
+
+    tz = ZoneInfo(account.timezone)
+    with transaction.atomic():
+        drifted = list(sales_with_drifted_attribution(account).values_list("lead_id", "closed_at"))
+        if not drifted:
+            return 0
+        repaired = repair_sale_attribution(account)
+        lead_ids = {lead_id for lead_id, _ in drifted}
+        moments = [closed_at for _, closed_at in drifted]
+        moments += Lead.objects.filter(pk__in=lead_ids).values_list("created_at", flat=True)
+        moments += Opportunity.objects.filter(lead_id__in=lead_ids).values_list("created_at", flat=True)
+        rollup_marks.mark_dirty(account.pk, days={moment.astimezone(tz).date() for moment in moments})
+    return repaired
 
 
 # -- rebuild -------------------------------------------------------------------------------------------------
@@ -245,10 +342,11 @@ def rebuild(account: Account, *, since: dt.date | None = None, progress: Progres
     """Re-derive the account's rollups from ``since`` (default: all history), a month per transaction, then
     the campaigns' running totals from ``since``, a batch of campaigns per transaction.
 
-    Sales whose attribution copy drifted are re-copied first (crm_marketing.services). The span is read and
+    Sales whose attribution copy drifted are re-copied first (``repair_sale_copies``: their days are
+    marked whatever their age, so older days than ``since`` are folded too). The span is read and
     the cells outside it dropped under the rollup lock: a CRM write committed in between (a lead on a new last
     day) would otherwise have its fresh cell deleted as "outside". ``rows_written`` counts CampaignDay rows."""
-    result = RebuildResult(account.slug, sales_reattributed=repair_sale_attribution(account))
+    result = RebuildResult(account.slug, sales_reattributed=repair_sale_copies(account))
     with transaction.atomic():
         lock_account(account.pk)
         span = activity_span(account, since)

@@ -1,25 +1,31 @@
 """A cache of the ROI reads that cannot serve a stale figure.
 
-``figures.collect`` reads two things: the rollup (``CampaignDay``) and the distinct customers of the
-sales. Both change only in a transaction that takes the account's rollup lock
-(``rollups.lock_account``: the CRM signals, the insights upsert, rebuilds), and that lock gives the
-account's ``RollupVersion`` a new random token in the same transaction. A cached read is stored with
-the token read *before* its queries and served only while the account's current token is still that
-one, so:
+``figures.collect`` reads two things: the rollups and the repeat sales behind the distinct customers.
+Both change only in a transaction that takes the account's rollup lock (``rollups.lock_account``: the
+folds of marked cells, rebuilds), and that lock gives the account's ``RollupVersion`` a new random
+token in the same transaction. CRM writes and insights upserts only mark cells
+(marketing.services.rollup_marks) and leave the token alone: ``collect`` corrects the marked cells on
+top of what this cache returns, in the same REPEATABLE READ snapshot as the token it read
+(marketing.stats.pending), so a cached read counts a write committed after it was cached.
+
+A cached read is stored with the token read *before* its queries and served only while the account's
+current token is still that one, so:
 
 - a committed rollup write changes the token, and every read that starts after the commit misses;
-- a read racing a write stores rows at least as new as its token (READ COMMITTED: the queries after
-  the token's read see every commit before it), never older;
+- a read stores the rows of its token's snapshot (``collect`` reads in one REPEATABLE READ
+  transaction; a caller's own transaction at READ COMMITTED sees rows at least as new), never older;
 - a token is never reused (random, in the database, not in the cache), so neither a Redis restart
   nor a restored database brings an old entry back.
 
 One entry per (account, read): the token is stored inside it, so a new token overwrites the entry
 instead of piling up versions. What the endpoints add around the figures (exchange rates,
 campaign names, the Meta connection, today's window) is read fresh on every request: ``collect``
-caches the figures keyed on the rates, and the hub's reads (marketing/views/stats.py) cache their
-rendered JSON keyed on all of those inputs, computing it from the very values in the key. Anything
-else that changes what ``collect`` reads must take ``rollups.lock_account`` (or call
-``rollup_changed``) in its transaction.
+caches the rollup's and the sales' figures keyed on the rates, and the hub's reads
+(marketing/views/stats.py) cache their rendered JSON keyed on all of those inputs and on the
+account's pending marks (marketing.stats.pending.marks_fingerprint: a write that marked cells after
+the answer was cached changes the key), computing it from the very values in the key. Anything else
+that changes what ``collect`` reads must take ``rollups.lock_account`` (or call ``rollup_changed``)
+in its transaction, or mark the cells it changed (``rollup_marks.mark_dirty``).
 
 ``STATS_CACHE_SECONDS`` (default 600; 0 turns the cache off) only bounds memory: an entry is never
 served past its token. A cache that fails (Redis down) makes the read compute, never fail.

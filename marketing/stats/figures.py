@@ -20,6 +20,8 @@ add up across days: they are the window's completed sales (the ``sales`` measure
 sales (RepeatSale) whose previous sale of the same lead is in the window too. Several windows are read
 in one pass (conditional aggregates): the stats endpoint reads the period and its previous period
 together. Repeated reads come from the stats cache until the rollups change (marketing/services/stats_cache.py).
+The cells that writes marked and no fold has re-derived yet are corrected on every read, cache or not
+(marketing.stats.pending): the figures include every committed write.
 """
 from __future__ import annotations
 
@@ -38,6 +40,7 @@ from django.db.models.functions import Coalesce
 from crm_marketing.models import Account, Lead, Sale
 from marketing.models import AccountDay, CampaignDay, CampaignToDate, CampaignTotal, DailyInsight, ExchangeRate, RepeatSale
 from marketing.services import stats_cache
+from marketing.stats.pending import one_snapshot, pending_corrections, repeat_changes
 from marketing.time_ranges import Window
 
 ZERO = Decimal("0")
@@ -294,15 +297,72 @@ def _cents(amount) -> Decimal:
 def collect(scope: Scope, windows: Sequence[Window], key: Key = TOTAL, *, customers: bool = True) -> list[dict[str, Figures] | dict[date, Figures]]:
     """Figures per window, each a dict from the group key (TOTAL, campaign id or day) to Figures.
 
-    ``customers=False`` skips the repeat-sales query for callers that show no ``cpa``. The result comes from
-    the stats cache while the account's rollups are unchanged (marketing/services/stats_cache.py), keyed also
-    by the exchange rates read for this request."""
+    ``customers=False`` skips the repeat-sales query for callers that show no ``cpa``. The rollups' figures come
+    from the stats cache while the account's rollups are unchanged (marketing/services/stats_cache.py), keyed also
+    by the exchange rates read for this request; the cells marked since the last fold are corrected on top, read
+    in the same snapshot as the cache's version token (marketing.stats.pending)."""
     converter = scope.converter
     read = ("collect", tuple((w.since, w.until) for w in windows), key, scope.campaign_id, customers,
             scope.account.timezone, converter.target, tuple(sorted(converter.rates.items())))
-    result, missing = stats_cache.cached(scope.account.pk, read, lambda: _collect(scope, windows, key, customers))
-    converter.missing |= missing
+    with one_snapshot():
+        # A fresh object either way: the cache stores and returns pickled copies, so correcting it changes no entry.
+        result, missing = stats_cache.cached(scope.account.pk, read, lambda: _collect(scope, windows, key, customers))
+        converter.missing |= missing
+        _add_pending(scope, windows, key, customers, result)
     return result
+
+
+def _add_pending(scope: Scope, windows: Sequence[Window], key: Key, customers: bool, result: list[dict]) -> None:
+    """Correct the figures by the marked cells' recomputed-minus-stored differences, and the customers by the
+    repeat sales those cells' sales make or unmake."""
+    corrections, crm_days = pending_corrections(scope.account, _span(windows), scope.campaign_id)
+    converter = scope.converter
+    for (day, campaign, currency), difference in corrections.items():
+        group = {"campaign": campaign, "day": day}.get(key, TOTAL)
+        for i, window in enumerate(windows):
+            if not window.since <= day <= window.until:
+                continue
+            figures = result[i][group]
+            for name in ("leads", "opportunities", "impressions", "clicks"):
+                setattr(figures, name, getattr(figures, name) + difference.get(name, 0))
+            figures.customers += difference.get("sales", 0)  # minus the repeat sales below
+            for name in ("spend", "revenue"):
+                if difference.get(name):
+                    setattr(figures, name, getattr(figures, name) + converter.convert(currency, difference[name]))
+                    figures.unconverted = figures.unconverted or not converter.can_convert(currency)
+    if customers and crm_days:
+        fresh, stored = repeat_changes(scope.account, crm_days)
+        for rows, sign in ((fresh, 1), (stored, -1)):
+            for row in _count_repeats(scope, windows, key, rows):
+                for i in range(len(windows)):
+                    if row[f"n{i}"]:
+                        result[i][row["key"]].customers -= sign * row[f"n{i}"]
+
+
+def _count_repeats(scope: Scope, windows: Sequence[Window], key: Key, repeats: Iterable[dict]) -> list[dict]:
+    """``_repeats`` over RepeatSale-like rows in memory (the few a marked day's sales make or unmake)."""
+    tz = scope.tz
+    previous = "previous_in_campaign_closed_at" if key == "campaign" or scope.campaign_id is not None else "previous_closed_at"
+    bounds = [window.bounds(tz) for window in windows]
+    counts: dict = {}
+    for row in repeats:
+        previous_at = row[previous]
+        if previous_at is None or (scope.campaign_id is not None and row["meta_campaign_id"] != scope.campaign_id):
+            continue
+        if key == "day":
+            day = row["closed_at"].astimezone(tz).date()
+            if previous_at.astimezone(tz).date() != day:
+                continue
+            group = day
+            hits = [window.since <= day <= window.until for window in windows]
+        else:
+            group = row["meta_campaign_id"] if key == "campaign" else TOTAL
+            hits = [low <= row["closed_at"] < high and previous_at >= low for low, high in bounds]
+        if any(hits):
+            counted = counts.setdefault(group, {"key": group, **{f"n{i}": 0 for i in range(len(windows))}})
+            for i, hit in enumerate(hits):
+                counted[f"n{i}"] += hit
+    return list(counts.values())
 
 
 def _collect(scope: Scope, windows: Sequence[Window], key: Key, customers: bool) -> tuple[list[dict], set[str]]:

@@ -5,7 +5,8 @@ Roles ceo, admin and marketing; sellers get 403. Every figure is request.account
 The four hub reads answer their rendered JSON from the stats cache (marketing/services/stats_cache.py)
 while the account's rollup version and everything else the payload shows are unchanged: each view reads
 those inputs first (exchange rates, today, the campaigns' names and statuses, the Meta connection), keys
-the answer on them and computes it from those very inputs on a miss. A hit skips the figures, the
+the answer on them and on the account's rollup marks not folded yet (a write since changes the key),
+and computes it from those very inputs on a miss. A hit skips the figures, the
 serializer and the JSON encoding (~100 KB for 500 campaigns).
 """
 from __future__ import annotations
@@ -22,6 +23,7 @@ from crm_marketing.envelope import enveloped, render_data
 from crm_marketing.tenancy import MARKETING_ROLES
 from marketing import stats, time_ranges
 from marketing.services import stats_cache
+from marketing.stats.pending import marks_fingerprint, one_snapshot
 from crm_marketing.openapi import ordering_parameter, page_parameters
 from marketing.serializers import (
     CampaignDetailSerializer, CampaignInsightsSerializer, CampaignListParams, CampaignPageSerializer, CampaignStatSerializer,
@@ -50,7 +52,10 @@ class _StatsView(AccountScopedAPIView):
         (``Accept: application/json; indent=2``) gets it rendered as usual."""
         if "indent" in (request.accepted_media_type or ""):
             return Response(data())
-        return enveloped(stats_cache.cached(request.account.pk, ("response", *read), lambda: render_data(data())))
+        account_id = request.account.pk
+        with one_snapshot():  # the token, the marks and the figures of one moment (PostgreSQL)
+            read = ("response", *read, marks_fingerprint(account_id))
+            return enveloped(stats_cache.cached(account_id, read, lambda: render_data(data())))
 
 
 class MarketingStatsView(_StatsView):
