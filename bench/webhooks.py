@@ -181,7 +181,7 @@ def seed_sends(prefix: str, count: int, status: str) -> list[int]:
 def applied_once(prefix: str, count: int, status: str, counter: str, counted_before: int, timeout: float = 300) -> tuple[bool, str]:
     """Wait for the qcluster to process the statuses of ``prefix``; True when each of the ``count`` sends
     reached ``status`` and the template's ``counter`` moved by exactly ``count``."""
-    from automation.models import MessageSend, MessageTemplate
+    from automation.models import MessageSend
     from crm_marketing.models import WebhookEvent
 
     events = WebhookEvent.objects.filter(dedupe_key__startswith=f"status:{prefix}")
@@ -189,7 +189,7 @@ def applied_once(prefix: str, count: int, status: str, counter: str, counted_bef
     while events.filter(status__in=["received", "processing"]).exists() and time.monotonic() - started < timeout:
         time.sleep(0.5)
     moved = MessageSend.objects.filter(trigger_key__startswith=prefix, status=status).count()
-    counted = getattr(MessageTemplate.objects.get(account__slug="hooks"), counter) - counted_before
+    counted = template_counter(counter) - counted_before
     processed = events.filter(status="processed").count()
     ok = moved == counted == processed == events.count() == count
     return ok, (f"{processed} events processed {time.monotonic() - started:.1f} s after the last answer, {moved} sends {status}, "
