@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,6 +34,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench.common import free_port, percentile  # noqa: E402
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/crm_bench_automation"
 REDIS_URL = "redis://127.0.0.1:6379/13"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -43,15 +43,6 @@ PHONE_BASE = 1390001  # bench phone number ids: 1390001, 1390002, ...
 TOKEN = "EAAsandboxFixtureToken10001"
 
 
-def percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(share * len(ordered)) - 1))] if ordered else float("nan")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # -- the sandbox process ------------------------------------------------------------------------------------

@@ -43,7 +43,6 @@ import platform
 import random
 import secrets
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -57,6 +56,7 @@ from urllib.parse import urlparse
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench.common import free_port, loadavg, percentile  # noqa: E402
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/crm_bench"
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/5")
 RANGES = ("30d", "90d", "lifetime")
@@ -76,19 +76,7 @@ TARGET_MS = {"stats": 200, WEBHOOK: 50}
 APP_SECRET = "load-app-secret-" + secrets.token_hex(8)
 
 
-def percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(share * len(ordered)) - 1))] if ordered else float("nan")
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def loadavg() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 # -- the clients (their own processes: no Django, stdlib only) ----------------------------------------------

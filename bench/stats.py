@@ -19,18 +19,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench.common import loadavg, percentile  # noqa: E402
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/crm_bench"
 RANGES = ("30d", "90d", "lifetime", "last_30d", "this_year")
 TARGET_MEDIAN_MS, TARGET_P95_MS = 100, 200
 
 
-def percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(share * len(ordered)) - 1))]
-
-
-def load_average() -> str:
-    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 def machine() -> str:
@@ -99,7 +93,7 @@ def main() -> None:
     }
     results: dict[tuple[str, str], list[tuple[float, float]]] = {}
     for round_number in range(1, args.rounds + 1):
-        before = load_average()
+        before = loadavg()
         print(f"\nround {round_number}: load average {before}")
         print(f"{'endpoint':<32}{'range':<10}{'median ms':>10}{'p95 ms':>10}")
         for name, template in endpoints.items():
@@ -117,7 +111,7 @@ def main() -> None:
                 median, p95 = statistics.median(timings), percentile(timings, 0.95)
                 results.setdefault((name, time_range), []).append((median, p95))
                 print(f"{name:<32}{time_range:<10}{median:>10.1f}{p95:>10.1f}", flush=True)
-        print(f"round {round_number}: load average {before} before, {load_average()} after")
+        print(f"round {round_number}: load average {before} before, {loadavg()} after")
     print(f"\nmedian of {args.rounds} rounds ({args.runs} calls each); targets: median < {TARGET_MEDIAN_MS} ms, p95 < {TARGET_P95_MS} ms")
     print(f"{'endpoint':<32}{'range':<10}{'median ms':>10}{'p95 ms':>10}  verdict")
     misses = 0

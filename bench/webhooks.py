@@ -46,14 +46,11 @@ from urllib.parse import urlparse
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench.common import percentile  # noqa: E402
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/crm_events_bench"
 APP_SECRET = "bench-app-secret-" + secrets.token_hex(8)
 TARGET_P95_MS, TARGET_BATCH_MS = 50, 200
 
-
-def percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(share * len(ordered)) - 1))]
 
 
 def recreate_database(url: str) -> None:

@@ -44,6 +44,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench.common import loadavg, percentile  # noqa: E402
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/crm_bench"
 APP_SECRET = os.environ.setdefault("BENCH_WRITES_APP_SECRET", "bench-writes-" + secrets.token_hex(8))  # the sandbox process gets it too
 PAGE_ID, PROBE_CAMPAIGN, META_USER = "1590001", "199000000001", "10001"
@@ -51,13 +52,6 @@ WINDOWS = ("today", "30d", "90d", "lifetime")
 HAS_MARKS = True  # False when --app-root is a checkout from before the marks (the rollup refreshed inline)
 
 
-def percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(share * len(ordered)) - 1))] if ordered else float("nan")
-
-
-def loadavg() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 # -- processes ------------------------------------------------------------------------------------------------
