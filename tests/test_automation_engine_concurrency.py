@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -101,7 +102,7 @@ def test_two_workers_claiming_one_due_send_with_the_conditional_update_get_it_on
     plan_leads(acme, acme_live, 1)
     claimed: list[list[int]] = []
 
-    in_threads(lambda: claimed.append(claiming.claim_due(limit=10)), 2)
+    in_threads(lambda: claimed.append(claiming.claim_batch(limit=10).ids), 2)
 
     assert sorted(len(ids) for ids in claimed) == [0, 1]
 
@@ -139,7 +140,7 @@ def test_a_worker_killed_mid_send_and_its_pass_run_again_sends_the_message_once(
 @pytest.mark.django_db(transaction=True)
 def test_sends_a_dead_worker_claimed_but_never_posted_go_back_to_the_queue_after_the_lease(acme, acme_live, meta_sandbox):
     sends = plan_leads(acme, acme_live, 3)
-    assert len(claiming.claim_due(limit=10)) == 3  # ... and the worker dies before its first POST
+    assert len(claiming.claim_batch(limit=10).ids) == 3  # ... and the worker dies before its first POST
 
     run_pass(budget_seconds=1)  # within the lease: still its
     assert callback_counts(meta_sandbox) == Counter()
@@ -167,12 +168,34 @@ def limiter_backend(request, settings, db):
     return request.param
 
 
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    retry_at: float = 0.0
+    reason: str = ""
+
+
+def acquire(phone_number_id: str, throughput_mps: int, recipient: str, *, now: float) -> Decision:
+    """One new send's slots, taken the way the sender takes a batch's (a batch of one)."""
+    reservation = limiter.reserve({phone_number_id: limiter.Ask(0, 1, throughput_mps)}, now=now)
+    if reservation.late:
+        return Decision(False, float(reservation.second + 1), "late")
+    turns = reservation.turns[phone_number_id]
+    if not turns.new:
+        return Decision(False, turns.new_from, "throughput")
+    [free_at] = limiter.take_pairs([(phone_number_id, recipient)], now=now)
+    if free_at:
+        limiter.give_back(reservation.second, {phone_number_id: 1})
+        return Decision(False, free_at, "pair_rate")
+    return Decision(True)
+
+
 def test_the_limiter_gives_a_number_its_rate_per_second_and_a_recipient_one_message_per_six_seconds(limiter_backend):
     second = 1_900_000_000.0 + (0 if limiter_backend == "database" else 1000)
-    decisions = [limiter.acquire("1300001", 3, f"54911{n}", now=second + n * 0.1) for n in range(4)]
-    next_second = limiter.acquire("1300001", 3, "549110", now=second + 1.2)
-    other_number = limiter.acquire("1300002", 3, "549110", now=second + 0.5)
-    after_six = limiter.acquire("1300001", 3, "549110", now=second + 6.1)
+    decisions = [acquire("1300001", 3, f"54911{n}", now=second + n * 0.1) for n in range(4)]
+    next_second = acquire("1300001", 3, "549110", now=second + 1.2)
+    other_number = acquire("1300002", 3, "549110", now=second + 0.5)
+    after_six = acquire("1300001", 3, "549110", now=second + 6.1)
 
     assert [d.allowed for d in decisions] == [True, True, True, False]
     assert (decisions[3].reason, decisions[3].retry_at) == ("throughput", second + 1)

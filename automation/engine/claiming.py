@@ -64,11 +64,6 @@ def claim_batch(*, limit: int = 100, account_id: int | None = None, exclude_acco
                  frozenset(pk for pk, _, retry_at in rows if retry_at is not None))
 
 
-def claim_due(*, limit: int = 100, account_id: int | None = None, now: dt.datetime | None = None) -> list[int]:
-    """Ids of up to ``limit`` due sends now owned by the caller (status ``sending``)."""
-    return claim_batch(limit=limit, account_id=account_id, now=now).ids
-
-
 def release(send_id: int, claimed_at: dt.datetime, *, retry_at: dt.datetime, count_attempt: bool = True, **fields) -> bool:
     """Give a claimed send back to the queue for ``retry_at`` (only if this claim still holds it)."""
     changes = {"status": Status.QUEUED, "next_attempt_at": retry_at, "claimed_at": None, "updated_at": timezone.now(), **fields}

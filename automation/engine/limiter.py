@@ -91,16 +91,6 @@ class Reservation:
         return not self.late and now < self.second + 1 - max(0.0, second_guard())
 
 
-@dataclass(frozen=True)
-class Decision:
-    """One send's answer (``acquire``): allowed, or when to try again and why."""
-
-    allowed: bool
-    retry_at: float = 0.0  # epoch seconds when trying again makes sense
-    reason: str = ""
-    second: int = 0
-
-
 def reserve(asks: dict[str, Ask], *, now: float | None = None) -> Reservation:
     """Slots of each number's current second for the batch, and the left-overs' turns."""
     now = time.time() if now is None else now
@@ -145,22 +135,6 @@ def forget_pairs(pairs: list[tuple[str, str]]) -> None:
             backends.redis_forget_pairs(url, pairs) if url else backends.db_forget_pairs(pairs)
         except LimiterUnavailable as exc:  # those recipients wait out their 6 s: safe
             log.warning("unused recipient slots not given back: %s", exc)
-
-
-def acquire(phone_number_id: str, throughput_mps: int, recipient: str, *, now: float | None = None) -> Decision:
-    """One new send's slot of its number's second and of its recipient's 6 s (the batch calls, for one)."""
-    now = time.time() if now is None else now
-    reservation = reserve({phone_number_id: Ask(0, 1, throughput_mps)}, now=now)
-    if reservation.late:
-        return Decision(False, float(reservation.second + 1), "late")
-    turns = reservation.turns[phone_number_id]
-    if not turns.new:
-        return Decision(False, turns.new_from, "throughput")
-    [free_at] = take_pairs([(phone_number_id, recipient)], now=now)
-    if free_at:
-        give_back(reservation.second, {phone_number_id: 1})
-        return Decision(False, free_at, "pair_rate")
-    return Decision(True, second=reservation.second)
 
 
 def forget_old_slots(*, now: float | None = None) -> int:
