@@ -19,7 +19,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from crm_marketing.models import Lead, Sale
-from marketing.models import AccountDay, Campaign, CampaignDay, CampaignToDate, CampaignTotal, ExchangeRate, RepeatSale, RollupVersion
+from marketing.models import AccountDay, AdAccount, Campaign, CampaignDay, CampaignToDate, CampaignTotal, ExchangeRate, RepeatSale, RollupVersion
 from marketing.services import rollup_marks, rollups, stats_cache
 from marketing.services.insight_store import COLUMNS, upsert_insights
 from marketing.stats import Converter, Scope, collect
@@ -300,3 +300,35 @@ def test_a_lead_the_worker_has_not_folded_yet_is_added_to_the_cached_figures_and
     assert marked == folded == again == with_six
     assert (version_while_marked, marked_day_reads) == (version, 0)  # served from the entry cached before the lead
     assert RollupVersion.objects.get(account=acme).token != version and folded_day_reads > 0 and again_day_reads == 0
+
+
+def test_a_cached_hub_read_checks_everything_its_answer_shows_in_one_query(alice_api, golden):
+    # A hit must still prove nothing changed (version, marks, rates, connection, campaign names): one statement
+    # reads all of it, instead of fetching every campaign row and six other queries on every read.
+    url = f"/crm/marketing/campaigns?{MARCH}"
+    cached_read(alice_api, url)
+    with CaptureQueriesContext(connection) as queries:
+        assert alice_api.get(url).status_code == 200
+    touching = [q["sql"] for q in queries if any(f'"{model._meta.db_table}"' in q["sql"] for model in
+                                                 (Campaign, ExchangeRate, RollupVersion, MetaConnection))]
+    assert len(touching) == 1 and len(queries) <= 3  # the session's user and membership, then the state
+
+
+def test_a_campaign_paused_after_a_cached_page_of_active_ones_leaves_the_next_page(alice_api, golden, acme):
+    url = f"/crm/marketing/campaigns?{MARCH}&status=ACTIVE"
+    assert "120001" in [c["id"] for c in cached_read(alice_api, url)["results"]]
+
+    Campaign.objects.filter(account=acme, meta_campaign_id="120001").update(status="PAUSED")  # a sync sees it paused
+
+    assert "120001" not in [c["id"] for c in data_of(alice_api.get(url))["results"]]
+
+
+def test_an_insights_sync_finishing_after_a_cached_read_shows_its_time_in_the_next_stats_answer(alice_api, golden, acme):
+    before = cached_read(alice_api, STATS)
+    synced_at = timezone.now().replace(microsecond=0)
+
+    AdAccount.objects.filter(account=acme).update(last_synced_at=synced_at)
+
+    after = data_of(alice_api.get(STATS))
+    assert after["last_synced_at"] != before["last_synced_at"]
+    assert dt.datetime.fromisoformat(after["last_synced_at"].replace("Z", "+00:00")) == synced_at

@@ -22,8 +22,8 @@ instead of piling up versions. What the endpoints add around the figures (exchan
 campaign names, the Meta connection, today's window) is read fresh on every request: ``collect``
 caches the rollup's and the sales' figures keyed on the rates, and the hub's reads
 (marketing/views/stats.py) cache their rendered JSON keyed on all of those inputs and on the
-account's pending marks (marketing.stats.pending.marks_fingerprint: a write that marked cells after
-the answer was cached changes the key), computing it from the very values in the key. Anything else
+account's pending marks (marketing.stats.read_state, one statement: a write that marked cells after
+the answer was cached changes the key), computing it in the snapshot the key was read in. Anything else
 that changes what ``collect`` reads must take ``rollups.lock_account`` (or call ``rollup_changed``)
 in its transaction, or mark the cells it changed (``rollup_marks.mark_dirty``).
 
@@ -58,21 +58,43 @@ def cached(account_id: int, read: Hashable, compute: Callable[[], T]) -> T:
 
     ``read`` must name everything the result depends on besides the rollup and the sales (the windows,
     the grouping, the campaign, the timezone the days are cut in)."""
-    seconds = settings.STATS_CACHE_SECONDS
-    token = RollupVersion.objects.filter(account_id=account_id).values_list("token", flat=True).first() if seconds else None
+    token = RollupVersion.objects.filter(account_id=account_id).values_list("token", flat=True).first() if enabled() else None
     if token is None:  # off, or a rollup never written: nothing to key on
         return compute()
-    key = KEY_PREFIX + hashlib.sha256(repr((account_id, read)).encode()).hexdigest()
+    entry = lookup(account_id, read, token)
+    if entry is not None:
+        return entry
+    value = compute()
+    store(account_id, read, token, value)
+    return value
+
+
+def enabled() -> bool:
+    return settings.STATS_CACHE_SECONDS > 0
+
+
+def lookup(account_id: int, read: Hashable, token: str | None):
+    """What is cached under ``read`` for the rollup version ``token`` (read before the caller's other
+    inputs), or None: off, no rollup yet, not cached, cached for another version, or the cache is down."""
+    if token is None or not enabled():
+        return None
     try:
-        entry = cache.get(key)
+        entry = cache.get(_key(account_id, read))
     except Exception:  # noqa: BLE001 - a cache outage costs speed, never the answer
         log.warning("stats cache unavailable; computing the read", exc_info=True)
-        return compute()
-    if entry is not None and entry[0] == token:
-        return entry[1]
-    value = compute()
+        return None
+    return entry[1] if entry is not None and entry[0] == token else None
+
+
+def store(account_id: int, read: Hashable, token: str | None, value) -> None:
+    """Keep ``value``, computed from the snapshot ``token`` was read in, under ``read`` for that version."""
+    if token is None or not enabled():
+        return
     try:
-        cache.set(key, (token, value), timeout=seconds)
+        cache.set(_key(account_id, read), (token, value), timeout=settings.STATS_CACHE_SECONDS)
     except Exception:  # noqa: BLE001
         log.warning("stats cache unavailable; result not stored", exc_info=True)
-    return value
+
+
+def _key(account_id: int, read: Hashable) -> str:
+    return KEY_PREFIX + hashlib.sha256(repr((account_id, read)).encode()).hexdigest()

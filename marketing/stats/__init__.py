@@ -2,5 +2,5 @@
 from marketing.stats.figures import Converter, Figures, Scope, collect, earliest_day  # noqa: F401
 from marketing.stats.reports import (  # noqa: F401
     CAMPAIGN_ORDERING, CAMPAIGN_STATUSES, DEFAULT_CAMPAIGN_ORDERING, campaign_detail, campaign_for, campaign_insights,
-    campaign_list, campaign_rows, marketing_stats, meta_state, read_inputs, roi_report, timeseries, window_for,
+    campaign_list, campaign_rows, marketing_stats, meta_state, roi_report, timeseries, window_for,
 )

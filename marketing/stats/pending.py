@@ -24,7 +24,7 @@ from typing import Iterator
 from zoneinfo import ZoneInfo
 
 from django.db import connection, transaction
-from django.db.models import Count, Max, Q
+from django.db.models import Q
 
 from crm_marketing.models import Account
 from marketing.models import CampaignDay, RollupDirtyCell
@@ -44,14 +44,6 @@ def one_snapshot() -> Iterator[None]:
         with connection.cursor() as cursor:
             cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         yield
-
-
-def marks_fingerprint(account_id: int) -> tuple[int, int]:
-    """(how many, newest id) of the account's marks: part of a cached answer's key that includes the
-    corrections. Marks are only ever inserted until a fold deletes some, and a fold gives the rollup a
-    new version token, so under one token a committed write always changes the count."""
-    found = RollupDirtyCell.objects.filter(account_id=account_id).aggregate(n=Count("id"), newest=Max("id"))
-    return found["n"], found["newest"] or 0
 
 
 def pending_corrections(account: Account, span: Window, campaign_id: str | None) -> tuple[dict[tuple, dict], set[date]]:

@@ -53,12 +53,6 @@ def campaign_for(account: Account, meta_campaign_id: str) -> Campaign:
     return campaign
 
 
-def read_inputs(account: Account, window: Window, converter: Converter) -> tuple:
-    """What every stats payload depends on besides the rollup and the sales (the stats cache's version
-    token) and the endpoint's own inputs: a cached answer is keyed on these (marketing.views.stats)."""
-    return (account.currency, account.timezone, window, today_for(account), tuple(sorted(converter.rates.items())))
-
-
 def meta_state(account: Account) -> tuple[bool, object]:
     """(Meta connected, the last insights sync of any of its ad accounts): the stats payload's own inputs."""
     connected = MetaConnection.objects.filter(account=account, status=MetaConnection.Status.CONNECTED).exists()
