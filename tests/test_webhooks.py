@@ -113,6 +113,27 @@ def test_a_signed_body_nested_deeper_than_any_meta_event_is_400(client, db):
     assert not WebhookEvent.objects.exists()
 
 
+def test_a_body_one_level_deeper_than_a_stored_event_may_be_is_400_and_one_at_the_limit_is_stored(client, db):
+    # Plain bodies (no escape to rewrite) are only depth-checked: the same limit as the rewriting path.
+    def nested(levels: int) -> bytes:  # the innermost value at this level (the body itself is level 1)
+        inner = b'"x"'
+        for _ in range(levels - 6):
+            inner = b"[" + inner + b"]"
+        return (b'{"object": "page", "entry": [{"id": "1", "changes": [{"field": "feed", "value": ' + inner + b"}]}]}")
+
+    too_deep, at_limit = post_signed(client, nested(33)), post_signed(client, nested(32))
+
+    assert (too_deep.status_code, at_limit.status_code) == (400, 200)
+    assert WebhookEvent.objects.count() == 1
+
+
+def test_a_lone_surrogate_escaped_in_capitals_is_kept_as_a_replacement_character(client, db):
+    response = post_signed(client, b'{"object": "page", "entry": [{"id": "1", "changes": [{"field": "feed", "value": {"text": "hi \\uD83D"}}]}]}')
+
+    assert response.status_code == 200
+    assert WebhookEvent.objects.get().payload == {"field": "feed", "value": {"text": "hi \ufffd"}}
+
+
 def test_without_an_app_secret_no_signature_is_valid(client, db, settings):
     settings.META_APP_SECRET = ""
     payload = leadgen_payload("800001", "900001", "700001")
