@@ -45,13 +45,28 @@ TOKEN = "EAAsandboxFixtureToken10001"
 
 
 
+def production_environment(redis_url: str) -> dict[str, str]:
+    """The workers' (and the seed's) settings as `make serve` runs them: DEBUG off (no query log), the
+    shared Redis cache production requires (so the send limiter is in Redis with either broker), fresh
+    keys (the seed encrypts the token with the same ones the workers decrypt it with)."""
+    import secrets
+
+    from cryptography.fernet import Fernet
+
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("META_", "Q_", "LOG_", "CACHE_"))}
+    return {**clean, "DEBUG": "false", "SECRET_KEY": secrets.token_urlsafe(50), "ALLOWED_HOSTS": "127.0.0.1",
+            "META_TOKEN_KEYS": Fernet.generate_key().decode(), "META_APP_SECRET": secrets.token_hex(16),
+            "CACHE_URL": redis_url, "LOG_LEVEL": "WARNING"}
+
+
 # -- the sandbox process ------------------------------------------------------------------------------------
 def serve_sandbox(port: int, numbers: int, stats_file: str) -> None:
     """Run the sandbox with the bench's numbers; on SIGTERM write what it received to ``stats_file``."""
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "crm_marketing.settings")
     from crm_marketing.sandbox import MetaSandbox
 
-    sandbox = MetaSandbox(port=port)
+    # The app secret the workers sign appsecret_proof with (production refuses the sandbox's default one).
+    sandbox = MetaSandbox(port=port, app_secret=os.environ.get("META_APP_SECRET", "sandbox-secret"))
     if not hasattr(sandbox, "add_phone_number"):
         sys.exit("this sandbox serves one phone number only (no add_phone_number): merge the sandbox work first")
     for n in range(numbers):
@@ -86,10 +101,9 @@ def one_run(args: argparse.Namespace) -> None:
     with connection.cursor() as cursor:
         cursor.execute("TRUNCATE automation_messagesend, automation_throughputslot, automation_enginepass, "
                        "django_q_ormq, django_q_task RESTART IDENTITY CASCADE")
-    if args.broker == "redis":
-        import redis
+    import redis
 
-        redis.Redis.from_url(args.redis_url).flushdb()
+    redis.Redis.from_url(args.redis_url).flushdb()  # the broker's queue (Redis runs) and the cache (the limiter)
     port = free_port()
     stats_file = tempfile.mktemp(prefix="sandbox-stats-", suffix=".json")
     env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -274,6 +288,7 @@ def main() -> None:
     load_before = os.getloadavg()
     recreate_database(url)
     results = []
+    production = production_environment(args.redis_url)
     for broker in [b for b in args.brokers.split(",") if b]:
         for kill in ([False, True] if args.kill else [False]):
             for _ in range(args.runs):
@@ -282,7 +297,7 @@ def main() -> None:
                        "--redis-url", args.redis_url, "--batch", str(args.batch), "--threads", str(args.threads),
                        "--passes", str(args.passes)]
                 # The run queues its passes on the broker its clusters read: the broker is a setting.
-                broker_env = dict(os.environ, Q_BROKER_URL=args.redis_url if broker == "redis" else "")
+                broker_env = dict(production, Q_BROKER_URL=args.redis_url if broker == "redis" else "")
                 out = subprocess.run(cmd + (["--kill"] if kill else []), capture_output=True, text=True, cwd=ROOT,
                                      env=broker_env)
                 line = next((ln for ln in reversed(out.stdout.splitlines()) if ln.startswith("{")), None)

@@ -16,6 +16,7 @@ import hashlib
 import hmac
 import json
 import logging
+import os
 import random
 import re
 import time
@@ -159,6 +160,17 @@ def _never_sent(exc: requests.RequestException) -> bool:
     return isinstance(getattr(inner, "reason", inner), (NewConnectionError, ConnectTimeoutError))
 
 
+def _session_for(base_url: str) -> requests.Session:
+    """A session that reads the environment's proxy and CA-bundle settings once, for our one host:
+    with ``trust_env`` requests scans them (and the OS proxy settings) on every call, a third of the
+    CPU of a send's POST."""
+    session = requests.Session()
+    session.proxies.update(requests.utils.get_environ_proxies(base_url))  # {} when NO_PROXY covers the host
+    session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+    session.trust_env = False
+    return session
+
+
 class GraphClient:
     def __init__(self, access_token: str | None = None, *, base_url: str | None = None, version: str | None = None,
                  timeout: float | None = None, max_retries: int | None = None, max_backoff: float | None = None,
@@ -170,7 +182,7 @@ class GraphClient:
         self.max_retries = max_retries if max_retries is not None else int(_setting("META_MAX_RETRIES", 3))
         self.max_backoff = max_backoff if max_backoff is not None else float(_setting("META_MAX_BACKOFF_SECONDS", 30))
         self._sleep = sleep
-        self.session = session or requests.Session()
+        self.session = session or _session_for(self.base_url)
         self.last_usage: Usage | None = None
 
     @classmethod

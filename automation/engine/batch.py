@@ -21,8 +21,8 @@ class Batch:
 
     def __init__(self, send_ids: list[int], claimed_at: dt.datetime, now: dt.datetime) -> None:
         self.now = now
-        self.sends = list(MessageSend.objects.select_related("account", "rule", "step", "template", "lead__seller")
-                          .filter(pk__in=send_ids).order_by("due_at", "id"))
+        self.sends = list(MessageSend.objects.select_related("lead__seller").filter(pk__in=send_ids).order_by("due_at", "id"))
+        _attach_shared(self.sends)
         lead_ids = {send.lead_id for send in self.sends}
         self.opportunities: dict[int, list[Opportunity]] = defaultdict(list)  # newest first
         if lead_ids:
@@ -56,6 +56,17 @@ class Batch:
     def count_going(self, send: MessageSend) -> None:
         """This send goes out: the lead's next sends in the batch see it in their daily cap."""
         self.sent_today[send.lead_id] += 1
+
+
+def _attach_shared(sends: list[MessageSend]) -> None:
+    """Give the sends their account, rule, step and template, each row read once: a batch's sends share a few
+    of them, and joining them into every send's row built ~1,000 model instances per batch of 200."""
+    for name in ("account", "rule", "step", "template"):
+        field = MessageSend._meta.get_field(name)
+        ids = {getattr(send, field.attname) for send in sends} - {None}
+        rows = field.related_model.objects.in_bulk(ids) if ids else {}
+        for send in sends:
+            setattr(send, name, rows.get(getattr(send, field.attname)))
 
 
 def skip_reason(send: MessageSend, opportunities: list[Opportunity], sent_today: int) -> str:

@@ -136,7 +136,7 @@ def emit_statuses(state: Any, sent: dict[str, Any], wa_id: str, *, category: str
                                      category=category, conversation_id=conversation)
         payload = webhooks.statuses_payload(item, waba_id=phone["_waba_id"], phone_number_id=phone["id"],
                                             display_phone_number=phone["_display_digits"])
-        payloads += [(step, copy.deepcopy(payload)) for _ in range(2 if plan.duplicate else 1)]
+        payloads += [(step, payload)] + ([(step, copy.deepcopy(payload))] if plan.duplicate else [])
     if plan.reorder and len({step for step, _ in payloads}) > 1:
         in_order = [step for step, _ in payloads]
         while [step for step, _ in payloads] == in_order:  # shuffled, never by chance the plan's order
