@@ -239,3 +239,14 @@ def test_the_app_client_authenticates_debug_token_with_the_app_token(meta_sandbo
     assert data["is_valid"] and data["user_id"] == "10001" and data["app_id"] == meta_sandbox.app_id
     [call] = graph_calls(meta_sandbox, "/debug_token")
     assert call.headers["Authorization"] == f"Bearer {meta_sandbox.app_id}|{meta_sandbox.app_secret}"
+
+
+def test_a_host_behind_an_egress_proxy_sends_graph_calls_through_it_unless_no_proxy_names_graph(monkeypatch):
+    # The session reads the proxy environment once (requests would re-read it on every call).
+    monkeypatch.setenv("HTTPS_PROXY", "http://egress.internal:3128")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    assert GraphClient("t", base_url="https://graph.facebook.com").session.proxies.get("https") == "http://egress.internal:3128"
+
+    monkeypatch.setenv("NO_PROXY", "graph.facebook.com")
+    assert not GraphClient("t", base_url="https://graph.facebook.com").session.proxies
