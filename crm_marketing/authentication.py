@@ -4,6 +4,10 @@ Its own module because DRF imports authentication classes while it loads its vie
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
+from django.contrib.auth import get_user_model
+from django.db import connection
 from rest_framework import authentication, exceptions
 
 from crm_marketing.validation import UNSTORABLE_TEXT
@@ -22,7 +26,25 @@ class TokenAuthentication(authentication.TokenAuthentication):
     def authenticate_credentials(self, key):
         if len(key) > 40 or UNSTORABLE_TEXT.search(key):
             raise exceptions.AuthenticationFailed("Invalid token.")
-        return super().authenticate_credentials(key)
+        user = next(iter(get_user_model().objects.raw(_user_by_token_sql(self.get_model()), [key])), None)
+        if user is None:
+            raise exceptions.AuthenticationFailed("Invalid token.")
+        if not user.is_active:
+            raise exceptions.AuthenticationFailed("User inactive or deleted.")
+        token = self.get_model().from_db(user._state.db, ["key", "user_id"], [key, user.pk])
+        token.user = user
+        return user, token
+
+
+@lru_cache(maxsize=None)
+def _user_by_token_sql(token_model) -> str:
+    """The token's user in one prepared statement: the same row DRF's ``select_related("user").get(key=...)``
+    reads, without compiling that query on every API call (a third of a cached stats read's CPU went to
+    compiling its two auth queries)."""
+    q, user_model = connection.ops.quote_name, get_user_model()
+    token_user = q(token_model._meta.get_field("user").column)
+    return (f"SELECT u.* FROM {q(token_model._meta.db_table)} t JOIN {q(user_model._meta.db_table)} u "
+            f"ON u.{q(user_model._meta.pk.column)} = t.{token_user} WHERE t.{q(token_model._meta.pk.column)} = %s")
 
 
 class SessionAuthentication(authentication.SessionAuthentication):

@@ -40,6 +40,39 @@ def test_a_script_uses_the_token_printed_by_create_api_token(alice, acme, capsys
     assert response.status_code == 200
 
 
+def test_a_token_stops_working_when_its_user_is_deactivated_or_the_token_is_deleted(alice, acme):
+    token = Token.objects.create(user=alice)
+    client = APIClient(HTTP_AUTHORIZATION=f"Token {token.key}")
+    assert client.get("/crm/leads").status_code == 200
+
+    alice.is_active = False
+    alice.save(update_fields=["is_active"])
+    deactivated = client.get("/crm/leads")
+    alice.is_active = True
+    alice.save(update_fields=["is_active"])
+    token.delete()
+    deleted = client.get("/crm/leads")
+
+    assert (deactivated.status_code, deactivated.json()["error"]["code"]) == (401, "authentication_failed")
+    assert (deleted.status_code, deleted.json()["error"]["message"]) == (401, "Invalid token.")
+
+
+def test_a_member_of_two_accounts_reads_each_by_naming_it_and_the_token_user_is_the_one_answering(alice, acme, globex):
+    from crm_marketing.models import Membership
+
+    Membership.objects.create(user=alice, account=globex, role="marketing")
+    client = APIClient(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=alice).key}")
+
+    me = client.get("/crm/me").json()["data"]
+    unnamed = client.get("/crm/leads")
+
+    assert me["user"]["username"] == "alice"
+    assert [(m["slug"], m["role"]) for m in me["memberships"]] == sorted([(acme.slug, "ceo"), (globex.slug, "marketing")],
+                                                                        key=lambda pair: {acme.slug: acme.name, globex.slug: globex.name}[pair[0]])
+    assert (unnamed.status_code, unnamed.json()["error"]["code"]) == (400, "account_required")
+    assert client.get("/crm/leads", HTTP_X_ACCOUNT=globex.slug).status_code == 200
+
+
 def test_the_login_page_signs_alice_in_and_the_session_reads_the_api(alice, acme):
     client = Client()
     page = client.get("/accounts/login/")
