@@ -12,7 +12,7 @@ class AutomationConfig(AppConfig):
         from crm_marketing.webhooks import register_handler
 
         planning.subscribe_all()  # CRM events plan sends; a reply ends follow-ups
-        register_handler("messages", handlers.handle_statuses)
+        register_handler("messages", handlers.handle_statuses, many=handlers.handle_statuses_many)
         register_handler("user_preferences", handlers.handle_user_preferences)
         register_handler("message_template_status_update", template_handlers.handle_template_status_update)
         register_handler("message_template_quality_update", template_handlers.handle_template_quality_update)
