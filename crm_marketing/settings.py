@@ -205,6 +205,7 @@ else:
 # (a worker killed mid-batch leaves at most these to the stuck sweep), and seconds before a drain hands over.
 WEBHOOK_DRAIN_BATCH = env.int("WEBHOOK_DRAIN_BATCH", default=20)
 WEBHOOK_DRAIN_SECONDS = env.float("WEBHOOK_DRAIN_SECONDS", default=30.0)
+WEBHOOK_DRAIN_GATHER_SECONDS = env.float("WEBHOOK_DRAIN_GATHER_SECONDS", default=0.2)  # a drain waits this long for a burst to gather
 
 # --- Automation send engine -----------------------------------------------------------------
 AUTOMATION_PASS_SECONDS = env.float("AUTOMATION_PASS_SECONDS", default=50.0)  # one send pass stops after this
