@@ -27,14 +27,17 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta, timezone as dt_timezone
+from functools import lru_cache
 from itertools import chain
 from decimal import Decimal
 from typing import Iterable, Literal, Sequence
 from zoneinfo import ZoneInfo
 
 from django.db import connection
-from django.db.models import Count, F, Q, Subquery, Sum, Value
+from django.utils import timezone as dj_timezone
+from django.utils.dateparse import parse_date, parse_datetime
+from django.db.models import Count, F, Q, Sum, Value
 from django.db.models.functions import Coalesce
 
 from crm_marketing.models import Account, Lead, Sale
@@ -398,15 +401,31 @@ def _collect(scope: Scope, windows: Sequence[Window], key: Key, customers: bool)
 
 def earliest_day(account: Account) -> date | None:
     """The account's first day with a lead, an insight or a sale (account timezone), for ``lifetime``.
-    One query (each first row from its index) on every lifetime read."""
+    One statement (each first row from its index) on every lifetime read, written out once: compiling the
+    ORM's three subqueries was a fifth of the web CPU under load."""
     tz = ZoneInfo(account.timezone)
-
-    def first(model, column: str) -> Subquery:
-        return Subquery(model.objects.filter(account=account, **{f"{column}__isnull": False}).order_by(column).values(column)[:1])
-
-    first_lead, first_sale, first_insight = Account.objects.filter(pk=account.pk).values_list(
-        first(Lead, "created_at"), first(Sale, "closed_at"), first(DailyInsight, "date")).get()
-    days = [moment.astimezone(tz).date() for moment in (first_lead, first_sale) if moment is not None]
+    with connection.cursor() as cursor:
+        cursor.execute(_earliest_sql(), [account.pk] * 3)
+        first_lead, first_sale, first_insight = cursor.fetchone()
+    days = [_aware(moment).astimezone(tz).date() for moment in (first_lead, first_sale) if moment is not None]
     if first_insight is not None:
-        days.append(first_insight)
+        days.append(parse_date(first_insight) if isinstance(first_insight, str) else first_insight)
     return min(days) if days else None
+
+
+def _aware(moment) -> datetime:
+    """A timestamp as the database gave it (SQLite: ISO text in UTC) as an aware datetime."""
+    moment = parse_datetime(moment) if isinstance(moment, str) else moment
+    return moment.replace(tzinfo=dt_timezone.utc) if dj_timezone.is_naive(moment) else moment
+
+
+@lru_cache(maxsize=None)
+def _earliest_sql() -> str:
+    q = connection.ops.quote_name
+
+    def first(model, name: str) -> str:
+        column = q(model._meta.get_field(name).column)
+        return (f"(SELECT {column} FROM {q(model._meta.db_table)} WHERE {q(model._meta.get_field('account').column)} = %s "
+                f"AND {column} IS NOT NULL ORDER BY {column} LIMIT 1)")
+
+    return f"SELECT {first(Lead, 'created_at')}, {first(Sale, 'closed_at')}, {first(DailyInsight, 'date')}"
