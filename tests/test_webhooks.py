@@ -326,8 +326,8 @@ def test_a_retry_after_one_messages_handler_asked_for_it_runs_only_that_handler(
         return "status applied"
 
     # The installed automation app's own statuses handler stands aside: automation_side plays it here.
-    real_automation = [h for h in webhooks.handlers_for("messages") if h.__module__.startswith("automation.")]
-    for handler in real_automation:
+    real_automation = [(h, webhooks.batch_form(h)) for h in webhooks.handlers_for("messages") if h.__module__.startswith("automation.")]
+    for handler, _ in real_automation:
         webhooks.unregister_handler("messages", handler)
     for handler in (marketing_side, automation_side):
         webhooks.register_handler("messages", handler)
@@ -341,8 +341,8 @@ def test_a_retry_after_one_messages_handler_asked_for_it_runs_only_that_handler(
     finally:
         for handler in (marketing_side, automation_side):
             webhooks.unregister_handler("messages", handler)
-        for handler in real_automation:
-            webhooks.register_handler("messages", handler)
+        for handler, many in real_automation:
+            webhooks.register_handler("messages", handler, many=many)
 
     event.refresh_from_db()
     assert first == ("failed", "referral recorded", "Meta is busy")
