@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from django.core.signals import request_finished, request_started
 
 os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
 
@@ -23,6 +25,30 @@ CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
     "--disable-component-update", "--disable-sync",
 ]
+
+
+class _ServerRequests:
+    """How many requests the live server (a thread of this process) is answering now, from Django's own
+    signals: the browser forgets a request it cancelled (TanStack Query aborts a refetch it no longer
+    needs) while the server thread is still inside it."""
+
+    def __init__(self) -> None:
+        self.active, self.lock = 0, threading.Lock()
+
+    def started(self, **kwargs) -> None:
+        if threading.current_thread() is not threading.main_thread():  # the test client runs in the main thread
+            with self.lock:
+                self.active += 1
+
+    def finished(self, **kwargs) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            with self.lock:
+                self.active = max(0, self.active - 1)
+
+
+SERVER_REQUESTS = _ServerRequests()
+request_started.connect(SERVER_REQUESTS.started, dispatch_uid="e2e-server-requests-started")
+request_finished.connect(SERVER_REQUESTS.finished, dispatch_uid="e2e-server-requests-finished")
 
 
 @pytest.fixture(scope="session")
@@ -66,12 +92,12 @@ def page(browser, live_server, request) -> Iterator:
 
 
 def let_the_server_finish(context, page, in_flight: set, *, bound_ms: int = 5_000) -> None:
-    """Stop the page's requests and wait for the ones the live server is still answering: the test's
-    database flush (TRUNCATE) must not meet a stats read still inside its snapshot transaction (the
-    two deadlock), nor a request the closed context left behind."""
+    """Stop the page's requests and wait for the ones the live server is still answering (also those the
+    browser already gave up on): the test's database flush (TRUNCATE) must not meet a stats read still
+    inside its snapshot transaction (the two deadlock), nor a request the closed context left behind."""
     context.route("**/*", lambda route: route.abort())  # the hub's polls stop here, in the browser
     waited = 0
-    while in_flight and waited < bound_ms:
+    while (in_flight or SERVER_REQUESTS.active) and waited < bound_ms:
         page.wait_for_timeout(50)
         waited += 50
 
