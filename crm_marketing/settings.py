@@ -201,7 +201,7 @@ if Q_BROKER_URL:
 else:
     Q_CLUSTER["orm"] = "default"
 
-# Webhook events are processed by drain tasks (crm_marketing.webhooks.drain_events): events claimed at a time
+# Webhook events are processed by drain tasks (crm_marketing.webhook_processing.drain_events): events claimed at a time
 # (a worker killed mid-batch leaves at most these to the stuck sweep), and seconds before a drain hands over.
 WEBHOOK_DRAIN_BATCH = env.int("WEBHOOK_DRAIN_BATCH", default=20)
 WEBHOOK_DRAIN_SECONDS = env.float("WEBHOOK_DRAIN_SECONDS", default=30.0)

@@ -1,7 +1,7 @@
 """django-q2 entry points of the core: take ids, call a service, return a short result string."""
 from __future__ import annotations
 
-from crm_marketing import events, webhooks
+from crm_marketing import events, webhook_processing, webhooks
 
 SWEEP_BATCH = 200
 
@@ -18,23 +18,23 @@ def deliver_due_events() -> str:
 
 def process_webhook_event(event_id: int) -> str:
     """Run the registered handlers on one stored Meta webhook change."""
-    return webhooks.process_event(event_id)
+    return webhook_processing.process_event(event_id)
 
 
 def process_webhook_events(event_ids: list[int]) -> str:
     """Run the handlers on these stored changes (the retry sweep's batch)."""
-    return webhooks.process_events(event_ids)
+    return webhook_processing.process_events(event_ids)
 
 
 def drain_webhook_events() -> str:
     """Run the handlers on every received change, in batches (the intake queues one while none is waiting)."""
-    return webhooks.drain_events()
+    return webhook_processing.drain_events()
 
 
 def retry_webhook_events() -> str:
     """Scheduled: queue the failed events whose retry time has come and the ones never processed."""
-    event_ids = webhooks.due_event_ids()
-    webhooks.release_stuck(event_ids)
+    event_ids = webhook_processing.due_event_ids()
+    webhook_processing.release_stuck(event_ids)
     if event_ids:
         webhooks.queue_events(event_ids)
     return f"queued {len(event_ids)} webhook event(s)"

@@ -19,7 +19,7 @@ from django.db import connection, connections
 from django.utils import timezone
 
 from automation.models import MessageSend
-from crm_marketing import events, webhooks
+from crm_marketing import events, webhook_processing
 from crm_marketing.models import Lead, LeadTouch, WebhookEvent
 from crm_marketing.sandbox import leadgen_payload
 from tests.fixtures.automation import _no_second_guard, acme_whatsapp, make_rule  # noqa: F401
@@ -71,7 +71,7 @@ def leadgen_delivery(sandbox, count: int) -> tuple[dict, list[str]]:
 
 def sweep(now: dt.datetime) -> None:
     """The retry sweeps as their schedules run them at ``now``: webhook events, then domain events."""
-    webhooks.process_events(webhooks.due_event_ids(now=now))
+    webhook_processing.process_events(webhook_processing.due_event_ids(now=now))
     events.deliver_due(now=now)
 
 

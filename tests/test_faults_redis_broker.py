@@ -31,7 +31,7 @@ from rest_framework.authtoken.models import Token
 
 from automation.engine.passes import run_pass
 from automation.models import MessageSend
-from crm_marketing import events, webhooks
+from crm_marketing import events, webhook_processing
 from crm_marketing.models import LeadTouch
 from crm_marketing.sandbox import leadgen_payload
 from marketing.models import SyncRun
@@ -166,7 +166,7 @@ def test_a_redis_restart_loses_no_lead_no_welcome_and_no_sync_and_the_web_never_
 
     lost = SyncRun.objects.get().status
     now = timezone.now()
-    webhooks.process_events(webhooks.due_event_ids(now=now + dt.timedelta(minutes=10)))  # retry_webhook_events
+    webhook_processing.process_events(webhook_processing.due_event_ids(now=now + dt.timedelta(minutes=10)))  # retry_webhook_events
     events.deliver_due(now=now + dt.timedelta(minutes=1))  # deliver_due_events
     run_pass(budget_seconds=20)  # a pass the every-minute dispatch queues
     queue_due_syncs(now=now + dt.timedelta(minutes=15))  # sync_due_ad_accounts, every 15 minutes

@@ -16,7 +16,7 @@ from django.utils import timezone
 from automation import handlers
 from automation.models import MessageSend, MessageTemplate
 from automation.services.counters import counters_by
-from crm_marketing import tasks, webhooks
+from crm_marketing import tasks, webhook_processing, webhooks
 from crm_marketing.sandbox.webhooks import status_event, statuses_payload
 from crm_marketing.webhook_models import WebhookEvent, WebhookHandlerOutcome
 from marketing.handlers import handle_messages
@@ -83,7 +83,7 @@ def test_a_drain_of_twenty_statuses_of_twenty_sends_applies_each_once_with_a_few
         receive(send, "delivered")
 
     with CaptureQueriesContext(connection) as queries:
-        summary = webhooks.drain_events()
+        summary = webhook_processing.drain_events()
 
     assert summary == "drained 20 webhook event(s): 20 processed"
     assert len(queries) <= 16  # savepoints included; one event at a time took about 10 per event
@@ -116,7 +116,7 @@ def test_delivered_and_read_of_one_send_in_one_batch_end_at_read_with_both_times
     receive(ana, "read", at=AT + 30)
     receive(ana, "delivered", at=AT + 25)  # Meta's statuses may arrive out of order
 
-    webhooks.drain_events()
+    webhook_processing.drain_events()
 
     maria.refresh_from_db()
     ana.refresh_from_db()
@@ -133,7 +133,7 @@ def test_a_status_from_mallorys_channel_naming_an_acme_send_is_not_applied(acme,
     receive_from(MALLORY_PHONE_NUMBER_ID, acme_send, "read")  # acme's id and wamid, from globex's number
     receive(other, "delivered")
 
-    webhooks.drain_events()
+    webhook_processing.drain_events()
 
     assert list(MessageSend.objects.order_by("pk").values_list("status", flat=True)) == ["sent", "delivered"]
     assert events() == [("ignored", "", "1 status(es) for messages that are not automation sends"),
@@ -147,7 +147,7 @@ def test_one_event_whose_channel_is_unknown_is_ignored_while_the_rest_of_its_bat
     receive_from("1300404", lost, "delivered")
     receive(last, "read")
 
-    webhooks.drain_events()
+    webhook_processing.drain_events()
 
     assert list(MessageSend.objects.order_by("pk").values_list("status", flat=True)) == ["delivered", "sent", "read"]
     assert events() == [("processed", f"send {first.pk} delivered", ""),
@@ -160,7 +160,7 @@ def test_a_failed_status_with_131050_in_a_batch_opts_the_lead_out(acme, acme_wha
     receive(delivered, "delivered")
     receive(stopped, "failed", error_code=131050, error_title="User has stopped marketing messages")
 
-    webhooks.drain_events()
+    webhook_processing.drain_events()
 
     rows = MessageSend.objects.select_related("lead").order_by("pk")
     assert [(s.status, s.error_code, s.error_title, s.lead.opted_out_at is not None) for s in rows] == [
@@ -174,7 +174,7 @@ def test_a_status_whose_error_code_cannot_be_stored_fails_alone_and_the_rest_of_
     receive(odd, "failed", error_code=2**64)  # no integer column holds it
     receive(last, "delivered")
 
-    webhooks.drain_events()
+    webhook_processing.drain_events()
 
     assert list(MessageSend.objects.order_by("pk").values_list("status", flat=True)) == ["delivered", "sent", "delivered"]
     (_, _, error), = [row for row in events() if row[0] == "failed"]
@@ -189,7 +189,7 @@ def test_a_batch_whose_statuses_lose_the_database_connection_is_failed_retried_l
     for send in sends:
         receive(send, "delivered")
 
-    assert webhooks.drain_events() == "drained 3 webhook event(s): 3 failed"
+    assert webhook_processing.drain_events() == "drained 3 webhook event(s): 3 failed"
 
     assert set(MessageSend.objects.values_list("status", flat=True)) == {"sent"}
     failed = WebhookEvent.objects.order_by("id")
@@ -211,11 +211,11 @@ def test_an_outcome_of_an_earlier_attempt_is_updated_when_the_admin_puts_the_eve
     sends = sends_sent(acme, acme_whatsapp, 2)
     for send in sends:
         receive(send, "delivered")
-    webhooks.drain_events()
+    webhook_processing.drain_events()
     assert set(WebhookEvent.objects.values_list("status", flat=True)) == {"failed"}
 
     WebhookEvent.objects.update(status=WebhookEvent.Status.RECEIVED, next_attempt_at=None)  # the admin re-queues them
-    assert webhooks.drain_events() == "drained 2 webhook event(s): 2 processed"
+    assert webhook_processing.drain_events() == "drained 2 webhook event(s): 2 processed"
 
     assert set(MessageSend.objects.values_list("status", flat=True)) == {"delivered"}
     assert list(WebhookHandlerOutcome.objects.order_by("event_id", "handler").values_list("handler", "status", "result", "error", "attempts")) == [

@@ -3,7 +3,7 @@ webhook events again, inline (e.g. after reconnecting Meta or fixing a handler).
 from django.core.management.base import BaseCommand
 
 from crm_marketing.webhook_models import WebhookEvent, WebhookHandlerOutcome
-from crm_marketing.webhooks import process_event
+from crm_marketing.webhook_processing import process_event
 
 RERUNNABLE = [WebhookEvent.Status.RECEIVED, WebhookEvent.Status.FAILED, WebhookEvent.Status.IGNORED]
 
