@@ -29,8 +29,8 @@ CHROMIUM_ARGS = [
 
 class _ServerRequests:
     """How many requests the live server (a thread of this process) is answering now, from Django's own
-    signals: the browser forgets a request it cancelled (TanStack Query aborts a refetch it no longer
-    needs) while the server thread is still inside it."""
+    signals: the browser stops tracking a request it cancelled or dropped while the server thread can
+    still be inside it."""
 
     def __init__(self) -> None:
         self.active, self.lock = 0, threading.Lock()
