@@ -154,13 +154,13 @@ def _move(found: _Item) -> Move:
     error = errors[0] if errors else {}
     pricing = item.get("pricing") if isinstance(item.get("pricing"), dict) else {}
     return Move(
-        found.send["pk"], found.new_status, at=_epoch(item.get("timestamp")) or timezone.now(), wamid=found.wamid,
+        found.send["pk"], found.new_status, at=_epoch(item.get("timestamp")) or timezone.now(),
+        seen_status=found.send["status"], seen_wamid=found.send["meta_message_id"], wamid=found.wamid,
         error_code=error.get("code") if isinstance(error.get("code"), int) else None,
         error_title=str(error.get("title") or error.get("message") or ""),
         error_details=str((error.get("error_data") or {}).get("details") or "") if isinstance(error.get("error_data"), dict) else "",
         pricing_category=str(pricing.get("category") or ""),
-        billable=pricing["billable"] if isinstance(pricing.get("billable"), bool) else None,
-        seen_status=found.send["status"], seen_wamid=found.send["meta_message_id"])
+        billable=pricing["billable"] if isinstance(pricing.get("billable"), bool) else None)
 
 
 def _result(items: list[_Item]) -> str:

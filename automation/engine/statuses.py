@@ -69,18 +69,18 @@ def advance(send_id: int, new_status: str, *, at: dt.datetime | None = None, wam
 @dataclass(frozen=True)
 class Move:
     """One status for one send, with what ``advance`` takes. ``seen_status`` / ``seen_wamid``: the send's status
-    and stored wamid as the caller just read them (``advance_many`` reads them itself when ``seen_status`` is None)."""
+    and stored wamid as the caller just read them (a compare-and-swap checks the status again)."""
     send_id: int
     new_status: str
     at: dt.datetime
+    seen_status: str
+    seen_wamid: str
     wamid: str = ""
     error_code: int | None = None
     error_title: str = ""
     error_details: str = ""
     pricing_category: str = ""
     billable: bool | None = None
-    seen_status: str | None = None
-    seen_wamid: str = ""
 
 
 def advance_many(moves: list[Move]) -> list[Outcome | Exception]:
@@ -94,20 +94,13 @@ def advance_many(moves: list[Move]) -> list[Outcome | Exception]:
     every other move (after the groups, so a send's later statuses follow its first). A status that does not
     move the send and stores nothing is answered from the status read."""
     outcomes: list[Outcome | Exception | None] = [None] * len(moves)
-    unread = {move.send_id for move in moves if move.seen_status is None}
-    read = {pk: (status, wamid) for pk, status, wamid in
-            MessageSend.objects.filter(pk__in=unread).values_list("pk", "status", "meta_message_id")} if unread else {}
     groups: dict[tuple, list[int]] = defaultdict(list)
     one_by_one: list[int] = []
     seen: set[int] = set()
     for n, move in enumerate(moves):
-        state = (move.seen_status, move.seen_wamid) if move.seen_status is not None else read.get(move.send_id)
         first = move.send_id not in seen
         seen.add(move.send_id)
-        if state is None:
-            outcomes[n] = Outcome(False, "", "")  # the send is gone
-            continue
-        previous, stored_wamid = state
+        previous, stored_wamid = move.seen_status, move.seen_wamid
         extra = _pricing(move.pricing_category, move.billable)
         if not first or move.new_status in (Status.FAILED, Status.SKIPPED) or (move.wamid and not stored_wamid):
             one_by_one.append(n)
