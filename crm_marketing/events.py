@@ -1,9 +1,10 @@
 """Domain events, durable: the core publishes, apps subscribe from their AppConfig.ready().
 
 The core never imports an app. ``publish`` writes an ``OutboxEvent`` row in the writer's
-transaction (a rolled-back change publishes nothing); a django-q2 task that runs once it commits
-delivers the event, and a scheduled sweep (``deliver_due``) delivers what no task did (the process died after the
-commit, the broker was down) and retries failed deliveries with backoff.
+transaction (a rolled-back change publishes nothing); a django-q2 drain queued once it commits
+delivers it with the other new events in batches (crm_marketing.event_drain), and a scheduled sweep
+(``deliver_due``) delivers what no drain did (the process died after the commit, the broker was
+down) and retries failed deliveries with backoff, one event at a time.
 
 Delivery is per (event, subscriber): each subscriber's ``EventDelivery`` row is claimed with one
 conditional update, the handler runs in a transaction with the row's ``delivered`` mark, and a
@@ -19,12 +20,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Callable
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
 from crm_marketing.event_models import EventDelivery, OutboxEvent
-from crm_marketing.queueing import enqueue_after_commit
+from crm_marketing.queueing import enqueue_after_commit, queue_once
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +40,10 @@ LEAD_REPLIED = "lead_replied"
 # from the account's CRM rows. Payload: none beyond account_id.
 CRM_BULK_LOADED = "crm_bulk_loaded"
 
-DELIVER_TASK = "crm_marketing.tasks.deliver_event"
+DELIVER_TASK = "crm_marketing.tasks.deliver_event"  # one event (queued before drains existed; still served)
+DRAIN_TASK = "crm_marketing.tasks.drain_domain_events"
+DRAIN_QUEUED = "crm_marketing:events:drain-queued"  # cache key: a drain is queued and has not started
+DRAIN_QUEUED_SECONDS = 30
 SWEEP_GRACE = timedelta(minutes=1)  # the on-commit task's head start before the sweep takes an event
 CLAIM_LEASE = timedelta(minutes=5)  # a running delivery older than this was abandoned by a killed worker
 MAX_ATTEMPTS = 10
@@ -54,7 +59,9 @@ class DomainEvent:
 
 
 Handler = Callable[[DomainEvent], None]
+BatchHandler = Callable[[list[DomainEvent]], None]
 _subscribers: dict[str, dict[str, Handler]] = {}
+_batch_forms: dict[str, BatchHandler] = {}  # by subscriber id: a handler's batch form (``subscribe(many=)``)
 
 
 class _ClaimLost(Exception):
@@ -67,13 +74,23 @@ def subscriber_id(handler: Handler) -> str:
     return f"{getattr(handler, '__module__', None)}.{qualname}"
 
 
-def subscribe(name: str, handler: Handler) -> None:
-    """Deliver ``name`` events to ``handler``; subscribing the same handler twice is a no-op."""
+def subscribe(name: str, handler: Handler, *, many: BatchHandler | None = None) -> None:
+    """Deliver ``name`` events to ``handler``; subscribing the same handler twice is a no-op.
+
+    ``many``: the handler's batch form, which a drain (crm_marketing.event_drain) calls with a batch of
+    events instead of calling ``handler`` once per event. Its effect must equal ``handler`` on each event
+    in turn; if it raises, its writes are rolled back and the drain calls ``handler`` one event at a time."""
     handlers = _subscribers.setdefault(name, {})
     key = subscriber_id(handler)
     if key in handlers and handlers[key] != handler:
         raise ValueError(f"another handler of {name!r} is already subscribed as {key!r}: give it another name")
     handlers[key] = handler
+    if many is not None:
+        _batch_forms[key] = many
+
+
+def batch_form(key: str) -> BatchHandler | None:
+    return _batch_forms.get(key)
 
 
 def unsubscribe(name: str, handler: Handler) -> None:
@@ -96,8 +113,15 @@ def publish(name: str, *, account_id: int, **payload: Any) -> DomainEvent:
     record = OutboxEvent.objects.create(name=name, account_id=account_id, payload=payload, created_at=now,
                                         next_attempt_at=now + SWEEP_GRACE)
     # A broker outage must not undo or fail the write: the sweep delivers the event instead.
-    enqueue_after_commit(DELIVER_TASK, record.pk, task_name=f"domain-event-{record.pk}")
+    if settings.CACHE_IS_SHARED:  # one drain queued for a burst of writes (crm_marketing.event_drain)
+        transaction.on_commit(_request_drain, robust=True)
+    else:  # every process has its own flag: one drain per event (with the ORM broker, in the writer's transaction)
+        enqueue_after_commit(DRAIN_TASK, task_name=f"domain-event-{record.pk}", save=False)
     return DomainEvent(name, account_id, payload, record.pk)
+
+
+def _request_drain() -> None:
+    queue_once(DRAIN_QUEUED, DRAIN_TASK, flag_seconds=DRAIN_QUEUED_SECONDS)
 
 
 # -- delivering -------------------------------------------------------------------------------------------

@@ -1,9 +1,12 @@
 """Queue a django-q2 task that must only run once the current transaction has committed."""
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, transaction
+
+log = logging.getLogger(__name__)
 
 
 def broker_is_this_database() -> bool:
@@ -25,3 +28,43 @@ def enqueue_after_commit(func: str, *args: Any, task_name: str, save: bool = Tru
         async_task(func, *args, task_name=task_name, save=save)
     else:
         transaction.on_commit(lambda: async_task(func, *args, task_name=task_name, save=save), robust=True)
+
+
+def queue_once(flag: str, func: str, *args: Any, flag_seconds: int) -> None:
+    """Queue ``func`` unless a task under the cache key ``flag`` is queued already and has not started: that
+    one will find the rows committed before this call, as long as the task clears the flag (``clear_flag``)
+    before it looks for them; what is committed after that queues a new one. Without a cache every process
+    shares (the embedded default with a separate qcluster) or while the cache is down, every call queues a
+    task. The flag expires after ``flag_seconds``: a queued task the broker lost holds new ones back no longer."""
+    from django.conf import settings
+    from django.core.cache import cache
+    from django_q.conf import Conf
+    from django_q.tasks import async_task
+
+    from crm_marketing.ratelimits import CACHE_DOWN
+
+    flagged = settings.CACHE_IS_SHARED or Conf.SYNC
+    if flagged:
+        try:
+            if not cache.add(flag, 1, timeout=flag_seconds):
+                return
+        except CACHE_DOWN as exc:
+            log.warning("task flag %s unavailable (%s); queueing anyway", flag, type(exc).__name__)
+            flagged = False
+    try:
+        async_task(func, *args, save=False)
+    except Exception:
+        if flagged:
+            clear_flag(flag)  # nothing is queued: the next caller must try again
+        raise
+
+
+def clear_flag(flag: str) -> None:
+    from django.core.cache import cache
+
+    from crm_marketing.ratelimits import CACHE_DOWN
+
+    try:
+        cache.delete(flag)
+    except CACHE_DOWN as exc:  # it expires on its own; the sweeps cover the rest
+        log.warning("task flag %s not cleared (%s)", flag, type(exc).__name__)

@@ -206,6 +206,10 @@ else:
 WEBHOOK_DRAIN_BATCH = env.int("WEBHOOK_DRAIN_BATCH", default=20)
 WEBHOOK_DRAIN_SECONDS = env.float("WEBHOOK_DRAIN_SECONDS", default=30.0)
 WEBHOOK_DRAIN_GATHER_SECONDS = env.float("WEBHOOK_DRAIN_GATHER_SECONDS", default=0.2)  # a drain waits this long for a burst to gather
+# New domain events are delivered the same way (crm_marketing.event_drain): events per transaction, seconds per drain.
+EVENT_DRAIN_BATCH = env.int("EVENT_DRAIN_BATCH", default=100)
+EVENT_DRAIN_SECONDS = env.float("EVENT_DRAIN_SECONDS", default=30.0)
+EVENT_DRAIN_GATHER_SECONDS = env.float("EVENT_DRAIN_GATHER_SECONDS", default=0.2)
 
 # --- Automation send engine -----------------------------------------------------------------
 AUTOMATION_PASS_SECONDS = env.float("AUTOMATION_PASS_SECONDS", default=50.0)  # one send pass stops after this

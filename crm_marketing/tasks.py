@@ -1,7 +1,7 @@
 """django-q2 entry points of the core: take ids, call a service, return a short result string."""
 from __future__ import annotations
 
-from crm_marketing import events, webhook_processing, webhooks
+from crm_marketing import event_drain, events, webhook_processing, webhooks
 
 SWEEP_BATCH = 200
 
@@ -9,6 +9,11 @@ SWEEP_BATCH = 200
 def deliver_event(event_id: int) -> str:
     """Deliver one published domain event to the subscribers that have not got it yet."""
     return events.deliver_event(event_id)
+
+
+def drain_domain_events() -> str:
+    """Deliver every new domain event in batches (``events.publish`` queues one while none is waiting)."""
+    return event_drain.drain()
 
 
 def deliver_due_events() -> str:

@@ -37,7 +37,6 @@ from contextlib import nullcontext
 from typing import Any, Callable, Optional, Union
 
 from django.conf import settings
-from django.core.cache import cache
 from django.core.exceptions import RequestDataTooBig
 from django.db import transaction
 from django.db import connection as db_connection
@@ -48,7 +47,8 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
 from crm_marketing.envelope import MAX_JSON_DEPTH, UNSTORABLE_TEXT, error_body, utc_timestamp
-from crm_marketing.ratelimits import CACHE_DOWN, RateLimited, enforce_rate_limit
+from crm_marketing.queueing import clear_flag, queue_once
+from crm_marketing.ratelimits import RateLimited, enforce_rate_limit
 from crm_marketing.events import subscriber_id as handler_id
 from crm_marketing.webhook_models import WebhookEvent
 
@@ -248,34 +248,13 @@ def queue_events(event_ids: list[int]) -> None:
 
 
 def request_drain() -> None:
-    """Queue a drain task, unless one is queued already and has not started: that one will find the events
-    committed before this call (a drain clears the flag before it looks for events, so whatever is committed
-    after it cleared the flag queues a new one). Without a cache every process shares (the embedded default
-    with a separate qcluster) or while the cache is down, every call queues a task, as one per delivery did."""
-    from django_q.conf import Conf
-    from django_q.tasks import async_task
-
-    flagged = settings.CACHE_IS_SHARED or Conf.SYNC
-    if flagged:
-        try:
-            if not cache.add(DRAIN_QUEUED, 1, timeout=DRAIN_QUEUED_SECONDS):
-                return
-        except CACHE_DOWN as exc:
-            log.warning("webhook drain flag unavailable (%s); queueing a drain anyway", type(exc).__name__)
-            flagged = False
-    try:
-        async_task(DRAIN_TASK, save=False)
-    except Exception:
-        if flagged:
-            clear_drain_flag()  # nothing is queued: the next delivery must try again
-        raise
+    """Queue a drain task, unless one is queued already and has not started (``queue_once``): it will find
+    the events committed before this call."""
+    queue_once(DRAIN_QUEUED, DRAIN_TASK, flag_seconds=DRAIN_QUEUED_SECONDS)
 
 
 def clear_drain_flag() -> None:
-    try:
-        cache.delete(DRAIN_QUEUED)
-    except CACHE_DOWN as exc:  # it expires on its own (DRAIN_QUEUED_SECONDS); the retry sweep covers the rest
-        log.warning("webhook drain flag not cleared (%s)", type(exc).__name__)
+    clear_flag(DRAIN_QUEUED)
 
 
 def _task_name(event_ids: list[int]) -> str:

@@ -10,7 +10,7 @@ class MarketingConfig(AppConfig):
         from crm_marketing.webhooks import register_handler
         from marketing import handlers, health, signals
 
-        register_handler("leadgen", handlers.handle_leadgen)
+        register_handler("leadgen", handlers.handle_leadgen, many=handlers.handle_leadgen_many)
         register_handler("messages", handlers.handle_messages)
         register_check("marketing_syncs", health.sync_backlog)
         register_check("roi_rollup", health.rollup_backlog)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
+from django.db import InterfaceError, OperationalError, connection
 from django.utils import timezone
 
 from crm_marketing.errors import NotConnected
@@ -18,12 +19,13 @@ from crm_marketing.graph import GraphError, is_meta_id
 from crm_marketing.meta_time import parse_meta_time
 from crm_marketing.models import Account, Lead
 from crm_marketing.webhook_models import WebhookEvent
-from crm_marketing.webhooks import EventFailed, IgnoreEvent, RetryLater
+from crm_marketing.webhooks import EventFailed, HandlerResult, IgnoreEvent, RetryLater
 from marketing.services import attribution
 from marketing.services.attribution import AdPath, Touch
 from meta_oauth.services import account_for_page_id, account_for_phone_number_id, client_for_account, note_graph_error
 
 log = logging.getLogger(__name__)
+LEADS_PER_GRAPH_BATCH = 50  # Graph takes at most 50 calls in one batch request
 
 
 def _retry_or_fail(account: Account, error: GraphError, what: str) -> Exception:
@@ -38,22 +40,70 @@ def _retry_or_fail(account: Account, error: GraphError, what: str) -> Exception:
 
 def handle_leadgen(event: WebhookEvent) -> str:
     """The page id names the account (a stored, subscribed MetaPage); its token fetches the lead."""
+    result = handle_leadgen_many([event])[0]
+    if isinstance(result, Exception):
+        raise result
+    return result
+
+
+def handle_leadgen_many(events: list[WebhookEvent]) -> list[HandlerResult]:
+    """The batch form (the webhook drain's): each account's token is read once and its leads are fetched
+    LEADS_PER_GRAPH_BATCH at a time in one Graph batch request; each lead is then recorded on its own,
+    so one bad lead fails alone."""
+    results: list[HandlerResult] = [None] * len(events)
+    accounts: dict[str, Account | None] = {}
+    todo: dict[Account, list[tuple[int, str]]] = {}
+    for n, event in enumerate(events):
+        try:
+            leadgen_id, account = _leadgen_target(event, accounts)
+        except IgnoreEvent as ignored:
+            results[n] = ignored
+            continue
+        todo.setdefault(account, []).append((n, leadgen_id))
+    for account, items in todo.items():
+        try:
+            client = client_for_account(account)
+        except NotConnected:
+            for n, leadgen_id in items:
+                results[n] = EventFailed(f"leadgen {leadgen_id}: Meta is not connected for {account.slug}; reconnect, then re-run")
+            continue
+        for start in range(0, len(items), LEADS_PER_GRAPH_BATCH):
+            chunk = items[start:start + LEADS_PER_GRAPH_BATCH]
+            try:
+                answers = attribution.fetch_leads(client, [leadgen_id for _, leadgen_id in chunk])
+            except GraphError as error:
+                answers = [error] * len(chunk)
+            for (n, leadgen_id), answer in zip(chunk, answers):
+                results[n] = _record_lead(account, events[n], leadgen_id, answer)
+    return results
+
+
+def _leadgen_target(event: WebhookEvent, accounts: dict[str, Account | None]) -> tuple[str, Account]:
     value = event.value
     leadgen_id = str(value.get("leadgen_id") or "")
     if not is_meta_id(leadgen_id):  # it becomes the Graph path of the lead: digits only
         raise IgnoreEvent("leadgen change without a leadgen_id" if not leadgen_id else "leadgen change whose leadgen_id is not a Meta id")
     page_id = str(value.get("page_id") or event.entry_id or "")
-    account = account_for_page_id(page_id)
+    if page_id not in accounts:
+        accounts[page_id] = account_for_page_id(page_id)
+    account = accounts[page_id]
     if account is None:
         raise IgnoreEvent(f"no account has the Facebook page {page_id or '(none)'} (leadgen {leadgen_id})")
     event.account = account
+    return leadgen_id, account
+
+
+def _record_lead(account: Account, event: WebhookEvent, leadgen_id: str, answer: dict | GraphError) -> HandlerResult:
+    if isinstance(answer, GraphError):
+        return _retry_or_fail(account, answer, f"fetching lead {leadgen_id}")
     try:
-        data = attribution.fetch_lead(client_for_account(account), leadgen_id)
-    except NotConnected:
-        raise EventFailed(f"leadgen {leadgen_id}: Meta is not connected for {account.slug}; reconnect, then re-run") from None
-    except GraphError as error:
-        raise _retry_or_fail(account, error, f"fetching lead {leadgen_id}") from None
-    result = attribution.record_touch(account, attribution.touch_from_lead(data, form_id=str(value.get("form_id") or "")))
+        result = attribution.record_touch(account, attribution.touch_from_lead(answer, form_id=str(event.value.get("form_id") or "")))
+    except (OperationalError, InterfaceError) as exc:  # the connection was lost: this lead is retried, the next ones go on
+        if not connection.in_atomic_block:
+            connection.close_if_unusable_or_obsolete()  # the next lead opens a new one
+        return exc
+    except Exception as exc:  # noqa: BLE001 - this lead's event fails alone (the drain records and retries it)
+        return exc
     return f"lead {result.lead.pk} {'created' if result.lead_created else 'updated'} from leadgen {leadgen_id}"
 
 

@@ -5,13 +5,9 @@ Here the tasks really go through django-q2's ORM broker (not inline) and a worke
 ``run_queued_tasks``, so the test can count what was queued."""
 from __future__ import annotations
 
-import pydoc
-
 import pytest
 from django.utils import timezone
-from django_q.brokers import get_broker
 from django_q.conf import Conf
-from django_q.signing import SignedPackage
 
 from automation.models import MessageSend, MessageTemplate
 from automation.services.counters import counters_by
@@ -20,29 +16,10 @@ from crm_marketing.sandbox.webhooks import status_event, statuses_payload
 from crm_marketing.webhook_models import WebhookEvent
 from tests.conftest import make_lead
 from tests.fixtures.automation import _no_second_guard, acme_whatsapp, make_rule  # noqa: F401
+from tests.fixtures.queueing import queued, run_queued_tasks  # noqa: F401
 from tests.fixtures.webhooks import post_signed
 
 TO = "5491155550001"
-
-
-@pytest.fixture
-def queued(settings, monkeypatch):
-    """Tasks queue in the ORM broker instead of running inline; the local cache stands in for the shared one
-    (one process here)."""
-    monkeypatch.setattr(Conf, "SYNC", False)
-    settings.CACHE_IS_SHARED = True
-
-
-def run_queued_tasks() -> list[str]:
-    """Play a django-q2 worker: run every queued task in order (also those queued meanwhile); their functions."""
-    broker, ran = get_broker(), []
-    while tasks := broker.dequeue():
-        for ack_id, payload in tasks:
-            task = SignedPackage.loads(payload)
-            ran.append(task["func"])
-            pydoc.locate(task["func"])(*task["args"], **task["kwargs"])
-            broker.acknowledge(ack_id)
-    return ran
 
 
 def sends_sent(acme, template, count: int) -> list[MessageSend]:

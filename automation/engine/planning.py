@@ -8,7 +8,9 @@ moved out of the rule's quiet hours in the account's local wall time (zoneinfo: 
 from __future__ import annotations
 
 import datetime as dt
+from collections import defaultdict
 from dataclasses import dataclass
+from typing import Callable
 from zoneinfo import ZoneInfo
 
 from django.db import transaction
@@ -95,39 +97,84 @@ def plan_for_event(event: events.DomainEvent, *, at: dt.datetime | None = None) 
     trigger = EVENT_TRIGGERS.get(event.name)
     if trigger is None:
         return PlanResult(0, 0)
-    payload = event.payload
-    opportunity = None
-    if "opportunity_id" in payload:
-        opportunity = Opportunity.objects.filter(pk=payload["opportunity_id"], account_id=event.account_id).first()
-        if opportunity is None:
-            return PlanResult(0, 0)
-    lead_id = payload.get("lead_id") or (opportunity.lead_id if opportunity else None)
-    lead = Lead.objects.select_related("account").filter(pk=lead_id, account_id=event.account_id).first()
-    if lead is None:
+    subject = _subjects([event]).get(event.id)
+    if subject is None:
         return PlanResult(0, 0)
+    lead, opportunity = subject
     return plan_sends(lead, trigger, trigger_key_for(event), opportunity=opportunity, at=at or timezone.now())
+
+
+def plan_for_events(batch: list[events.DomainEvent], *, at: dt.datetime | None = None) -> None:
+    """The batch form of ``event_subscriber`` (the event drain's): the same sends as ``plan_for_event`` on each,
+    from one read of the accounts' active rules; events no rule listens to cost nothing more, and the rest
+    are planned from one read of their leads and opportunities, one re-entry check and one insert."""
+    at = at or timezone.now()
+    wanted = [(event, EVENT_TRIGGERS[event.name]) for event in batch if event.name in EVENT_TRIGGERS]
+    if not wanted:
+        return
+    scope = Q()
+    for account_id, trigger in {(event.account_id, trigger) for event, trigger in wanted}:
+        scope |= Q(account_id=account_id, trigger_type=trigger)
+    rules_of: dict[tuple[int, str], list[AutomationRule]] = {}
+    for rule in AutomationRule.objects.filter(scope, is_active=True).order_by("pk").prefetch_related("steps__template"):
+        rules_of.setdefault((rule.account_id, rule.trigger_type), []).append(rule)
+    wanted = [(event, trigger) for event, trigger in wanted if (event.account_id, trigger) in rules_of]
+    subjects = _subjects([event for event, _ in wanted]) if wanted else {}
+    planned = [(subjects[event.id], trigger, trigger_key_for(event), rules_of[(event.account_id, trigger)])
+               for event, trigger in wanted if event.id in subjects]
+    if not planned:
+        return
+    keys_of: dict[tuple[int, int], set[str]] = defaultdict(set)  # (rule, lead): the trigger keys it entered with
+    for rule_id, lead_id, key in MessageSend.objects.filter(
+            rule__in={rule for *_, rules in planned for rule in rules if not rule.allow_reentry},
+            lead__in={lead for (lead, _), *_ in planned}).values_list("rule_id", "lead_id", "trigger_key"):
+        keys_of[(rule_id, lead_id)].add(key)
+
+    def entered(rule: AutomationRule, lead: Lead, key: str) -> bool:
+        keys = keys_of[(rule.pk, lead.pk)]
+        if keys - {key}:
+            return True
+        if rule.steps.all():  # an earlier event of this batch enters the rule as a later one would see it
+            keys.add(key)
+        return False
+
+    rows = [row for (lead, opportunity), trigger, key, rules in planned
+            for row in _rows(lead, trigger, key, opportunity=opportunity, at=at, rules=rules, entered=entered)]
+    if rows:
+        MessageSend.objects.bulk_create(rows, ignore_conflicts=True)
+        if any(row.due_at <= at + SEND_NOW_WINDOW for row in rows):
+            transaction.on_commit(queue_send_pass, robust=True)  # the pass finds nothing if every row existed
+
+
+def _subjects(batch: list[events.DomainEvent]) -> dict[int | None, tuple[Lead, Opportunity | None]]:
+    """Each event's lead (with its account) and opportunity, read in two queries; events whose rows are gone
+    or belong to another account are left out."""
+    opportunity_ids = {event.payload["opportunity_id"] for event in batch if "opportunity_id" in event.payload}
+    opportunities = {o.pk: o for o in Opportunity.objects.filter(pk__in=opportunity_ids)} if opportunity_ids else {}
+    wanted: dict[int | None, tuple[int | None, Opportunity | None]] = {}
+    for event in batch:
+        opportunity = None
+        if "opportunity_id" in event.payload:
+            opportunity = opportunities.get(event.payload["opportunity_id"])
+            if opportunity is None or opportunity.account_id != event.account_id:
+                continue
+        wanted[event.id] = (event.payload.get("lead_id") or (opportunity.lead_id if opportunity else None), opportunity)
+    leads = Lead.objects.select_related("account").in_bulk([lead_id for lead_id, _ in wanted.values() if lead_id])
+    by_event = {event.id: event for event in batch}
+    return {event_id: (leads[lead_id], opportunity) for event_id, (lead_id, opportunity) in wanted.items()
+            if lead_id in leads and leads[lead_id].account_id == by_event[event_id].account_id}
 
 
 def plan_sends(lead: Lead, trigger: str, trigger_key: str, *, opportunity: Opportunity | None = None,
                at: dt.datetime, rules: list[AutomationRule] | None = None) -> PlanResult:
-    account = lead.account
-    zone = account_zone(account)
     if rules is None:
-        rules = list(AutomationRule.objects.filter(account=account, trigger_type=trigger, is_active=True)
+        rules = list(AutomationRule.objects.filter(account=lead.account, trigger_type=trigger, is_active=True)
                      .prefetch_related("steps__template"))
-    rows: list[MessageSend] = []
-    for rule in rules:
-        if not conditions_match(rule, lead, opportunity):
-            continue
-        if not rule.allow_reentry and MessageSend.objects.filter(rule=rule, lead=lead).exclude(trigger_key=trigger_key).exists():
-            continue
-        for step in rule.steps.all():
-            due = out_of_quiet_hours(at + dt.timedelta(minutes=step.delay_minutes), rule.quiet_hours_start,
-                                     rule.quiet_hours_end, zone)
-            rows.append(MessageSend(
-                account=account, rule=rule, step=step, lead=lead, template=step.template, trigger_type=trigger,
-                trigger_key=trigger_key, rule_name=rule.name[:200], template_name=step.template.name[:512],
-                due_at=due, created_at=at))
+
+    def entered(rule: AutomationRule, lead: Lead, key: str) -> bool:
+        return MessageSend.objects.filter(rule=rule, lead=lead).exclude(trigger_key=key).exists()
+
+    rows = _rows(lead, trigger, trigger_key, opportunity=opportunity, at=at, rules=rules, entered=entered)
     if not rows:
         return PlanResult(0, 0)
     before = MessageSend.objects.filter(lead=lead, trigger_key=trigger_key).count()
@@ -137,6 +184,28 @@ def plan_sends(lead: Lead, trigger: str, trigger_key: str, *, opportunity: Oppor
     if due_now:
         transaction.on_commit(queue_send_pass, robust=True)
     return PlanResult(created, due_now)
+
+
+def _rows(lead: Lead, trigger: str, trigger_key: str, *, opportunity: Opportunity | None, at: dt.datetime,
+          rules: list[AutomationRule], entered: Callable[[AutomationRule, Lead, str], bool]) -> list[MessageSend]:
+    """One unsaved send per step of each rule whose conditions the lead meets (``entered``: the lead already
+    went through a rule that does not allow re-entry, for another trigger)."""
+    account = lead.account
+    zone = account_zone(account)
+    rows: list[MessageSend] = []
+    for rule in rules:
+        if not conditions_match(rule, lead, opportunity):
+            continue
+        if not rule.allow_reentry and entered(rule, lead, trigger_key):
+            continue
+        for step in rule.steps.all():
+            due = out_of_quiet_hours(at + dt.timedelta(minutes=step.delay_minutes), rule.quiet_hours_start,
+                                     rule.quiet_hours_end, zone)
+            rows.append(MessageSend(
+                account=account, rule=rule, step=step, lead=lead, template=step.template, trigger_type=trigger,
+                trigger_key=trigger_key, rule_name=rule.name[:200], template_name=step.template.name[:512],
+                due_at=due, created_at=at))
+    return rows
 
 
 def queue_send_pass() -> None:
@@ -210,9 +279,9 @@ def _parse_time(value) -> dt.datetime | None:
 
 def subscribe_all() -> None:
     for name in EVENT_TRIGGERS:
-        events.subscribe(name, event_subscriber)
+        events.subscribe(name, event_subscriber, many=plan_for_events)
     events.subscribe(events.LEAD_REPLIED, reply_subscriber)
     events.subscribe(events.OPPORTUNITY_WON, won_subscriber)
 
 
-__all__ = ["plan_for_event", "plan_sends", "plan_no_reply", "out_of_quiet_hours", "in_quiet_hours", "subscribe_all", "Q"]
+__all__ = ["plan_for_event", "plan_for_events", "plan_sends", "plan_no_reply", "out_of_quiet_hours", "in_quiet_hours", "subscribe_all", "Q"]

@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from crm_marketing import events, services
 from crm_marketing.errors import Conflict
-from crm_marketing.graph import GraphClient, is_meta_id
+from crm_marketing.graph import GraphClient, GraphError, is_meta_id
 from crm_marketing.meta_time import parse_meta_time
 from crm_marketing.models import E164, Account, Lead, LeadTouch
 from marketing.models import Ad, AdAccount, AdSet, Campaign
@@ -116,6 +116,16 @@ def touch_from_lead(data: dict[str, Any], *, form_id: str = "") -> Touch:
 
 def fetch_lead(client: GraphClient, leadgen_id: str) -> dict[str, Any]:
     return client.get(leadgen_id, {"fields": LEAD_FIELDS})
+
+
+def fetch_leads(client: GraphClient, leadgen_ids: list[str]) -> list[dict[str, Any] | GraphError]:
+    """Several leads in one Graph batch request (at most 50): each one's body or its GraphError, in order."""
+    if len(leadgen_ids) == 1:  # a plain GET is one round trip too, and what Meta's lead retrieval guide shows
+        try:
+            return [fetch_lead(client, leadgen_ids[0])]
+        except GraphError as error:
+            return [error]
+    return client.batch([(leadgen_id, {"fields": LEAD_FIELDS}) for leadgen_id in leadgen_ids])
 
 
 # -- lead + touch upsert -------------------------------------------------------------------------------------
