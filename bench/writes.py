@@ -213,6 +213,7 @@ class Probe:
         from marketing.models import CampaignDay
         from marketing.stats.reports import today_for
 
+        note_backend()
         day = today_for(self.account)
         base = CampaignDay.objects.filter(account=self.account, day=day, meta_campaign_id=PROBE_CAMPAIGN).values_list("leads", flat=True).first() or 0
         self.watcher = threading.Thread(target=self.watch, args=(day, base), daemon=True)
@@ -237,6 +238,7 @@ class Probe:
 
         from marketing.models import CampaignDay
 
+        note_backend()
         seen, deadline = 0, None
         while not self.stop.is_set() or seen < len(self.commits):
             if self.stop.is_set():
@@ -358,10 +360,23 @@ def run_webhooks(account, args, port: int, first_id: int) -> tuple[dict, float]:
 
 
 # -- the run ---------------------------------------------------------------------------------------------------------
+BENCH_BACKENDS: set[int] = set()  # PostgreSQL backends of the bench's own probe, watcher and reads
+
+
+def note_backend() -> None:
+    """Count this thread's PostgreSQL backend as the bench's (its CPU is not the product's)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        BENCH_BACKENDS.add(cursor.fetchone()[0])
+
+
 class CpuMeter:
     """CPU seconds each role used while a part ran, sampled from /proc every 0.5 s (a process that exits between
     two samples loses at most its last half second): the worker's, web server's and sandbox's process groups and
-    the PostgreSQL backends of this database (the writer processes are counted by run_services)."""
+    the PostgreSQL backends of this database (the writer processes are counted by run_services); the backends of
+    the bench's own probe, watcher and reads apart (``bench_postgres``)."""
 
     def __init__(self, groups: dict[str, int], database: str):
         self.groups, self.database = groups, database.encode()
@@ -378,7 +393,7 @@ class CpuMeter:
                 role = next((name for name, pgid in self.groups.items() if int(fields[2]) == pgid), None)
                 if role is None and (proc / "cmdline").read_bytes().startswith(b"postgres: ") and \
                         b" " + self.database + b" " in (proc / "cmdline").read_bytes():
-                    role = "postgres"
+                    role = "bench_postgres" if int(proc.name) in BENCH_BACKENDS else "postgres"
                 if role:
                     found[int(proc.name)] = (role, (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"))
             except (OSError, IndexError, ValueError):
@@ -452,6 +467,7 @@ def wait_for_fold(account, seconds: float = 600) -> None:
 def watch_fold(account, folded_at: list[float]) -> None:
     from django.db import connections
 
+    note_backend()
     wait_for_fold(account)
     folded_at.append(time.time())
     connections.close_all()
@@ -473,6 +489,7 @@ def measure(part: str, account, client, args, tag: int, web_port: int, first_id:
 
     probe = Probe(account, signed_in_client(), tag)
     probing = threading.Thread(target=probe.run)
+    note_backend()  # the reads after the last write
     load_before, bench_cpu = loadavg(), time.process_time()
     with CpuMeter(groups, settings.DATABASES["default"]["NAME"]) as cpu:
         probing.start()
@@ -530,8 +547,8 @@ def print_figures(part: str, run: int, f: dict) -> None:
           f"load {f['load_before']} -> {f['load_after']}")
     if f["truth_differences"] is not None:
         print(f"    truth check (bench/truth.py, 30d, 90d, lifetime, after the load): {f['truth_differences']} differences")
-    work = {role: ms for role, ms in f["cpu_ms_per_lead"].items() if role != "bench"}
-    print(f"    CPU per lead: " + ", ".join(f"{role} {ms:.1f} ms" for role, ms in f["cpu_ms_per_lead"].items())
+    work = {role: ms for role, ms in f["cpu_ms_per_lead"].items() if role not in ("bench", "bench_postgres")}
+    print("    CPU per lead: " + ", ".join(f"{role} {ms:.1f} ms" for role, ms in f["cpu_ms_per_lead"].items())
           + f"; without the bench's own probe and reads {sum(work.values()):.1f} ms, i.e. about "
           f"{2000 / sum(work.values()):.0f} leads/s on 2 idle cores", flush=True)
 

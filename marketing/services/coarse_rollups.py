@@ -92,7 +92,11 @@ def _to_date_sql(account_id: int, from_days: Mapping[str, dt.date], fresh: bool)
     """Two statements: plan each (campaign, currency) and drop its rows from its start day; then insert the running
     totals of every day of its span from there (generate_series) and upsert its total from the last one."""
     cells, to_date, totals = _table(CampaignDay), _table(CampaignToDate), _table(CampaignTotal)
-    params = {"account": account_id, "campaigns": list(from_days), "days": list(from_days.values()), "fresh": fresh}
+    # min_day: a constant lower bound on the days either statement touches, so the planner reads the rows of those
+    # days through the (account, day, ...) indexes instead of hashing the account's whole tables (a fold of today
+    # read all 400,000 CampaignDay and 490,000 CampaignToDate rows of the 1 M-lead account: 0.8 s).
+    params = {"account": account_id, "campaigns": list(from_days), "days": list(from_days.values()), "fresh": fresh,
+              "min_day": min(from_days.values())}
     if fresh:  # spans and totals from the cells alone, from an empty start
         spans, start = "x.lo, x.hi", "s.from_day"
         base_of = {m: "0" for m in MEASURES}
@@ -103,8 +107,10 @@ def _to_date_sql(account_id: int, from_days: Mapping[str, dt.date], fresh: bool)
         start = "CASE WHEN s.from_day > t.last_day + 1 THEN t.last_day + 1 ELSE s.from_day END"
         base_of = {m: (f"CASE WHEN t.last_day IS NULL OR s.from_day <= t.first_day THEN 0 "
                        f"WHEN s.from_day > t.last_day THEN t.{m} ELSE r.{m} END") for m in MEASURES}
+        # A pair's start day is its from day or, when that lies past its span, the day after its last: no row of it is
+        # before the earliest from day, so the bound drops nothing the plan wants.
         drop = (f"DELETE FROM {to_date} r USING plan p WHERE r.account_id = %(account)s AND r.meta_campaign_id = p.meta_campaign_id "
-                f"AND r.currency = p.currency AND r.day >= p.start_day")
+                f"AND r.currency = p.currency AND r.day >= p.start_day AND r.day >= %(min_day)s")
     with connection.cursor() as cursor:
         # One row per (campaign, currency) the stored totals or the cells from its day on know.
         cursor.execute(
@@ -125,6 +131,7 @@ def _to_date_sql(account_id: int, from_days: Mapping[str, dt.date], fresh: bool)
         if not plan:
             return
         columns = list(zip(*plan))
+        first_filled = _first_filled(plan, default=params["min_day"])
         types = ("text", "text", "date", "date", "date", *("numeric" if m in ("spend", "revenue") else "bigint" for m in MEASURES))
         names = ("meta_campaign_id", "currency", "start_day", "first_day", "last_day", *(f"b_{m}" for m in MEASURES))
         unnest = ", ".join(f"%s::{t}[]" for t in types)
@@ -137,7 +144,7 @@ def _to_date_sql(account_id: int, from_days: Mapping[str, dt.date], fresh: bool)
             f"  CROSS JOIN LATERAL (SELECT d::date AS day FROM generate_series(GREATEST(p.start_day, p.first_day), p.last_day, "
             f"    interval '1 day') AS d) g "
             f"  LEFT JOIN {cells} c ON c.account_id = %s AND c.day = g.day AND c.meta_campaign_id = p.meta_campaign_id "
-            f"    AND c.currency = p.currency "
+            f"    AND c.currency = p.currency AND c.day >= %s "
             f"  WINDOW w AS (PARTITION BY p.meta_campaign_id, p.currency ORDER BY g.day) "
             f"  RETURNING day, meta_campaign_id, currency, {', '.join(MEASURES)}) "
             f"INSERT INTO {totals} (account_id, meta_campaign_id, currency, first_day, last_day, {', '.join(MEASURES)}) "
@@ -145,13 +152,24 @@ def _to_date_sql(account_id: int, from_days: Mapping[str, dt.date], fresh: bool)
             f"FROM p JOIN ins ON ins.meta_campaign_id = p.meta_campaign_id AND ins.currency = p.currency AND ins.day = p.last_day "
             f"ON CONFLICT (account_id, meta_campaign_id, currency) DO UPDATE SET {updates} "
             f"RETURNING meta_campaign_id, currency, {', '.join(MEASURES)}",
-            [*map(list, columns), account_id, account_id, account_id])
+            [*map(list, columns), account_id, account_id, first_filled, account_id])
         # A campaign with nothing left in a currency (all its figures moved or removed) leaves that pair.
         for campaign, currency, *values in cursor.fetchall():
             if not any(values):
                 for table in (to_date, totals):
                     cursor.execute(f"DELETE FROM {table} WHERE account_id = %s AND meta_campaign_id = %s AND currency = %s",
                                    [account_id, campaign, currency])
+
+
+def _first_filled(plan: list[tuple], *, default: dt.date) -> dt.date:
+    """The first day the insert's series fills for any pair of the plan (its GREATEST(start_day, first_day)); a
+    pair whose span ends before it fills none (a campaign that ended before the marked day)."""
+    days = []
+    for _, _, start, first, last, *_ in plan:
+        begin = max(day for day in (start, first) if day is not None)
+        if last is not None and begin <= last:
+            days.append(begin)
+    return min(days, default=default)
 
 
 def _to_date_python(account_id: int, from_days: Mapping[str, dt.date], fresh: bool) -> None:
