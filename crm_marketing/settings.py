@@ -224,6 +224,7 @@ AUTOMATION_SECOND_GUARD = env.float("AUTOMATION_SECOND_GUARD", default=0.1)  # a
 # Seconds a cached stats read is kept (marketing/services/stats_cache.py); an entry is only served while
 # the account's rollup is unchanged, so this bounds memory, not staleness. 0 turns the cache off.
 STATS_CACHE_SECONDS = env.int("STATS_CACHE_SECONDS", default=600)
+ROLLUP_FOLD_GATHER_SECONDS = env.float("ROLLUP_FOLD_GATHER_SECONDS", default=0.25)  # a queued fold waits this long for a burst
 
 # --- Meta ------------------------------------------------------------------------------------
 SANDBOX_GRAPH_URL = "http://127.0.0.1:8765"

@@ -34,7 +34,8 @@ def rebuild_roi_rollups(account_id: int) -> str:
 
 
 def fold_roi_rollup(account_id: int) -> str:
-    """Queued once a write that marked rollup cells commits: fold the account's marks."""
+    """Queued once a write that marked rollup cells commits: fold the account's marks (after a burst's gathered)."""
+    rollup_marks.gather()
     return rollup_marks.fold_account(account_id).summary(account_id)
 
 
