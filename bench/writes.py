@@ -14,14 +14,17 @@ or nightly rebuild runs while it measures.
 (a) services: --writers processes call crm_marketing.services.create_lead (a Meta lead ads lead in one of
     the account's campaigns) on a fixed schedule adding up to --rate leads/s for --seconds;
 (b) webhooks: signed leadgen deliveries of --batch changes each, posted to gunicorn (--web-workers) at
-    --webhook-rate leads/s for --webhook-seconds; the worker fetches each lead from the sandbox and records
-    it (intake -> stored event -> task -> GET /{leadgen_id} -> lead row); end to end = post to lead row.
+    --webhook-rate leads/s for --webhook-seconds; the worker fetches the leads from the sandbox and records
+    them (intake -> stored events -> drain -> one Graph batch request per 50 leads -> lead rows); end to end =
+    post to lead row.
 During each, a probe writes one lead every 0.25 s through the service into its own campaign and reads
 GET campaigns/{probe} (Django's test Client, the whole view) until the figure includes it (the p95 of
 that latency), while a watcher records when the rollup table holds it (the fold's lag). After the last
 write, the stats of today, 30d, 90d and lifetime are compared with an independent SQL recomputation from
 the raw tables (leads, opportunities, revenue by the lead's attribution, spend), at once and again once the
-worker has folded every mark; and today's rollup cells one by one.
+worker has folded every mark; and today's rollup cells one by one. CPU per lead by role: the writers, the
+worker, the web server, the sandbox, this database's PostgreSQL backends, and apart the bench's own Python
+and the backends of its probe, watcher and reads (``bench``, ``bench_postgres``: not the product's).
 """
 from __future__ import annotations
 
