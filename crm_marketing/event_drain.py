@@ -91,30 +91,38 @@ def deliver_batch(size: int) -> tuple[int, int]:
 def _run_subscribers(records: list[OutboxEvent], handlers: dict[str, dict[str, events.Handler]],
                      mine: set[tuple[int, str]]) -> dict[tuple[int, str], str]:
     """Run each subscriber on the events whose delivery this drain holds; returns the failures' errors."""
-    todo: dict[str, list[OutboxEvent]] = defaultdict(list)
+    todo: dict[tuple[str, str], list[OutboxEvent]] = defaultdict(list)
     for record in records:
         for key in handlers[record.name]:
             if (record.pk, key) in mine:
-                todo[key].append(record)
+                todo[(record.name, key)].append(record)
     failures: dict[tuple[int, str], str] = {}
-    for key, subscribed in todo.items():
+    for (name, key), subscribed in todo.items():
         domain_events = [events.DomainEvent(r.name, r.account_id, dict(r.payload), r.pk) for r in subscribed]
-        many = events.batch_form(key)
+        many = events.batch_form(name, key)
         if many is not None:
             try:
-                with transaction.atomic():
-                    many(domain_events)
+                _in_savepoint(many, domain_events)
                 continue
             except Exception:  # noqa: BLE001 - rolled back; one at a time below finds the event that fails
                 log.exception("batch form of %s failed on %s event(s); delivering them one by one", key, len(domain_events))
         for event in domain_events:
             try:
-                with transaction.atomic():
-                    handlers[event.name][key](event)
+                _in_savepoint(handlers[name][key], event)
             except Exception as exc:  # noqa: BLE001 - one broken subscriber must not stop the others; retried alone
                 log.exception("event subscriber %s failed on %s #%s (attempt 1)", key, event.name, event.id)
                 failures[(event.id, key)] = f"{type(exc).__name__}: {exc}"
     return failures
+
+
+def _in_savepoint(handler, argument) -> None:
+    """Run the handler in a savepoint. A handler that caught a database error without a savepoint of its own
+    leaves this one marked for rollback: its writes are undone on exit without an exception, so that is
+    raised here instead, and the delivery counts as failed (retried), not as delivered."""
+    with transaction.atomic():
+        handler(argument)
+        if transaction.get_connection().needs_rollback:
+            raise RuntimeError("the subscriber caught a database error; its writes were rolled back")
 
 
 def _settle(records: list[OutboxEvent], handlers: dict[str, dict[str, events.Handler]], mine: set[tuple[int, str]],

@@ -61,7 +61,7 @@ class DomainEvent:
 Handler = Callable[[DomainEvent], None]
 BatchHandler = Callable[[list[DomainEvent]], None]
 _subscribers: dict[str, dict[str, Handler]] = {}
-_batch_forms: dict[str, BatchHandler] = {}  # by subscriber id: a handler's batch form (``subscribe(many=)``)
+_batch_forms: dict[tuple[str, str], BatchHandler] = {}  # by (event name, subscriber id): ``subscribe(many=)``
 
 
 class _ClaimLost(Exception):
@@ -86,11 +86,13 @@ def subscribe(name: str, handler: Handler, *, many: BatchHandler | None = None) 
         raise ValueError(f"another handler of {name!r} is already subscribed as {key!r}: give it another name")
     handlers[key] = handler
     if many is not None:
-        _batch_forms[key] = many
+        _batch_forms[(name, key)] = many
+    else:
+        _batch_forms.pop((name, key), None)
 
 
-def batch_form(key: str) -> BatchHandler | None:
-    return _batch_forms.get(key)
+def batch_form(name: str, key: str) -> BatchHandler | None:
+    return _batch_forms.get((name, key))
 
 
 def unsubscribe(name: str, handler: Handler) -> None:
@@ -98,6 +100,7 @@ def unsubscribe(name: str, handler: Handler) -> None:
     key = subscriber_id(handler)
     if handlers.get(key) == handler:
         del handlers[key]
+        _batch_forms.pop((name, key), None)
 
 
 def subscribers_of(name: str) -> dict[str, Handler]:

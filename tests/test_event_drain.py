@@ -9,7 +9,7 @@ import threading
 from datetime import timedelta
 
 import pytest
-from django.db import connection, connections
+from django.db import IntegrityError, connection, connections
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from django_q.conf import Conf
@@ -135,6 +135,25 @@ def test_without_a_shared_cache_every_write_queues_a_drain_and_the_later_ones_fi
     assert ran == [DRAIN] * 3
     assert len(automation.calls) == 3
     assert set(EventDelivery.objects.values_list("attempts", flat=True)) == {1}
+
+
+def test_a_subscriber_that_swallows_a_database_error_is_failed_and_retried_not_counted_as_delivered(
+        acme, queued, django_capture_on_commit_callbacks):
+    def careless(event):
+        Lead.objects.create(account=acme, first_name="Written", phone="+5491100000001")
+        try:
+            Lead.objects.create(account=acme, first_name="Twice", phone="+5491100000001")
+        except IntegrityError:
+            pass  # the error is caught, but the transaction it happened in can only roll back
+    careless.__qualname__ = "careless"
+    with subscribed(events.LEAD_CREATED, careless):
+        write_leads(acme, 1, django_capture_on_commit_callbacks)
+        run_queued_tasks()
+
+    assert list(EventDelivery.objects.values_list("status", "attempts")) == [("failed", 1)]
+    assert "database error" in EventDelivery.objects.get().last_error
+    assert not Lead.objects.filter(first_name="Written").exists()  # its writes were undone, and it will run again
+    assert OutboxEvent.objects.get().delivered_at is None
 
 
 def test_a_burst_of_new_leads_plans_one_welcome_each_through_automations_batch_form(

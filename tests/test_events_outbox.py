@@ -55,13 +55,13 @@ def only_this_modules_subscribers():
     """These tests watch the outbox with their own subscribers: the installed apps' subscribers (e.g.
     automation's planner) are set aside meanwhile and put back after."""
     names = [value for key, value in vars(events).items() if key.isupper() and isinstance(value, str)]
-    set_aside = [(name, handler) for name in names for handler in events.subscribers_of(name).values()
+    set_aside = [(name, handler, events.batch_form(name, key)) for name in names for key, handler in events.subscribers_of(name).items()
                  if not getattr(handler, "__module__", "").startswith("tests.")]
-    for name, handler in set_aside:
+    for name, handler, _ in set_aside:
         events.unsubscribe(name, handler)
     yield
-    for name, handler in set_aside:
-        events.subscribe(name, handler)
+    for name, handler, many in set_aside:
+        events.subscribe(name, handler, many=many)
 
 
 def after_the_grace() -> timezone.datetime:

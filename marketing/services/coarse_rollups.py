@@ -107,8 +107,9 @@ def _to_date_sql(account_id: int, from_days: Mapping[str, dt.date], fresh: bool)
         start = "CASE WHEN s.from_day > t.last_day + 1 THEN t.last_day + 1 ELSE s.from_day END"
         base_of = {m: (f"CASE WHEN t.last_day IS NULL OR s.from_day <= t.first_day THEN 0 "
                        f"WHEN s.from_day > t.last_day THEN t.{m} ELSE r.{m} END") for m in MEASURES}
-        # A pair's start day is its from day or, when that lies past its span, the day after its last: no row of it is
-        # before the earliest from day, so the bound drops nothing the plan wants.
+        # A pair's start day is its from day (never before min_day) or, when that lies past its span, the day after its
+        # stored last day, where the pair has no running-total row (spans only grow; a pair left with nothing loses
+        # both its rows and its total): the bound keeps every row the plan drops.
         drop = (f"DELETE FROM {to_date} r USING plan p WHERE r.account_id = %(account)s AND r.meta_campaign_id = p.meta_campaign_id "
                 f"AND r.currency = p.currency AND r.day >= p.start_day AND r.day >= %(min_day)s")
     with connection.cursor() as cursor:
