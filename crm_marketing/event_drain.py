@@ -29,7 +29,7 @@ from django.utils import timezone
 
 from crm_marketing import events
 from crm_marketing.event_models import EventDelivery, OutboxEvent
-from crm_marketing.queueing import clear_flag
+from crm_marketing.queueing import clear_flag, gather
 
 log = logging.getLogger(__name__)
 Status = EventDelivery.Status
@@ -38,7 +38,7 @@ Status = EventDelivery.Status
 def drain() -> str:
     """Deliver every new event, a batch at a time, until none is left or EVENT_DRAIN_SECONDS have passed
     (then a new drain is queued to go on, so other tasks get a worker too)."""
-    _gather()
+    gather(settings.EVENT_DRAIN_GATHER_SECONDS)
     clear_flag(events.DRAIN_QUEUED)  # first: an event committed from now on queues a new drain or is found below
     deadline, size = time.monotonic() + settings.EVENT_DRAIN_SECONDS, settings.EVENT_DRAIN_BATCH
     delivered = failed = 0
@@ -48,19 +48,9 @@ def drain() -> str:
         if taken < size:  # none left: what came after the flag was cleared queued its own drain
             break
         if time.monotonic() > deadline:
-            events._request_drain()
+            events.request_drain()
             break
     return f"drained {delivered + failed} domain event(s): {delivered} delivered, {failed} with a failed subscriber"
-
-
-def _gather() -> None:
-    """Let a burst of writes gather while the flag is still set (they queue no drain of their own), so a
-    drain takes a batch and its fixed cost is paid once per batch. Only with the shared flag (a separate
-    qcluster); the subscribers run this much later, the writes are not slowed."""
-    from django_q.conf import Conf
-
-    if settings.EVENT_DRAIN_GATHER_SECONDS > 0 and settings.CACHE_IS_SHARED and not Conf.SYNC:
-        time.sleep(settings.EVENT_DRAIN_GATHER_SECONDS)
 
 
 def deliver_batch(size: int) -> tuple[int, int]:
@@ -81,7 +71,7 @@ def deliver_batch(size: int) -> tuple[int, int]:
         failures = _run_subscribers(records, handlers, mine)
         for (event_id, key), error in failures.items():
             EventDelivery.objects.filter(event_id=event_id, subscriber=key, claim_token=token).update(
-                status=Status.FAILED, last_error=error[:2000], next_attempt_at=now + events._backoff(1))
+                status=Status.FAILED, last_error=error[:2000], next_attempt_at=now + events.backoff(1))
         EventDelivery.objects.filter(event__in=records, claim_token=token, status=Status.RUNNING).update(
             status=Status.DELIVERED, delivered_at=timezone.now(), claim_token="")
         _settle(records, handlers, mine, failures, now)
@@ -139,4 +129,4 @@ def _settle(records: list[OutboxEvent], handlers: dict[str, dict[str, events.Han
     if done:
         OutboxEvent.objects.filter(pk__in=done).update(delivered_at=timezone.now(), next_attempt_at=None)
     for record in open_:
-        events._settle(record, handlers[record.name], now)
+        events.settle(record, handlers[record.name], now)

@@ -117,13 +117,13 @@ def publish(name: str, *, account_id: int, **payload: Any) -> DomainEvent:
                                         next_attempt_at=now + SWEEP_GRACE)
     # A broker outage must not undo or fail the write: the sweep delivers the event instead.
     if settings.CACHE_IS_SHARED:  # one drain queued for a burst of writes (crm_marketing.event_drain)
-        transaction.on_commit(_request_drain, robust=True)
+        transaction.on_commit(request_drain, robust=True)
     else:  # every process has its own flag: one drain per event (with the ORM broker, in the writer's transaction)
         enqueue_after_commit(DRAIN_TASK, task_name=f"domain-event-{record.pk}", save=False)
     return DomainEvent(name, account_id, payload, record.pk)
 
 
-def _request_drain() -> None:
+def request_drain() -> None:
     queue_once(DRAIN_QUEUED, DRAIN_TASK, flag_seconds=DRAIN_QUEUED_SECONDS)
 
 
@@ -143,7 +143,7 @@ def deliver_event(event_id: int, *, now: datetime | None = None) -> str:
     for key, handler in handlers.items():
         outcome = _deliver_one(record, key, handler, now)
         tally[outcome] = tally.get(outcome, 0) + 1
-    _settle(record, handlers, now)
+    settle(record, handlers, now)
     summary = ", ".join(f"{n} {outcome}" for outcome, n in sorted(tally.items())) or "no subscribers"
     return f"event {event_id} ({record.name}): {summary}"
 
@@ -179,17 +179,17 @@ def _deliver_one(record: OutboxEvent, key: str, handler: Handler, now: datetime)
         return "taken over"
     except Exception as exc:  # one broken subscriber must not stop the others; it is retried alone
         log.exception("event subscriber %s failed on %s #%s (attempt %s)", key, record.name, record.pk, attempts)
-        retry_at = timezone.now() + _backoff(attempts) if attempts < MAX_ATTEMPTS else None
+        retry_at = timezone.now() + backoff(attempts) if attempts < MAX_ATTEMPTS else None
         mine.update(status=EventDelivery.Status.FAILED, last_error=f"{type(exc).__name__}: {exc}"[:2000], next_attempt_at=retry_at)
         return "failed"
     return "delivered"
 
 
-def _backoff(attempts: int) -> timedelta:
+def backoff(attempts: int) -> timedelta:
     return min(timedelta(minutes=2 ** max(attempts - 1, 0)), MAX_BACKOFF)
 
 
-def _settle(record: OutboxEvent, handlers: dict[str, Handler], now: datetime) -> None:
+def settle(record: OutboxEvent, handlers: dict[str, Handler], now: datetime) -> None:
     """Mark the event delivered when every known subscriber has it, else say when to look again."""
     waiting: list[datetime | None] = []
     for status, retry_at, claimed_at, attempts in EventDelivery.objects.filter(event=record, subscriber__in=list(handlers)).exclude(

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, transaction
@@ -57,6 +58,17 @@ def queue_once(flag: str, func: str, *args: Any, flag_seconds: int) -> None:
         if flagged:
             clear_flag(flag)  # nothing is queued: the next caller must try again
         raise
+
+
+def gather(seconds: float) -> None:
+    """Before a queued drain or fold claims its rows, let a burst of writes gather: while its flag is still set the
+    writes queue no task of their own, so the task's fixed cost (the task, the claim, the writes) is paid once per
+    burst. Only with the shared flag (a separate qcluster) and outside sync mode; the work waits, the writers do not."""
+    from django.conf import settings
+    from django_q.conf import Conf
+
+    if seconds > 0 and settings.CACHE_IS_SHARED and not Conf.SYNC:
+        time.sleep(seconds)
 
 
 def clear_flag(flag: str) -> None:

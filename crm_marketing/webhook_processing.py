@@ -21,6 +21,7 @@ from django.db.models.functions import Cast
 from django.utils import timezone
 
 from crm_marketing.events import subscriber_id as handler_id
+from crm_marketing.queueing import gather
 from crm_marketing.webhook_models import WebhookEvent, WebhookHandlerOutcome
 from crm_marketing.webhooks import (
     BatchHandler, EventFailed, HandlerResult, IgnoreEvent, RetryLater, WebhookHandler, batch_form, clear_drain_flag,
@@ -68,7 +69,7 @@ def drain_events() -> str:
     """Process every received event, WEBHOOK_DRAIN_BATCH at a time, until none is left; after
     WEBHOOK_DRAIN_SECONDS a new drain is requested to go on (other tasks get a worker too). Failed events
     wait for their retry time (the sweep), they are not drained."""
-    _gather()
+    gather(settings.WEBHOOK_DRAIN_GATHER_SECONDS)  # at 65 statuses a second a drain then takes a batch, not 2 or 3
     clear_drain_flag()  # first: an event committed from now on queues a new drain or is found below
     deadline, batch = time.monotonic() + settings.WEBHOOK_DRAIN_SECONDS, settings.WEBHOOK_DRAIN_BATCH
     tally: dict[str, int] = defaultdict(int)
@@ -85,17 +86,6 @@ def drain_events() -> str:
             request_drain()
             break
     return f"drained {sum(tally.values())} webhook event(s): " + (", ".join(f"{n} {s}" for s, n in sorted(tally.items())) or "none")
-
-
-def _gather() -> None:
-    """Let a burst gather before the drain claims it: while the flag is still set, the deliveries arriving
-    queue no drain of their own, so at 65 statuses a second a drain takes a batch instead of two or three
-    events, and each drain's fixed cost (the task, the claim, the writes) is paid once per batch. Only with
-    the shared flag (a separate qcluster); the statuses' processing waits this long, their answer does not."""
-    from django_q.conf import Conf
-
-    if settings.WEBHOOK_DRAIN_GATHER_SECONDS > 0 and settings.CACHE_IS_SHARED and not Conf.SYNC:
-        time.sleep(settings.WEBHOOK_DRAIN_GATHER_SECONDS)
 
 
 def _release(events: list[WebhookEvent]) -> None:

@@ -1,7 +1,10 @@
 """django-q2 entry points: take ids, reload rows, call a service, return a short result string."""
 from __future__ import annotations
 
+from django.conf import settings
+
 from crm_marketing.models import Account
+from crm_marketing.queueing import gather
 from marketing.models import SyncRun
 from marketing.services import rollup_marks, rollups
 from marketing.services.leads_backfill import backfill_connected_accounts
@@ -35,7 +38,7 @@ def rebuild_roi_rollups(account_id: int) -> str:
 
 def fold_roi_rollup(account_id: int) -> str:
     """Queued once a write that marked rollup cells commits: fold the account's marks (after a burst's gathered)."""
-    rollup_marks.gather()
+    gather(settings.ROLLUP_FOLD_GATHER_SECONDS)  # a fold costs about the same for one mark as for a hundred
     return rollup_marks.fold_account(account_id).summary(account_id)
 
 

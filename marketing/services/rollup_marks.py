@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import time
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -89,19 +88,6 @@ def _queue_now(account_id: int) -> None:
 
 
 # -- folding ----------------------------------------------------------------------------------------------------
-def gather() -> None:
-    """Let a burst of writes gather before a queued fold starts: its flag is still set meanwhile, so the writes queue
-    no fold of their own. A fold costs about the same for one mark as for a hundred (the cells of a day are
-    re-derived whole), so under a steady stream of writes the folds would otherwise run back to back, one per few
-    marks (about 5 ms of worker CPU per lead at 60 leads/s). The stats do not wait: a read includes unfolded marks.
-    Only with the shared flag (a separate qcluster)."""
-    from django.conf import settings
-    from django_q.conf import Conf
-
-    if settings.ROLLUP_FOLD_GATHER_SECONDS > 0 and settings.CACHE_IS_SHARED and not Conf.SYNC:
-        time.sleep(settings.ROLLUP_FOLD_GATHER_SECONDS)
-
-
 @dataclass
 class FoldResult:
     marks: int = 0
