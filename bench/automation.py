@@ -34,7 +34,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench.common import free_port, percentile  # noqa: E402
+from bench.common import free_port, host, percentile  # noqa: E402
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/crm_bench_automation"
 REDIS_URL = "redis://127.0.0.1:6379/13"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -320,10 +320,8 @@ def recreate_database(url: str) -> None:
 
 
 def report(results: list[dict], args: argparse.Namespace, load_before: tuple[float, float, float]) -> None:
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), "?")
     after = os.getloadavg()
-    print(f"\nMachine: {os.cpu_count()} cores ({cpu}); load average before {' '.join(f'{x:.2f}' for x in load_before)}, "
+    print(f"\nMachine: {host()}; load average before {' '.join(f'{x:.2f}' for x in load_before)}, "
           f"after {' '.join(f'{x:.2f}' for x in after)}")
     print(f"Data: {args.sends} due sends over {args.numbers} numbers ({THROUGHPUT} msg/s each), "
           f"2 qcluster x {args.workers} workers, {args.passes or 2 * args.workers} passes, "

@@ -25,7 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench.common import free_port  # noqa: E402
+from bench.common import free_port, host  # noqa: E402
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
 READY = """() => document.querySelectorAll('[data-testid="marketingperformancecard-container"] .kpi-value').length === 7
@@ -128,6 +128,7 @@ def main() -> None:
     for name, ended in median_load[1]:
         if ended <= median_load[0] * 1000:
             print(f"  {ended:7.0f}  {name[:90]}")
+    print(f"machine: {host()}")
     print("load average before: {:.2f} {:.2f} {:.2f}; after: {:.2f} {:.2f} {:.2f}".format(*load_before, *load_after))
 
 

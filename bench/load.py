@@ -56,7 +56,7 @@ from urllib.parse import urlparse
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench.common import free_port, loadavg, percentile  # noqa: E402
+from bench.common import free_port, host, loadavg, percentile  # noqa: E402
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/crm_bench"
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/5")
 RANGES = ("30d", "90d", "lifetime")
@@ -528,7 +528,7 @@ def main() -> None:
     env = server_environment(args, url, static_root)
     port = args.port or free_port()
     mode = f"gunicorn {args.workers} worker(s)" + (f" x {args.threads} threads (gthread)" if args.threads > 1 else " (sync)")
-    print(f"machine: {platform.node()}, {os.cpu_count()} cores, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, "
+    print(f"machine: {platform.node()}, {host()}, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, "
           f"Python {platform.python_version()}; database {urlparse(url).path.lstrip('/')}: account bench with {leads:,} leads, "
           f"{cells:,} rollup rows")
     print(f"server: run_production, {mode}, {args.qcluster_processes} qcluster x {args.q_workers} workers, Redis {REDIS_URL}, "

@@ -19,7 +19,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench.common import loadavg, percentile  # noqa: E402
+from bench.common import host, loadavg, percentile  # noqa: E402
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/crm_bench"
 RANGES = ("30d", "90d", "lifetime", "last_30d", "this_year")
 TARGET_MEDIAN_MS, TARGET_P95_MS = 100, 200
@@ -36,7 +36,7 @@ def machine() -> str:
         version = cursor.fetchone()[0]
         cursor.execute("SELECT pg_size_pretty(pg_database_size(current_database()))")
         size = cursor.fetchone()[0]
-    return f"{os.cpu_count()} cores, {int(memory.split()[1]) // 1024 // 1024} GiB, PostgreSQL {version}, database {size}"
+    return f"{host()}, {int(memory.split()[1]) // 1024 // 1024} GiB, PostgreSQL {version}, database {size}"
 
 
 def data_size() -> str:

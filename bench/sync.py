@@ -36,6 +36,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench.common import host  # noqa: E402
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/crm_bench_sync"
 SLUG = "bench-sync"
 TZ = "America/Argentina/Buenos_Aires"
@@ -242,7 +243,7 @@ def main() -> None:
     url = bench_url(os.environ.get("DATABASE_URL", DEFAULT_URL))
     create_database_if_missing(url)
     setup_django(url)
-    print(f"machine: {os.cpu_count()} cores; load average {' '.join(Path('/proc/loadavg').read_text().split()[:3])}", flush=True)
+    print(f"machine: {host()}; load average {' '.join(Path('/proc/loadavg').read_text().split()[:3])}", flush=True)
     account = fresh_account()
     try:
         bench_sync(account, args.poll_interval)

@@ -46,7 +46,7 @@ from urllib.parse import urlparse
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench.common import percentile  # noqa: E402
+from bench.common import host, percentile  # noqa: E402
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/crm_events_bench"
 APP_SECRET = "bench-app-secret-" + secrets.token_hex(8)
 TARGET_P95_MS, TARGET_BATCH_MS = 50, 200
@@ -251,7 +251,7 @@ def main() -> None:
     else:
         server, mode = start_server(env, args.port), "runserver --noreload (threaded), ORM broker"
         web_cpu = lambda: cpu_seconds(server.pid)  # noqa: E731
-    print(f"machine: {platform.node()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+    print(f"machine: {platform.node()}, {host()}, Python {platform.python_version()}, "
           f"PostgreSQL database {urlparse(url).path.lstrip('/')}, {mode}, DEBUG off")
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     verdicts: list[bool] = []

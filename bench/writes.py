@@ -47,7 +47,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench.common import loadavg, percentile  # noqa: E402
+from bench.common import host, loadavg, percentile  # noqa: E402
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/crm_bench"
 APP_SECRET = os.environ.setdefault("BENCH_WRITES_APP_SECRET", "bench-writes-" + secrets.token_hex(8))  # the sandbox process gets it too
 PAGE_ID, PROBE_CAMPAIGN, META_USER = "1590001", "199000000001", "10001"
@@ -627,7 +627,7 @@ def main() -> None:
         client = signed_in_client()
         from crm_marketing.models import Lead
 
-        print(f"machine: {os.cpu_count()} cores; data: {Lead.objects.filter(account=account).count():,} leads in the bench account; "
+        print(f"machine: {host()}; data: {Lead.objects.filter(account=account).count():,} leads in the bench account; "
               f"app: {app_root} ({'marks + worker fold' if HAS_MARKS else 'rollup refreshed in the writer (no marks)'}); "
               f"worker: 1 qcluster x {args.q_workers}; load average before: {loadavg()}", flush=True)
         results: dict[str, list[dict]] = {part: [] for part in parts}
