@@ -18,13 +18,14 @@ TENTH = Decimal("0.1")
 
 
 HALF_UP = Context(rounding=ROUND_HALF_UP)
+_quantize_half_up = HALF_UP.quantize  # the context's method: half the time of Decimal.quantize(..., context=)
 
 
 def rounded(value, quantum: Decimal) -> float | None:
     """``value`` rounded half up to ``quantum``; a tiny negative rounds to 0.0, never to -0.0."""
     if value is None:
         return None
-    return float((value if isinstance(value, Decimal) else Decimal(value)).quantize(quantum, context=HALF_UP)) + 0.0
+    return float(_quantize_half_up(value if isinstance(value, Decimal) else Decimal(value), quantum)) + 0.0
 
 
 class _RoundedField(serializers.Field):

@@ -117,10 +117,17 @@ class Figures:
 
     @classmethod
     def total(cls, parts: Iterable["Figures"]) -> "Figures":
-        parts = list(parts)
-        return cls(**{name: sum((getattr(p, name) for p in parts), start=getattr(cls, name))
-                      for name in ("leads", "opportunities", "revenue", "customers", "spend", "impressions", "clicks")},
-                   unconverted=any(p.unconverted for p in parts))
+        total = cls()
+        for part in parts:  # one pass, written out: 5,000 campaigns at scale
+            total.leads += part.leads
+            total.opportunities += part.opportunities
+            total.revenue += part.revenue
+            total.customers += part.customers
+            total.spend += part.spend
+            total.impressions += part.impressions
+            total.clicks += part.clicks
+            total.unconverted = total.unconverted or part.unconverted
+        return total
 
 
 @dataclass
@@ -233,33 +240,49 @@ def _campaign_figures(scope: Scope, window: Window) -> dict[str, Figures]:
 
 
 def _campaign_figures_sql(scope: Scope, before: date, until: date) -> dict[str, Figures]:
+    """One statement: each campaign and currency's running totals to ``until`` joined to those to ``before``
+    (at most one row each: the unique cell), their differences, the ended campaigns' totals, the money
+    converted; a row per campaign and currency with a figure in the window. Python adds up a campaign's
+    currencies (a few rows more than campaigns): summing them in the statement too cost more than the rest of
+    it together (numeric aggregates over every row, 11 of 26 ms with 5,000 campaigns, bench/README.md)."""
     converter = scope.converter
     rates = {converter.target: Decimal(1), **converter.rates}
-    to_date, totals = (connection.ops.quote_name(model._meta.db_table) for model in (CampaignToDate, CampaignTotal))
-    differences = ", ".join(f"SUM(CASE WHEN day = %(until)s THEN {m} ELSE -{m} END) AS {m}" for m in MEASURES)
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"WITH rates(currency, rate) AS (SELECT * FROM unnest(%(currencies)s::text[], %(rates)s::numeric[])), "
-            f"pairs AS (SELECT meta_campaign_id, currency, {differences} FROM {to_date} "
-            f"  WHERE account_id = %(account)s AND day IN (%(before)s, %(until)s) GROUP BY 1, 2 "
-            f"  UNION ALL SELECT meta_campaign_id, currency, {', '.join(MEASURES)} FROM {totals} "
-            f"  WHERE account_id = %(account)s AND last_day >= %(before)s AND last_day < %(until)s), "
-            f"window_pairs AS MATERIALIZED (SELECT p.*, r.rate FROM pairs p LEFT JOIN rates r USING (currency) "
-            f"  WHERE {' OR '.join(f'p.{m} <> 0' for m in MEASURES)}) "
-            f"SELECT meta_campaign_id, COALESCE(SUM(spend * rate), 0), SUM(impressions)::bigint, SUM(clicks)::bigint, "
-            f"  SUM(leads)::bigint, SUM(opportunities)::bigint, COALESCE(SUM(revenue * rate), 0), SUM(sales)::bigint, "
-            f"  COALESCE(bool_or(rate IS NULL AND (spend <> 0 OR revenue <> 0)), false), NULL "
-            f"FROM window_pairs GROUP BY 1 "
-            f"UNION ALL SELECT NULL, 0, 0, 0, 0, 0, 0, 0, false, currency FROM window_pairs WHERE rate IS NULL GROUP BY currency",
-            {"account": scope.account.pk, "before": before, "until": until, "currencies": list(rates), "rates": list(rates.values())})
+        cursor.execute(_campaign_figures_statement(), {
+            "account": scope.account.pk, "before": before, "until": until,
+            "currencies": list(rates), "rates": list(rates.values())})
         rows = cursor.fetchall()
-    out: dict[str, Figures] = defaultdict(Figures)
-    for campaign, spend, impressions, clicks, leads, opportunities, revenue, sales, unconverted, missing in rows:
-        if missing is not None:  # a currency without a rate, as convert() would remember it
-            converter.missing.add(missing)
-        else:
+    out: dict[str, Figures] = {}
+    for campaign, currency, spend, impressions, clicks, leads, opportunities, revenue, sales, unconverted in rows:
+        if spend is None:  # no rate: the money is left out of the sums, as convert() does, and the currency remembered
+            converter.missing.add(currency)
+            spend = revenue = ZERO
+        figures = out.get(campaign)
+        if figures is None:
             out[campaign] = Figures(leads, opportunities, revenue, sales, spend, impressions, clicks, unconverted)
+        else:
+            figures.add(Figures(leads, opportunities, revenue, sales, spend, impressions, clicks, unconverted))
     return out
+
+
+@lru_cache(maxsize=None)
+def _campaign_figures_statement() -> str:
+    to_date, totals = (connection.ops.quote_name(model._meta.db_table) for model in (CampaignToDate, CampaignTotal))
+    measures = ", ".join(MEASURES)
+
+    def day(name: str) -> str:
+        return f"(SELECT meta_campaign_id, currency, {measures} FROM {to_date} WHERE account_id = %(account)s AND day = %({name})s)"
+
+    differences = ", ".join(f"COALESCE(u.{m}, 0) - COALESCE(b.{m}, 0) AS {m}" for m in MEASURES)
+    return (
+        f"WITH rates(currency, rate) AS (SELECT * FROM unnest(%(currencies)s::text[], %(rates)s::numeric[])), "
+        f"pairs AS (SELECT meta_campaign_id, currency, {differences} "
+        f"  FROM {day('until')} u FULL JOIN {day('before')} b USING (meta_campaign_id, currency) "
+        f"  UNION ALL SELECT meta_campaign_id, currency, {measures} FROM {totals} "
+        f"  WHERE account_id = %(account)s AND last_day >= %(before)s AND last_day < %(until)s) "
+        f"SELECT p.meta_campaign_id, p.currency, p.spend * r.rate, p.impressions, p.clicks, p.leads, p.opportunities, "
+        f"  p.revenue * r.rate, p.sales, r.rate IS NULL AND (p.spend <> 0 OR p.revenue <> 0) "
+        f"FROM pairs p LEFT JOIN rates r USING (currency) WHERE {' OR '.join(f'p.{m} <> 0' for m in MEASURES)}")
 
 
 def _repeats(scope: Scope, windows: Sequence[Window], key: Key) -> list[dict]:
