@@ -71,6 +71,7 @@ def main() -> None:
     from marketing.models import Campaign
 
     settings.DEBUG = False  # no query log: measure what production runs
+    import crm_marketing.wsgi  # noqa: F401, E402 - the app loaded as in each gunicorn worker (its gc.freeze() included)
     user = get_user_model().objects.get(username="bench")
     client = Client()
     client.force_login(user)
