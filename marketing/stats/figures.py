@@ -260,8 +260,15 @@ def _campaign_figures_sql(scope: Scope, before: date, until: date) -> dict[str, 
         figures = out.get(campaign)
         if figures is None:
             out[campaign] = Figures(leads, opportunities, revenue, sales, spend, impressions, clicks, unconverted)
-        else:
-            figures.add(Figures(leads, opportunities, revenue, sales, spend, impressions, clicks, unconverted))
+        else:  # another currency, or an ended campaign's total beside its running totals: added in place
+            figures.leads += leads
+            figures.opportunities += opportunities
+            figures.revenue += revenue
+            figures.customers += sales
+            figures.spend += spend
+            figures.impressions += impressions
+            figures.clicks += clicks
+            figures.unconverted = figures.unconverted or unconverted
     return out
 
 
