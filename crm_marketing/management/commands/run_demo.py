@@ -50,19 +50,28 @@ class Command(BaseCommand):
         except KeyboardInterrupt:
             self.stdout.write("\nStopping the demo...")
         finally:
-            for p in processes.values():
-                _signal_group(p, signal.SIGTERM)
-            deadline = time.monotonic() + 10
-            for p in processes.values():
-                try:
-                    p.wait(timeout=max(0.1, deadline - time.monotonic()))
-                except subprocess.TimeoutExpired:
-                    pass
-                _signal_group(p, signal.SIGKILL)  # whatever is left of the group, forked children included
+            _stop_all(list(processes.values()))
 
 
 def _stop(signum, frame):
     raise KeyboardInterrupt
+
+
+def _stop_all(processes: list[subprocess.Popen], grace: float = 10) -> None:
+    """TERM every group, wait up to ``grace`` seconds, then KILL what is left. A second Ctrl-C (or TERM)
+    while waiting means "now": it skips the rest of the wait instead of interrupting the cleanup, which
+    would leave the worker running on its own (found by pressing Ctrl-C twice)."""
+    hurry: list[int] = []
+    signal.signal(signal.SIGINT, lambda signum, frame: hurry.append(signum))
+    signal.signal(signal.SIGTERM, lambda signum, frame: hurry.append(signum))
+    for process in processes:
+        _signal_group(process, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while not hurry and time.monotonic() < deadline and any(process.poll() is None for process in processes):
+        time.sleep(0.1)
+    for process in processes:
+        _signal_group(process, signal.SIGKILL)  # whatever is left of the group, forked children included
+        process.wait()
 
 
 def _signal_group(process: subprocess.Popen, signum: int) -> None:
