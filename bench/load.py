@@ -128,7 +128,8 @@ def run_clients(spec: dict, results: multiprocessing.Queue) -> None:
         used: list[int] = []
         next_send = 0
         time.sleep(max(0.0, spec["start_at"] - time.time()))
-        while time.time() < spec["end_at"]:
+        stop_file = spec["stop_file"]
+        while time.time() < spec["end_at"] and not (stop_file and os.path.exists(stop_file)):
             if rng.random() < spec["webhook_share"] and (next_send < len(sends) or redelivery):
                 if redelivery is not None:  # every tenth status is delivered twice, as Meta retries
                     body, redelivery = redelivery, None
@@ -355,14 +356,15 @@ def clean_run(run_tag: str, lead_ids: list[int]) -> None:
         lead.delete()  # one by one: the rollup signals put the cells back
 
 
-def lead_writer(port: int, token: str, campaign_id: str, per_minute: float, end_at: float, out: list, ids: list) -> None:
+def lead_writer(port: int, token: str, campaign_id: str, per_minute: float, end_at: float, out: list, ids: list,
+                stop_file: str = "") -> None:
     """Create Meta lead-ad leads through the API at a steady pace (each one moves the ROI rollup)."""
     conn = Connection(port)
     headers = {"Authorization": f"Token {token}", "Content-Type": "application/json", "X-Forwarded-Proto": "https",
                "X-Forwarded-For": "10.9.9.9"}
     interval, n = 60.0 / per_minute, 0
     next_at = time.time()
-    while next_at < end_at:
+    while next_at < end_at and not (stop_file and os.path.exists(stop_file)):
         time.sleep(max(0.0, next_at - time.time()))
         body = json.dumps({"first_name": f"Load {n}", "email": f"load-{int(end_at)}-{n}@example.com", "lead_source": "meta_lead_ads", "meta_campaign_id": campaign_id}).encode()
         started = time.perf_counter()
@@ -402,7 +404,7 @@ def one_run(args, run: int, port: int, server: subprocess.Popen, account, token:
     for p in range(processes):
         mine = numbers[p::processes]
         specs.append({"port": port, "token": token, "app_secret": APP_SECRET, "webhook_share": args.webhook_share,
-                      "reads": READ_KINDS, "start_at": start_at, "end_at": end_at, "seed": run * 100 + p,
+                      "reads": READ_KINDS, "start_at": start_at, "end_at": end_at, "stop_file": args.stop_file, "seed": run * 100 + p,
                       "client_numbers": mine, "sends": [sends[c::args.clients] for c in mine]})
     load_before = loadavg()
     database = urlparse(os.environ["DATABASE_URL"]).path.lstrip("/")
@@ -410,14 +412,16 @@ def one_run(args, run: int, port: int, server: subprocess.Popen, account, token:
     workers = [context.Process(target=run_clients, args=(spec, results)) for spec in specs]
     for worker in workers:
         worker.start()
+    print(f"run {run + 1}: {args.clients} clients start at {time.strftime('%H:%M:%S', time.gmtime(start_at))} UTC", flush=True)
     writes: list = []
     lead_ids: list[int] = []
     writer = None
     if args.lead_writes_per_minute > 0:
         writer = threading.Thread(target=lead_writer, args=(port, token, campaign_id, args.lead_writes_per_minute,
-                                                             end_at, writes, lead_ids))
+                                                             end_at, writes, lead_ids, args.stop_file))
         writer.start()
     outputs = [results.get(timeout=args.seconds + 300) for _ in workers]
+    seconds = min(end_at, time.time()) - start_at  # less than --seconds when the stop file ended the run
     for worker in workers:
         worker.join()
     if writer:
@@ -431,7 +435,7 @@ def one_run(args, run: int, port: int, server: subprocess.Popen, account, token:
     applied, applied_line = check_applied(run_tag, used, template, delivered_before)
     queue_left = redis.Redis.from_url(REDIS_URL).llen("django_q:crm_marketing:q")
     clean_run(run_tag, lead_ids)
-    return {"records": records, "seconds": args.seconds, "load_before": load_before, "load_after": load_after,
+    return {"records": records, "seconds": seconds, "load_before": load_before, "load_after": load_after,
             "web_cpu_ms": (cpu_after["web"] - cpu_before["web"]) * 1000 / max(1, len(records)),
             "task_cpu_ms": (tasks_drained - cpu_before["tasks"]) * 1000 / max(1, sum(r[0] == WEBHOOK for r in records)),
             "db_cpu_ms": (cpu_after["db"] - cpu_before["db"]) * 1000 / max(1, len(records)),
@@ -503,6 +507,7 @@ def main() -> None:
     parser.add_argument("--client-processes", type=int, default=4)
     parser.add_argument("--send-pool-per-second", type=float, default=400, help="sends created per run and second")
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--stop-file", default="", help="the clients stop early once this file exists (bench/stats.py --with-load)")
     args = parser.parse_args()
 
     url = os.environ.get("DATABASE_URL", DEFAULT_URL)
@@ -561,7 +566,7 @@ def main() -> None:
     kinds = sorted({k for s in summaries for k in s}, key=kind_order)
     median = {k: {m: statistics.median(s[k][m] for s in summaries if k in s) for m in ("n", "rps", "p50", "p95", "p99")}
               | {"errors": sum(s[k]["errors"] for s in summaries if k in s)} for k in kinds}
-    print(f"\nmedian over {args.runs} run(s) of {args.seconds:.0f} s (errors: total over the runs):")
+    print(f"\nmedian over {args.runs} run(s) of {statistics.median(r['seconds'] for r in results):.0f} s (errors: total over the runs):")
     print_table(median)
     reads, hooks = median.get("stats (all reads)"), median.get(WEBHOOK)
     verdicts = []

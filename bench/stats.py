@@ -7,13 +7,19 @@ Prints the machine, the data size, the load average before and after each round,
 milliseconds per endpoint and time_range of each round, then the median over the rounds against the targets:
 median < 100 ms and p95 < 200 ms for every endpoint and range, lifetime included. ``--truth`` first runs
 bench/truth.py's check (every figure of stats and stats/roi against the raw tables) on the same ranges.
+``--with-load N`` times the same reads while bench/load.py runs N clients on the same database (the
+production run mode, stats cache on, half reads, half webhooks): it starts load.py, waits until its
+clients have run for a while, times the rounds, then stops the clients and prints load.py's own summary
+(its output is kept in a temporary file, named at the end).
 """
 from __future__ import annotations
 
 import argparse
 import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -56,6 +62,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--ranges", default=",".join(RANGES))
     parser.add_argument("--truth", action="store_true", help="first check every figure against the raw tables (bench/truth.py)")
+    parser.add_argument("--with-load", type=int, default=0, metavar="CLIENTS",
+                        help="time the reads while bench/load.py runs this many clients on the same database")
     args = parser.parse_args()
     os.environ.setdefault("DATABASE_URL", DEFAULT_URL)
     os.environ.setdefault("API_RATE_LIMIT", "1000000/m")  # the benchmark is one user calling in a loop
@@ -92,6 +100,60 @@ def main() -> None:
         "campaigns/{id}": "/crm/marketing/campaigns/" + top_campaign + "?time_range={r}",
         "campaigns/{id}/insights": "/crm/marketing/campaigns/" + top_campaign + "/insights?time_range={r}",
     }
+    load = start_load(args.with_load) if args.with_load else None
+    try:
+        results = timed_rounds(client, endpoints, ranges, args)
+    finally:
+        if load is not None:
+            stop_load(*load)
+    print(f"\nmedian of {args.rounds} rounds ({args.runs} calls each){' under load.py --clients %d' % args.with_load if load else ''}; "
+          f"targets: median < {TARGET_MEDIAN_MS} ms, p95 < {TARGET_P95_MS} ms")
+    print(f"{'endpoint':<32}{'range':<10}{'median ms':>10}{'p95 ms':>10}  verdict")
+    misses = 0
+    for (name, time_range), rounds in results.items():
+        median = statistics.median(m for m, _ in rounds)
+        p95 = statistics.median(p for _, p in rounds)
+        verdict = "ok" if median < TARGET_MEDIAN_MS and p95 < TARGET_P95_MS else "MISSED"
+        misses += verdict == "MISSED"
+        print(f"{name:<32}{time_range:<10}{median:>10.1f}{p95:>10.1f}  {verdict}")
+    print("all within target" if not misses else f"{misses} of {len(results)} over target")
+
+
+def start_load(clients: int, settle_seconds: float = 30) -> tuple[subprocess.Popen, str, str]:
+    """bench/load.py with ``clients`` clients until the stop file appears; returns once they have run ``settle_seconds``."""
+    from django.db import connections
+
+    connections.close_all()
+    log_path = tempfile.mkstemp(prefix="stats-with-load-", suffix=".log")[1]
+    stop_file = log_path + ".stop"
+    with open(log_path, "wb") as log:
+        load = subprocess.Popen([sys.executable, str(ROOT / "bench" / "load.py"), "--clients", str(clients), "--seconds", "3600",
+                                 "--runs", "1", "--stop-file", stop_file], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 600
+    while "clients start at" not in Path(log_path).read_text(errors="replace"):
+        if load.poll() is not None or time.monotonic() > deadline:
+            stop_load(load, log_path, stop_file)
+            sys.exit(f"bench/load.py did not start its clients; its output: {log_path}")
+        time.sleep(1)
+    print(f"bench/load.py --clients {clients} running (output: {log_path}); timing after {settle_seconds:.0f} s of load", flush=True)
+    time.sleep(settle_seconds)
+    return load, log_path, stop_file
+
+
+def stop_load(load: subprocess.Popen, log_path: str, stop_file: str) -> None:
+    """Stop load.py's clients; it then checks every webhook status and cleans up as after any run."""
+    Path(stop_file).touch()
+    try:
+        load.wait(timeout=900)
+    except subprocess.TimeoutExpired:
+        load.terminate()
+    lines = Path(log_path).read_text(errors="replace").splitlines()
+    summary = lines[next((i for i, line in enumerate(lines) if line.startswith("median over")), max(0, len(lines) - 20)):]
+    print("\nbench/load.py during the rounds:\n" + "\n".join(summary))
+    Path(stop_file).unlink(missing_ok=True)
+
+
+def timed_rounds(client, endpoints: dict[str, str], ranges: list[str], args) -> dict[tuple[str, str], list[tuple[float, float]]]:
     results: dict[tuple[str, str], list[tuple[float, float]]] = {}
     for round_number in range(1, args.rounds + 1):
         before = loadavg()
@@ -113,16 +175,7 @@ def main() -> None:
                 results.setdefault((name, time_range), []).append((median, p95))
                 print(f"{name:<32}{time_range:<10}{median:>10.1f}{p95:>10.1f}", flush=True)
         print(f"round {round_number}: load average {before} before, {loadavg()} after")
-    print(f"\nmedian of {args.rounds} rounds ({args.runs} calls each); targets: median < {TARGET_MEDIAN_MS} ms, p95 < {TARGET_P95_MS} ms")
-    print(f"{'endpoint':<32}{'range':<10}{'median ms':>10}{'p95 ms':>10}  verdict")
-    misses = 0
-    for (name, time_range), rounds in results.items():
-        median = statistics.median(m for m, _ in rounds)
-        p95 = statistics.median(p for _, p in rounds)
-        verdict = "ok" if median < TARGET_MEDIAN_MS and p95 < TARGET_P95_MS else "MISSED"
-        misses += verdict == "MISSED"
-        print(f"{name:<32}{time_range:<10}{median:>10.1f}{p95:>10.1f}  {verdict}")
-    print("all within target" if not misses else f"{misses} of {len(results)} over target")
+    return results
 
 
 if __name__ == "__main__":
