@@ -64,6 +64,8 @@ def main() -> None:
     parser.add_argument("--truth", action="store_true", help="first check every figure against the raw tables (bench/truth.py)")
     parser.add_argument("--with-load", type=int, default=0, metavar="CLIENTS",
                         help="time the reads while bench/load.py runs this many clients on the same database")
+    parser.add_argument("--load-seconds", type=int, default=600,
+                        help="with --with-load: the most load.py runs (it creates a webhook target per planned second; stopped when the rounds end)")
     args = parser.parse_args()
     os.environ.setdefault("DATABASE_URL", DEFAULT_URL)
     os.environ.setdefault("API_RATE_LIMIT", "1000000/m")  # the benchmark is one user calling in a loop
@@ -100,7 +102,7 @@ def main() -> None:
         "campaigns/{id}": "/crm/marketing/campaigns/" + top_campaign + "?time_range={r}",
         "campaigns/{id}/insights": "/crm/marketing/campaigns/" + top_campaign + "/insights?time_range={r}",
     }
-    load = start_load(args.with_load) if args.with_load else None
+    load = start_load(args.with_load, args.load_seconds) if args.with_load else None
     try:
         results = timed_rounds(client, endpoints, ranges, args)
     finally:
@@ -119,7 +121,7 @@ def main() -> None:
     print("all within target" if not misses else f"{misses} of {len(results)} over target")
 
 
-def start_load(clients: int, settle_seconds: float = 30) -> tuple[subprocess.Popen, str, str]:
+def start_load(clients: int, seconds: int, settle_seconds: float = 30) -> tuple[subprocess.Popen, str, str]:
     """bench/load.py with ``clients`` clients until the stop file appears; returns once they have run ``settle_seconds``."""
     from django.db import connections
 
@@ -127,8 +129,8 @@ def start_load(clients: int, settle_seconds: float = 30) -> tuple[subprocess.Pop
     log_path = tempfile.mkstemp(prefix="stats-with-load-", suffix=".log")[1]
     stop_file = log_path + ".stop"
     with open(log_path, "wb") as log:
-        load = subprocess.Popen([sys.executable, str(ROOT / "bench" / "load.py"), "--clients", str(clients), "--seconds", "3600",
-                                 "--runs", "1", "--stop-file", stop_file], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        load = subprocess.Popen([sys.executable, str(ROOT / "bench" / "load.py"), "--clients", str(clients), "--seconds", str(seconds),
+                                 "--runs", "1", "--send-pool-per-second", "250", "--stop-file", stop_file], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 600
     while "clients start at" not in Path(log_path).read_text(errors="replace"):
         if load.poll() is not None or time.monotonic() > deadline:
@@ -142,6 +144,8 @@ def start_load(clients: int, settle_seconds: float = 30) -> tuple[subprocess.Pop
 
 def stop_load(load: subprocess.Popen, log_path: str, stop_file: str) -> None:
     """Stop load.py's clients; it then checks every webhook status and cleans up as after any run."""
+    if load.poll() is not None or _load_ended(log_path):
+        print("\nWARNING: bench/load.py ended before the rounds did; raise --load-seconds", flush=True)
     Path(stop_file).touch()
     try:
         load.wait(timeout=900)
@@ -151,6 +155,11 @@ def stop_load(load: subprocess.Popen, log_path: str, stop_file: str) -> None:
     summary = lines[next((i for i, line in enumerate(lines) if line.startswith("median over")), max(0, len(lines) - 20)):]
     print("\nbench/load.py during the rounds:\n" + "\n".join(summary))
     Path(stop_file).unlink(missing_ok=True)
+
+
+def _load_ended(log_path: str) -> bool:
+    """load.py has printed its run's results: its clients have stopped."""
+    return "requests   req/s" in Path(log_path).read_text(errors="replace")
 
 
 def timed_rounds(client, endpoints: dict[str, str], ranges: list[str], args) -> dict[tuple[str, str], list[tuple[float, float]]]:
