@@ -285,7 +285,7 @@ def main() -> None:
     url = os.environ["DATABASE_URL"]
     if "bench" not in url.rsplit("/", 1)[-1]:
         sys.exit("DATABASE_URL must name a database containing 'bench': it is dropped and recreated")
-    load_before = os.getloadavg()
+    load_before, machine = os.getloadavg(), host()  # the calibration while the machine is still idle
     recreate_database(url)
     results = []
     production = production_environment(args.redis_url)
@@ -305,7 +305,7 @@ def main() -> None:
                     sys.exit(f"run failed:\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}")
                 results.append(json.loads(line))
                 print(line, flush=True)
-    report(results, args, load_before)
+    report(results, args, load_before, machine)
 
 
 def recreate_database(url: str) -> None:
@@ -319,9 +319,9 @@ def recreate_database(url: str) -> None:
     subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, check=True)
 
 
-def report(results: list[dict], args: argparse.Namespace, load_before: tuple[float, float, float]) -> None:
+def report(results: list[dict], args: argparse.Namespace, load_before: tuple[float, float, float], machine: str) -> None:
     after = os.getloadavg()
-    print(f"\nMachine: {host()}; load average before {' '.join(f'{x:.2f}' for x in load_before)}, "
+    print(f"\nMachine: {machine}; load average before {' '.join(f'{x:.2f}' for x in load_before)}, "
           f"after {' '.join(f'{x:.2f}' for x in after)}")
     print(f"Data: {args.sends} due sends over {args.numbers} numbers ({THROUGHPUT} msg/s each), "
           f"2 qcluster x {args.workers} workers, {args.passes or 2 * args.workers} passes, "

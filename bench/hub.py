@@ -68,7 +68,7 @@ def main() -> None:
         port = free_port()
         server = start_server(port)
         base = f"http://127.0.0.1:{port}"
-    load_before = os.getloadavg()
+    load_before, machine = os.getloadavg(), host()  # the calibration before the loads
     try:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=args.chromium, headless=True, args=CHROMIUM_ARGS)
@@ -128,7 +128,7 @@ def main() -> None:
     for name, ended in median_load[1]:
         if ended <= median_load[0] * 1000:
             print(f"  {ended:7.0f}  {name[:90]}")
-    print(f"machine: {host()}")
+    print(f"machine: {machine}")
     print("load average before: {:.2f} {:.2f} {:.2f}; after: {:.2f} {:.2f} {:.2f}".format(*load_before, *load_after))
 
 

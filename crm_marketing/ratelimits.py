@@ -83,7 +83,7 @@ def _login_username_and_ip(group, request) -> str:
     return f"username:{login_username(request.POST.get('username'))}|ip:{client_ip(request)}"
 
 
-_RATE = re.compile(r"^(\d+)/(\d*)([smhd])$")
+_RATE = re.compile(r"(\d+)/(\d*)([smhd])?")  # django-ratelimit's own: "600/min" is 600/m, "100/" is per second
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 # INCR, and a new counter expires with its window: one round trip (EVALSHA) instead of django-ratelimit's
 # add + incr through django-redis, two on every request under load.
@@ -91,12 +91,13 @@ _INCREMENT = "local n = redis.call('INCR', KEYS[1]) if n == 1 then redis.call('E
 
 
 def parse_rate(rate: str) -> tuple[int, int]:
-    """"600/m", "60/10m" -> (count, seconds), as django-ratelimit reads them."""
-    match = _RATE.match(rate.strip().lower())
+    """"600/m", "60/10m" -> (count, seconds), read exactly as django-ratelimit reads them (the same
+    settings serve both paths)."""
+    match = _RATE.match(rate)
     if not match:
         raise ValueError(f"not a rate: {rate!r} (count/period, e.g. 600/m or 60/10m)")
     count, multiple, unit = match.groups()
-    return int(count), _UNIT_SECONDS[unit] * int(multiple or 1)
+    return int(count), _UNIT_SECONDS[unit or "s"] * int(multiple or 1)
 
 
 def _window_end(value: str, period: int, now: int) -> int:

@@ -13,4 +13,5 @@ from django.urls import get_resolver
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "crm_marketing.settings")
 application = get_wsgi_application()
 get_resolver().url_patterns  # noqa: B018 - imports the views now, so that they are frozen too
+gc.collect()  # what start-up left as garbage is freed, not frozen for the worker's life
 gc.freeze()

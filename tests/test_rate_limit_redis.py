@@ -34,8 +34,10 @@ def test_alice_is_limited_after_three_calls_and_her_counter_expires_with_its_win
 
 def test_a_limited_caller_is_let_in_again_when_the_window_is_over(alice_api, acme, redis_cache, settings):  # noqa: F811
     settings.API_RATE_LIMIT = "2/s"
-    statuses = [alice_api.get("/crm/me").status_code for _ in range(6)]  # 3 or more in one second
-    assert 429 in statuses
+    statuses: list[int] = []
+    while 429 not in statuses and len(statuses) < 50:  # the third call of a second, however slow the host
+        statuses.append(alice_api.get("/crm/me").status_code)
+    assert statuses[-1] == 429
 
     second = int(time.time())
     while int(time.time()) == second:
@@ -52,3 +54,12 @@ def test_alice_reaching_her_limit_leaves_mallory_and_bob_theirs(alice_api, bob_a
     assert alice_api.get("/crm/me").status_code == 429
     assert mallory_api.get("/crm/me").status_code == 200
     assert bob_api.get("/crm/me").status_code == 200
+
+
+@pytest.mark.parametrize("rate", ["600/m", "60/10m", "600/min", "10/hour", "100/", "120/M", "3/2d"])
+def test_every_rate_spelling_means_on_redis_what_it_means_on_any_other_cache(rate):
+    from django_ratelimit.core import _split_rate
+
+    from crm_marketing.ratelimits import parse_rate
+
+    assert parse_rate(rate) == _split_rate(rate)

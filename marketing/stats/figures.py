@@ -207,8 +207,8 @@ def _campaign_figures(scope: Scope, window: Window) -> dict[str, Figures]:
     """Figures per campaign of one window: the running totals to ``until`` minus those to ``since - 1``
     (CampaignToDate), plus the totals of campaigns whose span ended in between (CampaignTotal). At most two
     rows per campaign and currency whatever the window; customers are still the window's sales here.
-    On PostgreSQL one statement also converts the money and sums the currencies, so Python handles a row
-    per campaign (thousands of them at scale, bench/README.md)."""
+    On PostgreSQL one statement also converts the money; Python adds up the rows of a campaign (one per
+    currency, and an ended campaign's total beside its running totals; thousands at scale, bench/README.md)."""
     before = window.since - timedelta(days=1)
     if connection.vendor == "postgresql":
         return _campaign_figures_sql(scope, before, window.until)

@@ -53,7 +53,17 @@ class Command(BaseCommand):
             _stop_all(list(processes.values()))
 
 
+_HURRY: list[int] = []  # the signals received once stopping began
+
+
+def _hurry(signum, frame):
+    _HURRY.append(signum)
+
+
 def _stop(signum, frame):
+    # From here on a second Ctrl-C (or TERM) only hurries the cleanup: raising again would interrupt it.
+    signal.signal(signal.SIGINT, _hurry)
+    signal.signal(signal.SIGTERM, _hurry)
     raise KeyboardInterrupt
 
 
@@ -61,13 +71,12 @@ def _stop_all(processes: list[subprocess.Popen], grace: float = 10) -> None:
     """TERM every group, wait up to ``grace`` seconds, then KILL what is left. A second Ctrl-C (or TERM)
     while waiting means "now": it skips the rest of the wait instead of interrupting the cleanup, which
     would leave the worker running on its own (found by pressing Ctrl-C twice)."""
-    hurry: list[int] = []
-    signal.signal(signal.SIGINT, lambda signum, frame: hurry.append(signum))
-    signal.signal(signal.SIGTERM, lambda signum, frame: hurry.append(signum))
+    signal.signal(signal.SIGINT, _hurry)
+    signal.signal(signal.SIGTERM, _hurry)
     for process in processes:
         _signal_group(process, signal.SIGTERM)
     deadline = time.monotonic() + grace
-    while not hurry and time.monotonic() < deadline and any(process.poll() is None for process in processes):
+    while not _HURRY and time.monotonic() < deadline and any(process.poll() is None for process in processes):
         time.sleep(0.1)
     for process in processes:
         _signal_group(process, signal.SIGKILL)  # whatever is left of the group, forked children included
