@@ -111,22 +111,21 @@ class Figures:
         return ratio(self.clicks, self.impressions, HUNDRED)
 
     def add(self, other: "Figures") -> None:
-        for name in ("leads", "opportunities", "revenue", "customers", "spend", "impressions", "clicks"):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
+        # Written out, not a getattr/setattr loop over the names: called per campaign, 5,000 of them at scale.
+        self.leads += other.leads
+        self.opportunities += other.opportunities
+        self.revenue += other.revenue
+        self.customers += other.customers
+        self.spend += other.spend
+        self.impressions += other.impressions
+        self.clicks += other.clicks
         self.unconverted = self.unconverted or other.unconverted
 
     @classmethod
     def total(cls, parts: Iterable["Figures"]) -> "Figures":
         total = cls()
-        for part in parts:  # one pass, written out: 5,000 campaigns at scale
-            total.leads += part.leads
-            total.opportunities += part.opportunities
-            total.revenue += part.revenue
-            total.customers += part.customers
-            total.spend += part.spend
-            total.impressions += part.impressions
-            total.clicks += part.clicks
-            total.unconverted = total.unconverted or part.unconverted
+        for part in parts:
+            total.add(part)
         return total
 
 
@@ -257,18 +256,11 @@ def _campaign_figures_sql(scope: Scope, before: date, until: date) -> dict[str, 
         if spend is None:  # no rate: the money is left out of the sums, as convert() does, and the currency remembered
             converter.missing.add(currency)
             spend = revenue = ZERO
-        figures = out.get(campaign)
-        if figures is None:
-            out[campaign] = Figures(leads, opportunities, revenue, sales, spend, impressions, clicks, unconverted)
-        else:  # another currency, or an ended campaign's total beside its running totals: added in place
-            figures.leads += leads
-            figures.opportunities += opportunities
-            figures.revenue += revenue
-            figures.customers += sales
-            figures.spend += spend
-            figures.impressions += impressions
-            figures.clicks += clicks
-            figures.unconverted = figures.unconverted or unconverted
+        row = Figures(leads, opportunities, revenue, sales, spend, impressions, clicks, unconverted)
+        if campaign in out:  # another currency, or an ended campaign's total beside its running totals
+            out[campaign].add(row)
+        else:
+            out[campaign] = row
     return out
 
 
