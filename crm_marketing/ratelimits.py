@@ -3,18 +3,16 @@ them, in one Redis round trip on the production cache (``_count_in_redis``), els
 from __future__ import annotations
 
 import functools
-import hashlib
 import logging
-import re
 import time
 import unicodedata
-import zlib
 from typing import Callable
 
 from django.conf import settings
 from django.core.cache import caches
 from django.http import JsonResponse
-from django_ratelimit.core import get_usage
+from django_ratelimit import ALL
+from django_ratelimit.core import _get_window, _make_cache_key, _split_rate, get_usage
 from django_redis.cache import RedisCache
 from django_redis.exceptions import ConnectionInterrupted
 from redis import RedisError
@@ -83,29 +81,9 @@ def _login_username_and_ip(group, request) -> str:
     return f"username:{login_username(request.POST.get('username'))}|ip:{client_ip(request)}"
 
 
-_RATE = re.compile(r"(\d+)/(\d*)([smhd])?")  # django-ratelimit's own: "600/min" is 600/m, "100/" is per second
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 # INCR, and a new counter expires with its window: one round trip (EVALSHA) instead of django-ratelimit's
 # add + incr through django-redis, two on every request under load.
 _INCREMENT = "local n = redis.call('INCR', KEYS[1]) if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end return n"
-
-
-def parse_rate(rate: str) -> tuple[int, int]:
-    """"600/m", "60/10m" -> (count, seconds), read exactly as django-ratelimit reads them (the same
-    settings serve both paths)."""
-    match = _RATE.match(rate)
-    if not match:
-        raise ValueError(f"not a rate: {rate!r} (count/period, e.g. 600/m or 60/10m)")
-    count, multiple, unit = match.groups()
-    return int(count), _UNIT_SECONDS[unit or "s"] * int(multiple or 1)
-
-
-def _window_end(value: str, period: int, now: int) -> int:
-    """The end of the fixed window ``now`` falls in, offset per key so that all windows do not end together."""
-    if period == 1:
-        return now
-    end = now - now % period + zlib.crc32(value.encode()) % period
-    return end + period if end < now else end
 
 
 def _redis_client(cache):
@@ -114,13 +92,14 @@ def _redis_client(cache):
 
 
 def _count_in_redis(client, cache, group: str, value: str, rate: str) -> tuple[int, int, int]:
-    """(count, limit, seconds left in the window) after counting this request."""
-    limit, period = parse_rate(rate)
-    now = int(time.time())
-    end = _window_end(value, period, now)
-    digest = hashlib.sha256(f"{group}|{limit}/{period}s|{value}|{end}".encode()).hexdigest()
-    count = client.register_script(_INCREMENT)(keys=[cache.make_key(f"rl:{digest}")], args=[period + 1], client=client)
-    return int(count), limit, end - now
+    """(count, limit, seconds left in the window) after counting this request. The rate, the window and the
+    counter's key are django-ratelimit's own (pinned in requirements.txt): a setting means the same on every
+    cache, and a counter goes on from where django-ratelimit left it."""
+    limit, period = _split_rate(rate)
+    window = _get_window(value, period)
+    key = cache.make_key(_make_cache_key(group, window, rate, value, ALL))
+    count = client.register_script(_INCREMENT)(keys=[key], args=[period + 1], client=client)
+    return int(count), limit, window - int(time.time())
 
 
 def _usage(request, group: str, key: Callable, rate: str) -> tuple[bool, int]:
