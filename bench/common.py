@@ -22,6 +22,16 @@ def loadavg() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
+def vacuum(*models) -> None:
+    """VACUUM ANALYZE the models' tables, between timed runs: what autovacuum does on a production server (this
+    machine's PostgreSQL runs with autovacuum off). Django's autocommit: VACUUM cannot run in a transaction."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        for model in models:
+            cursor.execute(f"VACUUM ANALYZE {connection.ops.quote_name(model._meta.db_table)}")
+
+
 def cpu_model() -> str:
     """The CPU's model name as the kernel reports it ("unknown" where /proc/cpuinfo has none)."""
     try:

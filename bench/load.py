@@ -56,7 +56,7 @@ from urllib.parse import urlparse
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench.common import free_port, host, loadavg, percentile  # noqa: E402
+from bench.common import free_port, host, loadavg, percentile, vacuum  # noqa: E402
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/crm_bench"
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/5")
 RANGES = ("30d", "90d", "lifetime")
@@ -360,16 +360,12 @@ def vacuum_churned() -> None:
     """VACUUM ANALYZE the tables a run fills and empties, outside the timed window: what autovacuum does on a
     production server. This machine's PostgreSQL runs with autovacuum off, and after a dozen runs 1.8 M dead
     sends had doubled PostgreSQL's CPU per request (webhook p95 66 -> 88 ms) until they were vacuumed."""
-    from django.db import connection
-
     from automation.models import MessageSend
     from crm_marketing.event_models import EventDelivery, OutboxEvent
     from crm_marketing.models import Lead
     from crm_marketing.webhook_models import WebhookEvent, WebhookHandlerOutcome
 
-    with connection.cursor() as cursor:  # Django's autocommit: VACUUM cannot run inside a transaction
-        for model in (MessageSend, WebhookEvent, WebhookHandlerOutcome, OutboxEvent, EventDelivery, Lead):
-            cursor.execute(f"VACUUM ANALYZE {connection.ops.quote_name(model._meta.db_table)}")
+    vacuum(MessageSend, WebhookEvent, WebhookHandlerOutcome, OutboxEvent, EventDelivery, Lead)
 
 
 def autovacuum_state() -> str:

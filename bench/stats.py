@@ -122,8 +122,9 @@ def main() -> None:
     print("all within target" if not misses else f"{misses} of {len(results)} over target")
 
 
-def start_load(clients: int, seconds: int, settle_seconds: float = 30) -> tuple[subprocess.Popen, str, str]:
-    """bench/load.py with ``clients`` clients until the stop file appears; returns once they have run ``settle_seconds``."""
+def start_load(clients: int, seconds: int, settle_seconds: float = 30) -> tuple[subprocess.Popen, str, str, float]:
+    """bench/load.py with ``clients`` clients until the stop file appears; returns once they have run ``settle_seconds``,
+    with when they would stop on their own (``seconds`` after they started, time.monotonic())."""
     from django.db import connections
 
     connections.close_all()
@@ -140,17 +141,14 @@ def start_load(clients: int, seconds: int, settle_seconds: float = 30) -> tuple[
             sys.exit(f"bench/load.py did not start its clients; its output: {log_path}")
         time.sleep(1)
     print(f"bench/load.py --clients {clients} running (output: {log_path}); timing after {settle_seconds:.0f} s of load", flush=True)
+    started = time.monotonic()
     time.sleep(settle_seconds)
-    _LOAD_ENDS_AT.append(time.monotonic() - settle_seconds + seconds)
-    return load, log_path, stop_file
+    return load, log_path, stop_file, started + seconds
 
 
-_LOAD_ENDS_AT: list[float] = []  # when load.py's clients stop on their own (--load-seconds after they started)
-
-
-def stop_load(load: subprocess.Popen, log_path: str, stop_file: str) -> None:
+def stop_load(load: subprocess.Popen, log_path: str, stop_file: str, ends_at: float = float("inf")) -> None:
     """Stop load.py's clients; it then checks every webhook status and cleans up as after any run."""
-    if load.poll() is not None or (_LOAD_ENDS_AT and time.monotonic() > _LOAD_ENDS_AT[-1]):
+    if load.poll() is not None or time.monotonic() > ends_at:
         print("\nWARNING: bench/load.py's clients stopped before the rounds ended; raise --load-seconds", flush=True)
     Path(stop_file).touch()
     try:
@@ -162,11 +160,6 @@ def stop_load(load: subprocess.Popen, log_path: str, stop_file: str) -> None:
     summary = lines[next((i for i, line in enumerate(lines) if line.startswith("median over")), max(0, len(lines) - 20)):]
     print("\nbench/load.py over its whole run (the 30 s before the rounds included):\n" + "\n".join(summary))
     Path(stop_file).unlink(missing_ok=True)
-
-
-def _load_ended(log_path: str) -> bool:
-    """load.py has printed its run's results: its clients have stopped."""
-    return "requests   req/s" in Path(log_path).read_text(errors="replace")
 
 
 def timed_rounds(client, endpoints: dict[str, str], ranges: list[str], args) -> dict[tuple[str, str], list[tuple[float, float]]]:

@@ -36,7 +36,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench.common import host  # noqa: E402
+from bench.common import host, vacuum  # noqa: E402
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/crm_bench_sync"
 SLUG = "bench-sync"
 TZ = "America/Argentina/Buenos_Aires"
@@ -125,13 +125,6 @@ def generated_rows(ad_account, ads: int, days: int, rng: random.Random) -> list[
              rng.randint(800, 20000), rng.randint(10, 500), rng.randint(5, 400), rng.randint(500, 15000),
              rng.randint(0, 30), now)
             for ad in range(ads) for day in range(days)]
-
-
-def vacuum(model) -> None:
-    from django.db import connection
-
-    with connection.cursor() as cursor:
-        cursor.execute(f"VACUUM ANALYZE {connection.ops.quote_name(model._meta.db_table)}")
 
 
 class Cost:
