@@ -38,3 +38,10 @@ def record_event(action: str, *, account=None, actor=None, target=None, request=
         ip=client_ip(request) if request is not None else None,
         details=details,
     )
+
+
+def record_events(action: str, *, account, targets) -> list[SystemEvent]:
+    """``record_event`` for several targets of one action by the system (no actor, no request): one insert."""
+    return SystemEvent.objects.bulk_create([
+        SystemEvent(account=account, action=action, target_type=target._meta.model_name, target_id=str(target.pk))
+        for target in targets])

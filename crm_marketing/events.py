@@ -112,15 +112,23 @@ def publish(name: str, *, account_id: int, **payload: Any) -> DomainEvent:
     """Write the event in the caller's transaction; queue its delivery once that commits.
 
     Call it inside the writer's ``transaction.atomic()`` (or in autocommit right after the write)."""
+    return publish_many(name, account_id=account_id, payloads=[payload])[0]
+
+
+def publish_many(name: str, *, account_id: int, payloads: list[dict[str, Any]]) -> list[DomainEvent]:
+    """``publish`` for several events of one kind and account: one insert, one drain queued."""
     now = timezone.now()
-    record = OutboxEvent.objects.create(name=name, account_id=account_id, payload=payload, created_at=now,
-                                        next_attempt_at=now + SWEEP_GRACE)
-    # A broker outage must not undo or fail the write: the sweep delivers the event instead.
+    records = OutboxEvent.objects.bulk_create([
+        OutboxEvent(name=name, account_id=account_id, payload=payload, created_at=now, next_attempt_at=now + SWEEP_GRACE)
+        for payload in payloads])
+    # A broker outage must not undo or fail the write: the sweep delivers the events instead.
+    if not records:
+        return []
     if settings.CACHE_IS_SHARED:  # one drain queued for a burst of writes (crm_marketing.event_drain)
         transaction.on_commit(request_drain, robust=True)
-    else:  # every process has its own flag: one drain per event (with the ORM broker, in the writer's transaction)
-        enqueue_after_commit(DRAIN_TASK, task_name=f"domain-event-{record.pk}", save=False)
-    return DomainEvent(name, account_id, payload, record.pk)
+    else:  # every process has its own flag: a drain per write (with the ORM broker, in the writer's transaction)
+        enqueue_after_commit(DRAIN_TASK, task_name=f"domain-event-{records[0].pk}", save=False)
+    return [DomainEvent(name, account_id, record.payload, record.pk) for record in records]
 
 
 def request_drain() -> None:

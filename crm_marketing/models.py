@@ -8,6 +8,7 @@ from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models, router, transaction
 from django.db.models import F, Q
 from django.db.models.functions import Upper
+from django.dispatch import Signal
 from django.utils import timezone
 
 from crm_marketing.audit import SystemEvent
@@ -22,6 +23,9 @@ E164 = r"^\+[1-9][0-9]{6,14}$"
 # The lead's attribution copied onto its sales, so the ROI reads count distinct Meta customers per
 # campaign from the sale table alone (no join to the leads). Lead.save and Sale.save keep it current.
 SALE_ATTRIBUTION = ("lead_source", "meta_campaign_id")
+# Sent by a service that inserts new rows with bulk_create (which sends no post_save), in its transaction,
+# with ``sender`` the model and ``instances`` the saved rows: what a post_save receiver does per new row.
+bulk_created = Signal()
 CURRENCY = r"^[A-Z]{3}$"
 validate_e164 = RegexValidator(E164, "Enter a phone number in E.164 format, e.g. +5491155550001.")
 validate_currency = RegexValidator(CURRENCY, "Enter an ISO 4217 currency code, e.g. USD.")

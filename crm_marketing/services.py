@@ -9,9 +9,9 @@ from django.db.models import OuterRef, Q, Subquery
 from django.utils import timezone
 
 from crm_marketing import events
-from crm_marketing.audit import record_event
+from crm_marketing.audit import record_event, record_events
 from crm_marketing.errors import Conflict, DomainError
-from crm_marketing.models import SALE_ATTRIBUTION, Account, Lead, Membership, Opportunity, Sale
+from crm_marketing.models import SALE_ATTRIBUTION, Account, Lead, Membership, Opportunity, Sale, bulk_created
 
 DUPLICATE_PHONE = "A lead with this phone already exists in this account."
 # What a seller hears when the phone is on a lead he cannot see: the same words whoever holds it (a
@@ -28,6 +28,21 @@ def create_lead(account: Account, *, actor=None, request=None, **fields: Any) ->
     except IntegrityError as exc:
         raise duplicate_phone(account, fields.get("phone"), actor=actor, request=request) from exc
     return lead
+
+
+def create_leads(account: Account, rows: list[dict[str, Any]]) -> list[Lead]:
+    """New leads by the system (Meta's intake at volume) in one transaction, one insert per table: the rows,
+    audit entries, ``lead_created`` events and rollup marks (``bulk_created``) that ``create_lead`` writes
+    for each. A phone already on a lead of the account refuses them all (Conflict, nothing written)."""
+    try:
+        with transaction.atomic():
+            leads = Lead.objects.bulk_create([Lead(account=account, **fields) for fields in rows])
+            bulk_created.send(sender=Lead, instances=leads)
+            record_events("lead.create", account=account, targets=leads)
+            events.publish_many(events.LEAD_CREATED, account_id=account.pk, payloads=[{"lead_id": lead.pk} for lead in leads])
+    except IntegrityError as exc:
+        raise Conflict(DUPLICATE_PHONE, code="duplicate_lead") from exc
+    return leads
 
 
 def duplicate_phone(account: Account, phone: str | None, *, actor=None, request=None, lead: Lead | None = None) -> Conflict:

@@ -20,8 +20,8 @@ from crm_marketing.meta_time import parse_meta_time
 from crm_marketing.models import Account, Lead
 from crm_marketing.webhook_models import WebhookEvent
 from crm_marketing.webhooks import EventFailed, HandlerResult, IgnoreEvent, RetryLater
-from marketing.services import attribution
-from marketing.services.attribution import AdPath, Touch
+from marketing.services import attribution, lead_intake
+from marketing.services.attribution import AdPath, Touch, TouchResult
 from meta_oauth.services import account_for_page_id, account_for_phone_number_id, client_for_account, note_graph_error
 
 log = logging.getLogger(__name__)
@@ -48,8 +48,8 @@ def handle_leadgen(event: WebhookEvent) -> str:
 
 def handle_leadgen_many(events: list[WebhookEvent]) -> list[HandlerResult]:
     """The batch form (the webhook drain's): each account's token is read once and its leads are fetched
-    LEADS_PER_GRAPH_BATCH at a time in one Graph batch request; each lead is then recorded on its own,
-    so one bad lead fails alone."""
+    LEADS_PER_GRAPH_BATCH at a time in one Graph batch request, and the new leads among them are created
+    together; a lead that fails fails alone."""
     results: list[HandlerResult] = [None] * len(events)
     accounts: dict[str, Account | None] = {}
     todo: dict[Account, list[tuple[int, str]]] = {}
@@ -73,8 +73,31 @@ def handle_leadgen_many(events: list[WebhookEvent]) -> list[HandlerResult]:
                 answers = attribution.fetch_leads(client, [leadgen_id for _, leadgen_id in chunk])
             except GraphError as error:
                 answers = [error] * len(chunk)
-            for (n, leadgen_id), answer in zip(chunk, answers):
-                results[n] = _record_lead(account, events[n], leadgen_id, answer)
+            for n, result in _record_leads(account, events, chunk, answers).items():
+                results[n] = result
+    return results
+
+
+def _record_leads(account: Account, events: list[WebhookEvent], chunk: list[tuple[int, str]],
+                  answers: list[dict | GraphError]) -> dict[int, HandlerResult]:
+    """The fetched leads of one batch request: the new ones created together (lead_intake), then the
+    others one by one, in order; a lead Meta could not give or that cannot be recorded fails alone."""
+    results: dict[int, HandlerResult] = {}
+    touches: dict[int, Touch] = {}
+    for (n, leadgen_id), answer in zip(chunk, answers):
+        if isinstance(answer, GraphError):
+            results[n] = _retry_or_fail(account, answer, f"fetching lead {leadgen_id}")
+            continue
+        try:
+            touches[n] = attribution.touch_from_lead(answer, form_id=str(events[n].value.get("form_id") or ""))
+        except Exception as exc:  # noqa: BLE001 - this lead's event fails alone (the drain records and retries it)
+            results[n] = exc
+    created = lead_intake.record_new_touches(account, touches)
+    for n, leadgen_id in chunk:
+        if n in created:
+            results[n] = _described(created[n], leadgen_id)
+        elif n in touches:
+            results[n] = _record_lead(account, touches[n], leadgen_id)
     return results
 
 
@@ -93,17 +116,19 @@ def _leadgen_target(event: WebhookEvent, accounts: dict[str, Account | None]) ->
     return leadgen_id, account
 
 
-def _record_lead(account: Account, event: WebhookEvent, leadgen_id: str, answer: dict | GraphError) -> HandlerResult:
-    if isinstance(answer, GraphError):
-        return _retry_or_fail(account, answer, f"fetching lead {leadgen_id}")
+def _record_lead(account: Account, touch: Touch, leadgen_id: str) -> HandlerResult:
     try:
-        result = attribution.record_touch(account, attribution.touch_from_lead(answer, form_id=str(event.value.get("form_id") or "")))
+        result = attribution.record_touch(account, touch)
     except (OperationalError, InterfaceError) as exc:  # the connection was lost: this lead is retried, the next ones go on
         if not connection.in_atomic_block:
             connection.close_if_unusable_or_obsolete()  # the next lead opens a new one
         return exc
     except Exception as exc:  # noqa: BLE001 - this lead's event fails alone (the drain records and retries it)
         return exc
+    return _described(result, leadgen_id)
+
+
+def _described(result: TouchResult, leadgen_id: str) -> str:
     return f"lead {result.lead.pk} {'created' if result.lead_created else 'updated'} from leadgen {leadgen_id}"
 
 

@@ -6,8 +6,9 @@ and the opportunity inline of the lead page), the shell, data fixes and tests sa
 signals see them all, and they run in the writer's transaction: the cells a change touched are
 marked (``rollup_marks.mark_dirty``, one plain insert, no lock) in the transaction that commits the
 change, and a worker folds them (marketing.services.rollup_marks). What they cannot see is handled
-where it happens: bulk writes (the insights upsert marks its cells itself; bulk loads publish
-``crm_bulk_loaded``, answered with a rebuild below) and queryset.update() (the writer calls
+where it happens: bulk writes (the insights upsert marks its cells itself; a service's bulk_create sends
+``bulk_created``, marked below like a save per row; bulk loads publish ``crm_bulk_loaded``, answered
+with a rebuild below) and queryset.update() (the writer calls
 ``rollup_marks.mark_dirty``; the nightly rebuild re-derives the last 35 days, and every day of a sale
 whose attribution copy it repairs).
 
@@ -28,7 +29,7 @@ from django.db.models.signals import post_delete, post_save, pre_save
 from django.utils import timezone
 
 from crm_marketing import events
-from crm_marketing.models import Account, Lead, Opportunity, Sale
+from crm_marketing.models import Account, Lead, Opportunity, Sale, bulk_created
 from marketing.models import AdAccount, DailyInsight
 from marketing.services import rollup_marks, rollups
 
@@ -131,6 +132,11 @@ def _changed(sender, instance, before: dict | None, after: dict | None) -> None:
     if before == after:
         return
     touched = _Touched()
+    _touch(touched, sender, instance, before, after)
+    touched.mark()
+
+
+def _touch(touched: _Touched, sender, instance, before: dict | None, after: dict | None) -> None:
     if sender is Lead:
         _lead(touched, instance.pk, before, after)
     elif sender is Opportunity:
@@ -139,6 +145,15 @@ def _changed(sender, instance, before: dict | None, after: dict | None) -> None:
         _sale(touched, before, after)
     else:
         _insight(touched, before, after)
+
+
+def _bulk_created(sender, instances, **kwargs) -> None:
+    """crm_marketing.models.bulk_created: the new rows' cells, marked with one insert per account."""
+    if sender not in TRACKED:
+        return
+    touched = _Touched()
+    for instance in instances:
+        _touch(touched, sender, instance, None, _values(instance, sender))
     touched.mark()
 
 
@@ -199,6 +214,7 @@ def connect() -> None:
         post_save.connect(_saved, sender=model, dispatch_uid=uid)
         if model is not DailyInsight:  # insights are never deleted one by one; a receiver would slow cascades
             post_delete.connect(_deleted, sender=model, dispatch_uid=uid)
+    bulk_created.connect(_bulk_created, dispatch_uid="marketing.rollups.bulk_created")
     pre_save.connect(_account_saving, sender=Account, dispatch_uid="marketing.rollups.account")
     post_save.connect(_account_saved, sender=Account, dispatch_uid="marketing.rollups.account")
     post_delete.connect(_ad_account_deleted, sender=AdAccount, dispatch_uid="marketing.rollups.adaccount")

@@ -88,13 +88,12 @@ def test_a_connection_lost_while_the_task_fetches_a_lead_loses_no_lead_of_the_de
     response = post_signed(client, payload)  # stored, then processed inline by the task
     killer["thread"].join()
     connection.close()  # the test's next query opens a new connection, as django-q2 does between tasks
-    interrupted = WebhookEvent.objects.get(dedupe_key=lead_ids[0])
     before_sweep = leads_by_meta_id()
     sweep(timezone.now() + SWEEP_EVERY)
 
     assert response.status_code == 200 and killer["terminated"] >= 1  # the task's (another idle one of the test database may go too)
-    assert before_sweep == Counter({lead_ids[1]: 1, lead_ids[2]: 1})  # the first found the connection gone; the rest went on
-    assert (interrupted.status, "connection" in interrupted.error) == ("failed", True)
+    # The new leads' insert found the connection gone; they were then recorded one by one on a new one.
+    assert before_sweep == Counter(lead_ids)
     assert leads_by_meta_id() == Counter(lead_ids) and Lead.objects.count() == 3
     assert set(WebhookEvent.objects.values_list("status", flat=True)) == {"processed"}
 

@@ -162,9 +162,7 @@ def _record_touch(account: Account, touch: Touch) -> TouchResult:
                 else _match_lead(account, touch.phone, touch.email))
         lead_created = lead is None
         if lead is None:
-            lead = services.create_lead(
-                account, first_name=touch.first_name, last_name=touch.last_name, phone=touch.phone, email=touch.email,
-                external_ids=touch.external_ids, created_at=min(touch.touched_at, timezone.now()), **attribution)
+            lead = services.create_lead(account, **new_lead_fields(touch, attribution))
             is_latest = True
         else:
             newer = lead.touches.filter(touched_at__gt=touch.touched_at)
@@ -172,15 +170,29 @@ def _record_touch(account: Account, touch: Touch) -> TouchResult:
             changes = _lead_changes(account, lead, touch, attribution if is_latest else None)
             if changes:
                 services.update_lead(lead, **changes)
-        row = {k: v for k, v in attribution.items() if k.startswith("meta_") and k not in ("meta_ad_headline", "meta_ad_body")}
         if existing is None:
-            LeadTouch.objects.create(account=account, lead=lead, lead_source=touch.lead_source, external_id=touch.external_id,
-                                     details=touch.details, touched_at=touch.touched_at, **row)
+            new_touch_row(account, lead, touch, attribution).save()
         else:
-            for name, value in {**row, "details": touch.details, "touched_at": touch.touched_at}.items():
+            for name, value in {**_touch_ids(attribution), "details": touch.details, "touched_at": touch.touched_at}.items():
                 setattr(existing, name, value)
             existing.save()
     return TouchResult(lead, lead_created, existing is None, is_latest)
+
+
+def new_lead_fields(touch: Touch, attribution: dict[str, str]) -> dict[str, Any]:
+    """The fields of the lead a touch creates (``services.create_lead``'s keywords)."""
+    return dict(first_name=touch.first_name, last_name=touch.last_name, phone=touch.phone, email=touch.email,
+                external_ids=touch.external_ids, created_at=min(touch.touched_at, timezone.now()), **attribution)
+
+
+def new_touch_row(account: Account, lead: Lead, touch: Touch, attribution: dict[str, str]) -> LeadTouch:
+    """The touch's row, unsaved."""
+    return LeadTouch(account=account, lead=lead, lead_source=touch.lead_source, external_id=touch.external_id,
+                     details=touch.details, touched_at=touch.touched_at, **_touch_ids(attribution))
+
+
+def _touch_ids(attribution: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in attribution.items() if k.startswith("meta_") and k not in ("meta_ad_headline", "meta_ad_body")}
 
 
 def _lead_changes(account: Account, lead: Lead, touch: Touch, attribution: dict[str, str] | None) -> dict[str, Any]:

@@ -92,6 +92,7 @@ def test_alice_connects_meta_picks_the_ad_account_and_reads_the_figures_of_her_d
     assert text_of(kpi(page, "ROI").locator(".kpi-value")) == es_percent(roi)
     assert text_of(kpi(page, "Costo por lead").locator(".kpi-value")) == es_pesos(spend / acme_sales["leads"])
     row = page.locator("#campaign-table tbody tr", has_text="Leads Q4 - Formulario")
+    expect(row).to_be_visible()  # the table arrives with its own query, after the KPI cards
     cells = [" ".join(t.replace("\u00a0", " ").split()) for t in row.locator("th, td").all_inner_texts()]
     assert cells[:6] == ["Leads Q4 - Formulario", "Activa", es_pesos(q4_spend), str(acme_sales["q4_leads"]), "1",
                          es_pesos(acme_sales["q4_revenue"])]
