@@ -16,6 +16,7 @@ from typing import TypeVar
 
 from django.db import DatabaseError, connection, transaction
 from django.db.models import Q
+from django.db.models.functions import Upper
 
 from crm_marketing import services
 from crm_marketing.errors import Conflict
@@ -67,8 +68,8 @@ def _firsts(touches: dict[Key, Touch]) -> dict[Key, Touch]:
 def _known(account: Account, touches: dict[Key, Touch]) -> set[Key]:
     """The touches whose Meta id is stored or whose phone or email is on a lead of the account (three queries).
 
-    Emails match as record_touch matches them (the database's case-insensitive comparison); a stored email
-    that matched and that Python's lower() cannot tie to a touch makes every touch known (one by one)."""
+    Emails match as record_touch matches them, UPPER(email) = UPPER(%s) on the account's index; a touch whose
+    email is not ASCII counts as known (where the database's and Python's upper() could differ: one by one)."""
     by_source: dict[str, list[str]] = {}
     for touch in touches.values():
         by_source.setdefault(touch.lead_source, []).append(touch.external_id)
@@ -78,10 +79,9 @@ def _known(account: Account, touches: dict[Key, Touch]) -> set[Key]:
     leads = Lead.objects.for_account(account)
     phones = [t.phone for t in touches.values() if t.phone]
     on_leads = set(leads.filter(phone__in=phones).values_list("phone", flat=True)) if phones else set()
-    emails = {t.email for t in touches.values() if t.email}
-    matched = {e.lower() for e in leads.filter(reduce(or_, [Q(email__iexact=e) for e in emails])).values_list(
-        "email", flat=True)} if emails else set()
-    if matched - emails:
-        return set(touches)
-    return {key for key, t in touches.items()
-            if (t.lead_source, t.external_id) in stored or (t.phone and t.phone in on_leads) or t.email in matched}
+    emails = {t.email.upper() for t in touches.values() if t.email.isascii()} - {""}
+    matched = set(leads.alias(email_upper=Upper("email")).filter(email_upper__in=emails).values_list(
+        "email", flat=True)) if emails else set()
+    matched = {email.upper() for email in matched}
+    return {key for key, t in touches.items() if (t.lead_source, t.external_id) in stored
+            or (t.phone and t.phone in on_leads) or not t.email.isascii() or t.email.upper() in matched}
