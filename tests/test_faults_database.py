@@ -92,7 +92,7 @@ def test_a_connection_lost_while_the_task_fetches_a_lead_loses_no_lead_of_the_de
     sweep(timezone.now() + SWEEP_EVERY)
 
     assert response.status_code == 200 and killer["terminated"] >= 1  # the task's (another idle one of the test database may go too)
-    # The new leads' insert found the connection gone; they were then recorded one by one on a new one.
+    # The new leads' batch found the connection gone; they were then recorded one by one on a new one.
     assert before_sweep == Counter(lead_ids)
     assert leads_by_meta_id() == Counter(lead_ids) and Lead.objects.count() == 3
     assert set(WebhookEvent.objects.values_list("status", flat=True)) == {"processed"}

@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from crm_marketing.audit import SystemEvent
 from crm_marketing.event_models import OutboxEvent
-from crm_marketing.models import Lead, LeadTouch
+from crm_marketing.models import Lead, LeadTouch, WebhookEvent
 from marketing.models import RollupDirtyCell
 from marketing.services import attribution, lead_intake
 from tests.conftest import make_lead
@@ -98,14 +98,16 @@ def test_a_batch_that_repeats_itself_and_meets_known_people_ends_as_one_by_one_w
         form_fill("860014", name="Eva Gil", email="dario@example.com"),  # Dario's email, from the same batch
         form_fill("860015", name="Fede Rio"),  # neither phone nor email
         form_fill("860016", name="José Paz", email="josé@example.com"),  # José's, as the database compares it
+        form_fill("860017", name="First Writer", email="ſam@example.com"),  # UPPER() may fold it onto the next one's
+        form_fill("860018", name="Second Writer", email="sam@example.com"),
     ]
 
     results = record_all(acme, batch)
-    for touch in batch:  # globex records the same leads one at a time
-        attribution.record_touch(globex, touch)
+    one_by_one = [attribution.record_touch(globex, touch) for touch in batch]  # globex records them one at a time
 
     assert outcome(acme) == outcome(globex)
-    assert sorted(n for n, r in results.items() if r.lead_created) == [0, 6]
+    assert [results[n].lead_created for n in range(len(batch))] == [r.lead_created for r in one_by_one]
+    assert {0, 6} <= {n for n, r in results.items() if r.lead_created}  # the two new ones, together
     assert Lead.objects.filter(account=acme).count() == Lead.objects.filter(account=globex).count()
 
 
@@ -120,7 +122,7 @@ def test_a_single_new_lead_and_a_batch_of_known_ones_are_left_to_one_by_one(acme
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_phone_a_seller_saves_while_the_batch_is_written_sends_the_batch_one_by_one_and_loses_nothing(acme):
+def test_a_phone_a_seller_saves_while_the_batch_is_written_sends_the_batch_one_by_one_and_loses_nothing(acme, caplog):
     if connection.vendor != "postgresql":
         pytest.skip("SQLite serialises writers: no other writer can commit between the batch's check and its insert")
     typed, committed = threading.Event(), threading.Event()
@@ -142,6 +144,7 @@ def test_a_phone_a_seller_saves_while_the_batch_is_written_sends_the_batch_one_b
     seller.join()
 
     assert committed.is_set()
+    assert "2 new leads for acme recorded one by one: A lead with this phone already exists" in caplog.text
     assert sorted((r.lead.first_name, r.lead_created) for r in results.values()) == [("Gala", True), ("Typed by Bob", False)]
     assert LeadTouch.objects.filter(account=acme).count() == 2 and Lead.objects.filter(account=acme).count() == 2
 
@@ -157,3 +160,18 @@ def test_forty_form_fills_in_one_delivery_are_forty_leads_and_forty_processed_ev
     assert answer.status_code == 200
     assert Lead.objects.filter(account=acme, lead_source="meta_lead_ads", meta_campaign_id="400001").count() == 40
     assert LeadTouch.objects.filter(account=acme).count() == 40
+
+
+def test_a_lead_the_batch_cannot_take_fails_alone_and_the_others_of_the_delivery_are_recorded(
+        client, acme, acme_meta, meta_sandbox, django_capture_on_commit_callbacks):
+    lead_ids = [meta_sandbox.add_lead("900001", "700001", phone=f"+54911333{n:05d}") for n in range(5)]
+    meta_sandbox.state.leads[lead_ids[2]]["created_time"] = "0001-01-01T00:30:00+0100"  # before year 1 in UTC
+
+    with django_capture_on_commit_callbacks(execute=True):
+        answer = post_signed(client, one_delivery(*[(lead_id, "900001", "700001") for lead_id in lead_ids]))
+
+    statuses = dict(WebhookEvent.objects.values_list("dedupe_key", "status"))
+    assert answer.status_code == 200
+    assert sorted(LeadTouch.objects.filter(account=acme).values_list("external_id", flat=True)) == sorted(
+        lead_ids[:2] + lead_ids[3:])
+    assert statuses == {**{lead_id: "processed" for lead_id in lead_ids}, lead_ids[2]: "failed"}

@@ -49,17 +49,24 @@ def record_new_touches(account: Account, touches: dict[Key, Touch]) -> dict[Key,
         if not connection.in_atomic_block:
             connection.close_if_unusable_or_obsolete()
         return {}
+    except Exception:  # noqa: BLE001 - one lead the batch cannot take (rolled back): one by one, it fails alone
+        log.exception("%s new leads for %s recorded one by one", len(firsts), account.slug)
+        return {}
     return {key: TouchResult(lead, True, True, True) for key, lead in zip(fresh, leads)}
 
 
 def _firsts(touches: dict[Key, Touch]) -> dict[Key, Touch]:
-    """The touches whose Meta id, phone and email no earlier touch of the batch carries."""
+    """The touches whose Meta id, phone and email no earlier touch of the batch carries. Emails compare as
+    upper case; after a non-ASCII email (which the database's UPPER() may fold onto an ASCII one) no touch
+    with an email is a first."""
     seen: set[tuple[str, str]] = set()
     firsts: dict[Key, Touch] = {}
+    folding = False
     for key, touch in touches.items():
-        marks = {("touch", f"{touch.lead_source}:{touch.external_id}"), ("phone", touch.phone or ""), ("email", touch.email)}
+        folding = folding or not touch.email.isascii()
+        marks = {("touch", f"{touch.lead_source}:{touch.external_id}"), ("phone", touch.phone or ""), ("email", touch.email.upper())}
         marks -= {("phone", ""), ("email", "")}
-        if touch.external_id and not marks & seen:
+        if touch.external_id and not marks & seen and not (folding and touch.email):
             firsts[key] = touch
         seen |= marks
     return firsts
@@ -68,8 +75,8 @@ def _firsts(touches: dict[Key, Touch]) -> dict[Key, Touch]:
 def _known(account: Account, touches: dict[Key, Touch]) -> set[Key]:
     """The touches whose Meta id is stored or whose phone or email is on a lead of the account (three queries).
 
-    Emails match as record_touch matches them, UPPER(email) = UPPER(%s) on the account's index; a touch whose
-    email is not ASCII counts as known (where the database's and Python's upper() could differ: one by one)."""
+    Emails match as record_touch matches them, UPPER(email) = UPPER(%s) on the account's index (the firsts'
+    emails are ASCII, whose upper case Python and the database agree on)."""
     by_source: dict[str, list[str]] = {}
     for touch in touches.values():
         by_source.setdefault(touch.lead_source, []).append(touch.external_id)
@@ -79,9 +86,8 @@ def _known(account: Account, touches: dict[Key, Touch]) -> set[Key]:
     leads = Lead.objects.for_account(account)
     phones = [t.phone for t in touches.values() if t.phone]
     on_leads = set(leads.filter(phone__in=phones).values_list("phone", flat=True)) if phones else set()
-    emails = {t.email.upper() for t in touches.values() if t.email.isascii()} - {""}
-    matched = set(leads.alias(email_upper=Upper("email")).filter(email_upper__in=emails).values_list(
-        "email", flat=True)) if emails else set()
-    matched = {email.upper() for email in matched}
+    emails = {t.email.upper() for t in touches.values() if t.email}  # ASCII: firsts have no other
+    matched = set(leads.annotate(email_upper=Upper("email")).filter(email_upper__in=emails).values_list(
+        "email_upper", flat=True)) if emails else set()
     return {key for key, t in touches.items() if (t.lead_source, t.external_id) in stored
-            or (t.phone and t.phone in on_leads) or not t.email.isascii() or t.email.upper() in matched}
+            or (t.phone and t.phone in on_leads) or (t.email and t.email.upper() in matched)}
