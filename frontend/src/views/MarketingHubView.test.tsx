@@ -123,6 +123,33 @@ describe("MarketingHubView", () => {
     expect(screen.getByTestId("metaconnectionwizard-container")).toBeInTheDocument();
   });
 
+  it("keeps the wizard open after the first ad account is picked, for the WhatsApp number and the Pages", async () => {
+    let adAccount: typeof tokenStatus.ad_account = null;
+    const json = (data: unknown) => new Response(JSON.stringify({ success: true, data, timestamp: "2026-11-29T12:00:00Z" }),
+      { status: 200, headers: { "Content-Type": "application/json" } });
+    stubApi(connectedApi({
+      "GET /crm/marketing/token-status": () => json({ ...tokenStatus, ad_account: adAccount }),
+      "GET /crm/marketing/meta-portfolios": { data: [{ id: "200001", name: "Acme Ventas BM", ad_accounts_count: 1 }] },
+      "GET /crm/marketing/meta-accounts?portfolio_id=200001": { data: [{ id: "act_300001", name: "Acme - Leads AR", currency: "USD", timezone: "UTC", status: "ACTIVE" }] },
+      "POST /crm/marketing/connect": () => {
+        adAccount = tokenStatus.ad_account;
+        return json({ connected: true, account_id: "act_300001", account_name: "Acme - Leads AR", message: "ok" });
+      },
+      "GET /crm/marketing/whatsapp-channels": { data: [] },
+    }));
+    renderAt("/marketing", <MarketingHubView />, { language: "en" });
+
+    const wizard = await screen.findByTestId("metaconnectionwizard-container");
+    fireEvent.click(await within(wizard).findByRole("radio", { name: /Acme Ventas BM/ }));
+    fireEvent.click(within(wizard).getByRole("button", { name: "Next" }));
+    fireEvent.click(await within(wizard).findByRole("radio", { name: /Acme - Leads AR/ }));
+    fireEvent.click(within(wizard).getByRole("button", { name: "Use this ad account" }));
+
+    expect(await screen.findByText("Pick the WhatsApp number that sends the messages")).toBeInTheDocument();
+    await waitFor(() => expect(screen.getByText(/Acme - Leads AR/, { selector: "p" })).toBeInTheDocument()); // token-status says so now
+    expect(screen.getByText("Pick the WhatsApp number that sends the messages")).toBeInTheDocument();
+  });
+
   it("shows a marketing user no connect or disconnect controls", async () => {
     stubApi(connectedApi({ "GET /crm/marketing/stats": { data: { ...stats, meta_connected: false } } }));
     renderAt("/marketing", <MarketingHubView />, { language: "en", me: meFor("marketing") });

@@ -48,6 +48,13 @@ export function MarketingHubView() {
   // While a sync runs, every figure on the page is refreshed until the run shows up as finished.
   useQuery({ queryKey: ["stats", rangeKey(range)], queryFn: () => marketingApi.getStats(range), enabled: progress.syncing, refetchInterval: polling });
 
+  const connected = stats.data?.meta_connected ?? false;
+  const needsAdAccount = connected && tokenStatus.data !== undefined && tokenStatus.data.ad_account === null;
+  // Opened because no ad account is chosen yet, the wizard stays open after the pick, for its WhatsApp and Pages steps.
+  useEffect(() => {
+    if (canManage && needsAdAccount) setWizardStep((step) => step ?? "portfolio");
+  }, [canManage, needsAdAccount]);
+
   if (!canSeeMarketing) return <div data-testid="marketinghubview-container"><NoAccess /></div>;
 
   function closeWizard() {
@@ -58,8 +65,6 @@ export function MarketingHubView() {
   }
 
   const status: MetaTokenStatus | undefined = tokenStatus.data;
-  const connected = stats.data?.meta_connected ?? false;
-  const needsAdAccount = connected && status !== undefined && status.ad_account === null;
   const showWizard = canManage && (wizardStep !== null || needsAdAccount);
 
   return (
