@@ -33,7 +33,13 @@ log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 8
 MAX_BACKOFF = timedelta(hours=6)
-STUCK_AFTER = timedelta(minutes=30)
+STUCK_MARGIN = timedelta(minutes=1)  # clock skew between the host that claimed and the one that sweeps
+
+
+def stuck_after() -> timedelta:
+    """A ``processing`` event older than this was abandoned: django-q2 ends a task after its timeout, so no drain
+    still runs on it (30 minutes before: with 200-event batches, a killed drain's leads waited that long)."""
+    return timedelta(seconds=settings.Q_CLUSTER["timeout"]) + STUCK_MARGIN
 
 
 def claim_event(event_id: int) -> WebhookEvent | None:
@@ -99,7 +105,7 @@ def _release(events: list[WebhookEvent]) -> None:
             db_connection.close_if_unusable_or_obsolete()
         WebhookEvent.objects.filter(pk__in=[e.pk for e in events], status=WebhookEvent.Status.PROCESSING).update(
             status=WebhookEvent.Status.RECEIVED, claimed_at=None, attempts=F("attempts") - 1)
-    except Exception:  # noqa: BLE001 - the stuck sweep takes them in STUCK_AFTER; the first error is the one to report
+    except Exception:  # noqa: BLE001 - the stuck sweep takes them after stuck_after(); the first error is the one to report
         log.exception("webhook events %s left processing after a drain failed", [e.pk for e in events])
 
 
@@ -337,12 +343,12 @@ def due_event_ids(*, now=None, limit: int = 500) -> list[int]:
     now = now or timezone.now()
     due = (Q(status=WebhookEvent.Status.FAILED, next_attempt_at__lte=now)
            | Q(status=WebhookEvent.Status.RECEIVED, received_at__lte=now - timedelta(minutes=10))
-           | Q(status=WebhookEvent.Status.PROCESSING, claimed_at__lte=now - STUCK_AFTER))
+           | Q(status=WebhookEvent.Status.PROCESSING, claimed_at__lte=now - stuck_after()))
     return list(WebhookEvent.objects.filter(due).order_by("received_at", "id").values_list("pk", flat=True)[:limit])
 
 
 def release_stuck(event_ids: list[int]) -> None:
     """Processing rows abandoned by a crashed worker become failed so they can be claimed again."""
     WebhookEvent.objects.filter(pk__in=event_ids, status=WebhookEvent.Status.PROCESSING,
-                                claimed_at__lte=timezone.now() - STUCK_AFTER).update(
+                                claimed_at__lte=timezone.now() - stuck_after()).update(
         status=WebhookEvent.Status.FAILED, error="abandoned by a worker")

@@ -5,6 +5,8 @@ Here the tasks really go through django-q2's ORM broker (not inline) and a worke
 ``run_queued_tasks``, so the test can count what was queued."""
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 from django.utils import timezone
 from django_q.conf import Conf
@@ -124,3 +126,19 @@ def test_a_drain_that_dies_on_one_event_gives_the_rest_of_its_batch_to_the_next_
     assert run_queued_tasks() == ["crm_marketing.tasks.drain_webhook_events"]
     assert set(MessageSend.objects.values_list("status", flat=True)) == {"delivered"}  # the second's before the kill
     assert set(WebhookEvent.objects.exclude(dedupe_key__contains=sends[1].meta_message_id).values_list("attempts", flat=True)) == {1}
+
+
+def test_events_a_killed_drain_left_processing_run_again_once_no_task_can_still_hold_them(client, acme, acme_whatsapp, settings):
+    settings.Q_CLUSTER = {**settings.Q_CLUSTER, "timeout": 600}  # django-q2 ends a task after 10 minutes
+    sends = sends_sent(acme, acme_whatsapp, 2)
+    for send in sends:  # stored, their drain never ran (its on-commit hook is not run here)
+        post_signed(client, statuses_payload(status_event(send.meta_message_id, "delivered", TO, str(send.pk))))
+    abandoned, running = WebhookEvent.objects.order_by("pk")
+    WebhookEvent.objects.filter(pk=abandoned.pk).update(status="processing", claimed_at=timezone.now() - dt.timedelta(minutes=12))
+    WebhookEvent.objects.filter(pk=running.pk).update(status="processing", claimed_at=timezone.now() - dt.timedelta(minutes=9))
+
+    from crm_marketing.tasks import retry_webhook_events
+    retry_webhook_events()  # the scheduled sweep; django-q2 runs what it queues inline in tests
+
+    assert dict(WebhookEvent.objects.values_list("pk", "status")) == {abandoned.pk: "processed", running.pk: "processing"}
+    assert dict(MessageSend.objects.values_list("pk", "status")) == {sends[0].pk: "delivered", sends[1].pk: "sent"}
