@@ -27,13 +27,14 @@ pytestmark = pytest.mark.django_db
 NOW = timezone.now().replace(microsecond=0)
 
 
-def form_fill(leadgen_id: str, *, name: str, phone: str = "", email: str = "", minutes_ago: int = 5) -> attribution.Touch:
+def form_fill(leadgen_id: str, *, name: str, phone: str = "", email: str = "", minutes_ago: int = 5,
+              campaign: str = "400001") -> attribution.Touch:
     """A Lead Ads lead as GET /{leadgen_id} gives it (lead.json), as a touch."""
     fields = [{"name": "full_name", "values": [name]}]
     fields += [{"name": "phone_number", "values": [phone]}] if phone else []
     fields += [{"name": "email", "values": [email]}] if email else []
     created = (NOW - dt.timedelta(minutes=minutes_ago)).strftime("%Y-%m-%dT%H:%M:%S+0000")
-    return attribution.touch_from_lead({"id": leadgen_id, "created_time": created, "campaign_id": "400001", "adset_id": "500001",
+    return attribution.touch_from_lead({"id": leadgen_id, "created_time": created, "campaign_id": campaign, "adset_id": "500001",
                                         "ad_id": "700001", "form_id": "900001", "field_data": fields})
 
 
@@ -91,7 +92,8 @@ def test_a_batch_that_repeats_itself_and_meets_known_people_ends_as_one_by_one_w
         attribution.record_touch(account, form_fill("860001", name="Carla Ruiz", phone="+5491100000003"))
     batch = [
         form_fill("860010", name="Dario Paz", phone="+5491100000010", email="dario@example.com"),  # new
-        form_fill("860011", name="Dario P", phone="+5491100000010", minutes_ago=1),  # the same phone again, later
+        form_fill("860011", name="Dario P", phone="+5491100000010", minutes_ago=1, campaign="400002"),  # his phone again, later
+        form_fill("860019", name="Dario", phone="+5491100000010", minutes_ago=9, campaign="400003"),  # and earlier
         form_fill("860012", name="Ana Sosa", phone="+5491100000001"),  # Ana's phone
         form_fill("860013", name="Beatriz Lopez", email="bea.lopez@example.com"),  # Bea's email, other case
         form_fill("860001", name="Carla Ruiz", phone="+5491100000003"),  # Meta delivered Carla's lead again
@@ -107,7 +109,8 @@ def test_a_batch_that_repeats_itself_and_meets_known_people_ends_as_one_by_one_w
 
     assert outcome(acme) == outcome(globex)
     assert [results[n].lead_created for n in range(len(batch))] == [r.lead_created for r in one_by_one]
-    assert {0, 6} <= {n for n, r in results.items() if r.lead_created}  # the two new ones, together
+    assert {0, 7} <= {n for n, r in results.items() if r.lead_created}  # the two new ones, together
+    assert Lead.objects.get(account=acme, phone="+5491100000010").meta_campaign_id == "400002"  # his last touch's
     assert Lead.objects.filter(account=acme).count() == Lead.objects.filter(account=globex).count()
 
 
