@@ -22,7 +22,8 @@ from crm_marketing.errors import NotFound
 from crm_marketing.models import Account
 from marketing.models import AdAccount, Campaign
 from marketing.services.insights import ATTRIBUTION_WINDOWS
-from marketing.stats.figures import HUNDRED, TOTAL, Converter, Figures, Scope, change, collect, earliest_day
+from marketing.stats.figures import TOTAL, collect, earliest_day
+from marketing.stats.values import HUNDRED, Converter, Figures, Scope, change
 from marketing.time_ranges import Window, resolve_window
 from meta_oauth.models import MetaConnection
 
