@@ -37,7 +37,7 @@ STUCK_MARGIN = timedelta(minutes=1)  # clock skew between the host that claimed 
 
 
 def stuck_after() -> timedelta:
-    """A ``processing`` event older than this was abandoned: django-q2 ends a task after its timeout, so no drain
+    """A ``processing`` event older than this was abandoned: a qcluster ends a task after its timeout, so no drain
     still runs on it (30 minutes before: with 200-event batches, a killed drain's leads waited that long)."""
     return timedelta(seconds=settings.Q_CLUSTER["timeout"]) + STUCK_MARGIN
 
@@ -348,7 +348,9 @@ def due_event_ids(*, now=None, limit: int = 500) -> list[int]:
 
 
 def release_stuck(event_ids: list[int]) -> None:
-    """Processing rows abandoned by a crashed worker become failed so they can be claimed again."""
+    """Processing rows abandoned by a crashed worker become failed and due at once, so they can be claimed again
+    (by the task the sweep queues next, or by a later sweep if that task is lost)."""
+    now = timezone.now()
     WebhookEvent.objects.filter(pk__in=event_ids, status=WebhookEvent.Status.PROCESSING,
-                                claimed_at__lte=timezone.now() - stuck_after()).update(
-        status=WebhookEvent.Status.FAILED, error="abandoned by a worker")
+                                claimed_at__lte=now - stuck_after()).update(
+        status=WebhookEvent.Status.FAILED, error="abandoned by a worker", next_attempt_at=now)

@@ -129,16 +129,28 @@ def test_a_drain_that_dies_on_one_event_gives_the_rest_of_its_batch_to_the_next_
 
 
 def test_events_a_killed_drain_left_processing_run_again_once_no_task_can_still_hold_them(client, acme, acme_whatsapp, settings):
-    settings.Q_CLUSTER = {**settings.Q_CLUSTER, "timeout": 600}  # django-q2 ends a task after 10 minutes
+    settings.Q_CLUSTER = {**settings.Q_CLUSTER, "timeout": 120}  # a qcluster ends a task after 2 minutes
     sends = sends_sent(acme, acme_whatsapp, 2)
     for send in sends:  # stored, their drain never ran (its on-commit hook is not run here)
         post_signed(client, statuses_payload(status_event(send.meta_message_id, "delivered", TO, str(send.pk))))
     abandoned, running = WebhookEvent.objects.order_by("pk")
-    WebhookEvent.objects.filter(pk=abandoned.pk).update(status="processing", claimed_at=timezone.now() - dt.timedelta(minutes=12))
-    WebhookEvent.objects.filter(pk=running.pk).update(status="processing", claimed_at=timezone.now() - dt.timedelta(minutes=9))
+    WebhookEvent.objects.filter(pk=abandoned.pk).update(status="processing", claimed_at=timezone.now() - dt.timedelta(minutes=3, seconds=30))
+    WebhookEvent.objects.filter(pk=running.pk).update(status="processing", claimed_at=timezone.now() - dt.timedelta(minutes=2, seconds=30))
 
     from crm_marketing.tasks import retry_webhook_events
     retry_webhook_events()  # the scheduled sweep; django-q2 runs what it queues inline in tests
 
     assert dict(WebhookEvent.objects.values_list("pk", "status")) == {abandoned.pk: "processed", running.pk: "processing"}
     assert dict(MessageSend.objects.values_list("pk", "status")) == {sends[0].pk: "delivered", sends[1].pk: "sent"}
+
+
+def test_an_abandoned_event_whose_retry_task_was_lost_is_found_by_the_next_sweep(client, acme, acme_whatsapp):
+    [send] = sends_sent(acme, acme_whatsapp, 1)
+    post_signed(client, statuses_payload(status_event(send.meta_message_id, "delivered", TO, str(send.pk))))
+    event = WebhookEvent.objects.get()
+    WebhookEvent.objects.filter(pk=event.pk).update(status="processing", claimed_at=timezone.now() - dt.timedelta(hours=1))
+
+    from crm_marketing.webhook_processing import due_event_ids, release_stuck
+    release_stuck([event.pk])  # then the queue refuses the retry task (Redis down): nothing runs it
+
+    assert due_event_ids(now=timezone.now() + dt.timedelta(minutes=5)) == [event.pk]

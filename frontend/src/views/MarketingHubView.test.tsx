@@ -148,6 +148,9 @@ describe("MarketingHubView", () => {
     expect(await screen.findByText("Pick the WhatsApp number that sends the messages")).toBeInTheDocument();
     await waitFor(() => expect(screen.getByText(/Acme - Leads AR/, { selector: "p" })).toBeInTheDocument()); // token-status says so now
     expect(screen.getByText("Pick the WhatsApp number that sends the messages")).toBeInTheDocument();
+    await userEvent.selectOptions(screen.getByLabelText("Period"), "7d"); // another period's figures load meanwhile
+    await waitFor(() => expect(within(card("Leads")).getByText("120")).toBeInTheDocument());
+    expect(screen.getByText("Pick the WhatsApp number that sends the messages")).toBeInTheDocument(); // not back at the first step
   });
 
   it("shows a marketing user no connect or disconnect controls", async () => {

@@ -48,7 +48,8 @@ export function MarketingHubView() {
   // While a sync runs, every figure on the page is refreshed until the run shows up as finished.
   useQuery({ queryKey: ["stats", rangeKey(range)], queryFn: () => marketingApi.getStats(range), enabled: progress.syncing, refetchInterval: polling });
 
-  const connected = stats.data?.meta_connected ?? false;
+  // While another period's figures load, token-status (not per period) still knows: the wizard keeps its step.
+  const connected = stats.data?.meta_connected ?? tokenStatus.data?.connected ?? false;
   const needsAdAccount = connected && tokenStatus.data !== undefined && tokenStatus.data.ad_account === null;
   // Opened because no ad account is chosen yet, the wizard stays open after the pick, for its WhatsApp and Pages steps.
   useEffect(() => {
