@@ -24,6 +24,11 @@ function isoDay(seconds: number): string {
   return new Date(seconds * 1000).toISOString().slice(0, 10);
 }
 
+// The points are calendar days: ticks every whole day or more (uPlot's own steps from a day up), so a week is not
+// labelled at noon too (each date twice).
+const DAY = 86_400;
+const DAY_INCREMENTS = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 15, 30, 60, 90, 120, 180, 365, 730, 1825, 3650].map((days) => days * DAY);
+
 export default function SpendRevenueChart({ points, currency }: { points: ChartPoint[]; currency: string }) {
   const { t, i18n } = useTranslation();
   const language = i18n.language;
@@ -51,7 +56,7 @@ export default function SpendRevenueChart({ points, currency }: { points: ChartP
         { label: t("chart.revenue"), stroke: REVENUE, fill: "rgba(26,127,90,.12)", width: 2, value: money, points: { show: false } },
       ],
       axes: [
-        { values: (_, ticks) => ticks.map((v) => tick.format(new Date(v * 1000))), space: 70, grid: { stroke: "#eef0f3" }, stroke: "#5b6576" },
+        { values: (_, ticks) => ticks.map((v) => tick.format(new Date(v * 1000))), space: 70, incrs: DAY_INCREMENTS, grid: { stroke: "#eef0f3" }, stroke: "#5b6576" },
         { values: (_, ticks) => ticks.map((v) => compact.format(v)), grid: { stroke: "#eef0f3" }, stroke: "#5b6576", size: 60 },
       ],
     };
