@@ -121,9 +121,9 @@ def publish_many(name: str, *, account_id: int, payloads: list[dict[str, Any]]) 
     records = OutboxEvent.objects.bulk_create([
         OutboxEvent(name=name, account_id=account_id, payload=payload, created_at=now, next_attempt_at=now + SWEEP_GRACE)
         for payload in payloads])
-    # A broker outage must not undo or fail the write: the sweep delivers the events instead.
     if not records:
         return []
+    # A broker outage must not undo or fail the write: the sweep delivers the events instead.
     if settings.CACHE_IS_SHARED:  # one drain queued for a burst of writes (crm_marketing.event_drain)
         transaction.on_commit(request_drain, robust=True)
     else:  # every process has its own flag: a drain per write (with the ORM broker, in the writer's transaction)
